@@ -1,0 +1,69 @@
+//! The interface: one Ethernet port with one IPv4 address, and every socket on it. [`Stack`] is
+//! the engine's entry point: frames and time in; frames, socket events and deadlines out.
+
+mod arp_cache;
+mod counters;
+mod frag;
+
+pub use arp_cache::{ArpCache, ArpConfig, QueueOutcome};
+pub use counters::Counters;
+pub use frag::{fragments, Reassembler, ReassemblyError};
+
+use std::net::Ipv4Addr;
+
+use crate::socket::tcp::TcpConfig;
+use crate::time::Duration;
+use crate::wire::{ChecksumPolicy, EthernetAddress, Ipv4Cidr};
+
+/// Everything a [`Stack`] is configured with.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// Our MAC address.
+    pub mac: EthernetAddress,
+    /// Our address and the directly attached network.
+    pub addr: Ipv4Cidr,
+    /// Where packets for destinations off the network go (none: only the attached network).
+    pub gateway: Option<Ipv4Addr>,
+    /// IP MTU of the link (1500 for Ethernet; up to 9000 for jumbo frames).
+    pub mtu: usize,
+    /// Checksum computation and verification.
+    pub checksum: ChecksumPolicy,
+    /// Secret for ISNs and timestamp offsets (RFC 6528), and for ephemeral-port selection.
+    /// The caller fills it from a real source of randomness.
+    pub secret: [u8; 16],
+    /// TCP defaults.
+    pub tcp: TcpConfig,
+    /// ARP cache tunables.
+    pub arp: ArpConfig,
+    /// How long partial datagrams wait for their missing fragments.
+    pub reassembly_timeout: Duration,
+    /// Memory cap on fragments held for reassembly.
+    pub reassembly_max_bytes: usize,
+    /// Ephemeral port range for connect and autobind (Linux default 32768–60999).
+    pub ephemeral_ports: (u16, u16),
+    /// Default TTL.
+    pub ttl: u8,
+    /// Most sockets (and connections) the stack holds.
+    pub max_sockets: usize,
+}
+
+impl StackConfig {
+    /// A configuration with the usual defaults for everything but identity.
+    pub fn new(mac: EthernetAddress, addr: Ipv4Cidr, secret: [u8; 16]) -> StackConfig {
+        StackConfig {
+            mac,
+            addr,
+            gateway: None,
+            mtu: 1500,
+            checksum: ChecksumPolicy::default(),
+            secret,
+            tcp: TcpConfig::default(),
+            arp: ArpConfig::default(),
+            reassembly_timeout: Duration::from_secs(30),
+            reassembly_max_bytes: 4 << 20,
+            ephemeral_ports: (32768, 60999),
+            ttl: 64,
+            max_sockets: 65536,
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Buffers the sockets keep payload in.
+
+mod ring;
+
+pub use ring::RingBuffer;
