@@ -8,6 +8,8 @@
 mod input;
 mod output;
 mod ports;
+#[cfg(test)]
+mod tests;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
