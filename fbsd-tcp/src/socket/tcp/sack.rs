@@ -24,7 +24,7 @@ pub struct Scoreboard {
     sacked: Vec<(SeqNumber, SeqNumber)>,
     /// Bytes in `sacked`.
     sacked_bytes: usize,
-    /// HighRxt: the highest sequence number retransmitted in this recovery episode.
+    /// HighRxt: one past the highest sequence number retransmitted in this recovery episode.
     high_rxt: Option<SeqNumber>,
 }
 
@@ -43,6 +43,9 @@ impl Scoreboard {
     /// Processes one ACK: drops state below `snd_una`, merges the blocks that lie within
     /// (`snd_una`, `snd_max`] and ignores the others (D-SACK blocks below SND.UNA, garbage).
     /// Returns the number of bytes newly SACKed by this ACK (RFC 6675 §2's "SACKs new data").
+    ///
+    /// Block edges are compared with `snd_una` in serial-number arithmetic; a block straddling
+    /// SND.UNA or SND.MAX keeps its part inside.
     pub fn update(
         &mut self,
         snd_una: SeqNumber,
@@ -50,7 +53,7 @@ impl Scoreboard {
         blocks: &[SackBlock],
     ) -> usize {
         self.drop_below(snd_una);
-        let window = snd_max.0.wrapping_sub(snd_una.0);
+        let window = if snd_max > snd_una { (snd_max - snd_una) as u32 } else { 0 };
         let before = self.sacked_bytes;
         for block in blocks {
             if let Some((left, right)) = clip_block(block, snd_una, window) {
@@ -128,7 +131,8 @@ impl Scoreboard {
         let end = seq + len;
         self.high_rxt = Some(self.high_rxt.map_or(end, |h| h.max(end)));
     }
-    /// HighRxt, if anything was retransmitted in this episode.
+    /// HighRxt, if anything was retransmitted in this episode: one past the last octet
+    /// retransmitted (the RFC's HighRxt + 1).
     pub fn high_rxt(&self) -> Option<SeqNumber> {
         self.high_rxt
     }
@@ -242,12 +246,13 @@ fn clip_block(
     snd_una: SeqNumber,
     window: u32,
 ) -> Option<(SeqNumber, SeqNumber)> {
+    debug_assert!(window <= i32::MAX as u32);
     let distance = |seq: SeqNumber| i64::from(seq.0.wrapping_sub(snd_una.0) as i32);
     let (left, right) = (distance(block.left), distance(block.right));
     if left >= right {
         return None;
     }
-    let window = i64::from(window.min(i32::MAX as u32));
+    let window = i64::from(window);
     let (left, right) = (left.max(0), right.min(window));
     if left >= right {
         return None;
