@@ -9,9 +9,9 @@ use crate::iface::StackConfig;
 use crate::socket::{AddressFamily, Errno, SocketOptions, SocketType};
 use crate::time::{Duration, Instant};
 use crate::wire::{
-    ArpOperation, ArpPacket, ArpRepr, ChecksumPolicy, DstUnreachable, EtherType, EthernetAddress, EthernetFrame,
-    EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Cidr, Ipv4Packet, Ipv4Repr, SeqNumber, TcpFlags,
-    TcpOptions, TcpPacket, TcpRepr, UdpPacket, UdpRepr,
+    ArpOperation, ArpPacket, ArpRepr, ChecksumPolicy, DstUnreachable, EtherType, EthernetAddress,
+    EthernetFrame, EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Cidr, Ipv4Packet,
+    Ipv4Repr, SeqNumber, TcpFlags, TcpOptions, TcpPacket, TcpRepr, UdpPacket, UdpRepr,
 };
 
 const OUR_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 2]);
@@ -41,7 +41,8 @@ fn drain(stack: &mut Stack) -> Vec<Vec<u8>> {
 
 fn ethernet(dst: EthernetAddress, ethertype: EtherType, payload: &[u8]) -> Vec<u8> {
     let mut frame = vec![0; 14 + payload.len()];
-    EthernetRepr { src_addr: PEER_MAC, dst_addr: dst, ethertype }.emit(&mut EthernetFrame::new_unchecked(&mut frame[..]));
+    EthernetRepr { src_addr: PEER_MAC, dst_addr: dst, ethertype }
+        .emit(&mut EthernetFrame::new_unchecked(&mut frame[..]));
     frame[14..].copy_from_slice(payload);
     frame
 }
@@ -70,7 +71,11 @@ fn arp_frame(operation: ArpOperation, target: Ipv4Addr) -> Vec<u8> {
         operation,
         source_hardware_addr: PEER_MAC,
         source_protocol_addr: PEER_IP,
-        target_hardware_addr: if operation == ArpOperation::Reply { OUR_MAC } else { EthernetAddress::default() },
+        target_hardware_addr: if operation == ArpOperation::Reply {
+            OUR_MAC
+        } else {
+            EthernetAddress::default()
+        },
         target_protocol_addr: target,
     };
     let mut packet = vec![0; repr.buffer_len()];
@@ -86,7 +91,14 @@ fn learn_peer(stack: &mut Stack) {
     assert_eq!(replies.len(), 1);
 }
 
-fn tcp_frame(src_port: u16, dst_port: u16, flags: TcpFlags, seq: u32, ack: Option<u32>, payload: &[u8]) -> Vec<u8> {
+fn tcp_frame(
+    src_port: u16,
+    dst_port: u16,
+    flags: TcpFlags,
+    seq: u32,
+    ack: Option<u32>,
+    payload: &[u8],
+) -> Vec<u8> {
     let repr = TcpRepr {
         src_port,
         dst_port,
@@ -95,7 +107,10 @@ fn tcp_frame(src_port: u16, dst_port: u16, flags: TcpFlags, seq: u32, ack: Optio
         flags: if ack.is_some() { flags | TcpFlags::ACK } else { flags },
         window_len: 65535,
         urgent_pointer: 0,
-        options: TcpOptions { mss: flags.contains(TcpFlags::SYN).then_some(1460), ..TcpOptions::default() },
+        options: TcpOptions {
+            mss: flags.contains(TcpFlags::SYN).then_some(1460),
+            ..TcpOptions::default()
+        },
         payload,
     };
     let mut segment = vec![0; repr.header_len() + payload.len()];
@@ -145,7 +160,10 @@ fn arp_request_for_our_address_gets_a_reply_and_teaches_us_the_sender() {
 #[test]
 fn arp_request_for_another_host_is_ignored() {
     let mut stack = stack();
-    stack.receive_frame(Instant::ZERO, &arp_frame(ArpOperation::Request, Ipv4Addr::new(10, 77, 0, 9)));
+    stack.receive_frame(
+        Instant::ZERO,
+        &arp_frame(ArpOperation::Request, Ipv4Addr::new(10, 77, 0, 9)),
+    );
     assert!(drain(&mut stack).is_empty());
 }
 
@@ -168,7 +186,8 @@ fn packets_to_an_unresolved_neighbour_wait_for_the_arp_reply() {
     assert_eq!(frames.len(), 1, "the queued echo reply goes out");
     let (header, payload) = parse_ip(&frames[0]);
     assert_eq!(header.dst_addr, PEER_IP);
-    let reply = Icmpv4Repr::parse(&Icmpv4Packet::new_checked(&payload[..]).unwrap(), CHECKSUMS).unwrap();
+    let packet = Icmpv4Packet::new_checked(&payload[..]).unwrap();
+    let reply = Icmpv4Repr::parse(&packet, CHECKSUMS).unwrap();
     assert_eq!(reply, Icmpv4Repr::EchoReply { ident: 7, seq_no: 1, data: b"ping" });
 }
 
@@ -248,7 +267,10 @@ fn udp_send_to_emits_a_checksummed_datagram() {
     let frames = drain(&mut stack);
     assert_eq!(frames.len(), 1);
     let (header, payload) = parse_ip(&frames[0]);
-    assert_eq!((header.src_addr, header.dst_addr, header.protocol), (OUR_IP, PEER_IP, IpProtocol::Udp));
+    assert_eq!(
+        (header.src_addr, header.dst_addr, header.protocol),
+        (OUR_IP, PEER_IP, IpProtocol::Udp)
+    );
     let packet = UdpPacket::new_checked(&payload[..]).unwrap();
     let repr = UdpRepr::parse(&packet, OUR_IP, PEER_IP, CHECKSUMS).unwrap();
     assert_eq!((repr.src_port, repr.dst_port, repr.payload), (7000, 4000, &b"answer"[..]));
@@ -282,7 +304,8 @@ fn closed_udp_port_answers_port_unreachable_quoting_the_datagram() {
     let frames = drain(&mut stack);
     assert_eq!(frames.len(), 1);
     let (_, payload) = parse_ip(&frames[0]);
-    match Icmpv4Repr::parse(&Icmpv4Packet::new_checked(&payload[..]).unwrap(), CHECKSUMS).unwrap() {
+    let packet = Icmpv4Packet::new_checked(&payload[..]).unwrap();
+    match Icmpv4Repr::parse(&packet, CHECKSUMS).unwrap() {
         Icmpv4Repr::DstUnreachable { reason, header, data } => {
             assert_eq!(reason, DstUnreachable::PortUnreachable);
             assert_eq!((header.src_addr, header.dst_addr), (PEER_IP, OUR_IP));
@@ -310,7 +333,11 @@ fn connected_udp_socket_hears_port_unreachable_as_econnrefused() {
     stack.send(socket, b"query").unwrap();
     let sent = drain(&mut stack);
     let (header, payload) = parse_ip(&sent[0]);
-    let error = Icmpv4Repr::DstUnreachable { reason: DstUnreachable::PortUnreachable, header, data: &payload[..8] };
+    let error = Icmpv4Repr::DstUnreachable {
+        reason: DstUnreachable::PortUnreachable,
+        header,
+        data: &payload[..8],
+    };
     let mut icmp = vec![0; error.buffer_len()];
     error.emit(&mut Icmpv4Packet::new_unchecked(&mut icmp[..]), CHECKSUMS);
     stack.receive_frame(Instant::ZERO, &ip_frame(IpProtocol::Icmp, OUR_IP, &icmp));
@@ -343,7 +370,11 @@ fn bind_conflicts_follow_the_reuse_options() {
     stack.bind(first, "0.0.0.0:8080".parse().unwrap()).unwrap();
     assert_eq!(stack.bind(second, "10.77.0.2:8080".parse().unwrap()), Err(Errno::AddrInUse));
     assert_eq!(stack.bind(second, "10.1.1.1:8081".parse().unwrap()), Err(Errno::AddrNotAvailable));
-    assert_eq!(stack.bind(first, "0.0.0.0:8082".parse().unwrap()), Err(Errno::InvalidArgument), "bound twice");
+    assert_eq!(
+        stack.bind(first, "0.0.0.0:8082".parse().unwrap()),
+        Err(Errno::InvalidArgument),
+        "bound twice"
+    );
 
     for socket in [first, second] {
         let options = SocketOptions { reuse_addr: true, ..stack.options(socket).unwrap().clone() };
@@ -435,13 +466,23 @@ fn dual_stack_listener_accepts_ipv4_and_reports_v4_mapped_peers() {
     let (flags, ack, our_isn, _) = parse_tcp(&frames[0]);
     assert_eq!(flags, TcpFlags::SYN | TcpFlags::ACK);
     assert_eq!(ack, Some(SeqNumber(1001)));
-    assert_eq!(stack.accept(listener).map(|_| ()), Err(Errno::WouldBlock), "not before the handshake completes");
+    assert_eq!(
+        stack.accept(listener).map(|_| ()),
+        Err(Errno::WouldBlock),
+        "not before the handshake completes"
+    );
 
-    stack.receive_frame(Instant::ZERO, &tcp_frame(40000, 8000, TcpFlags::default(), 1001, Some(our_isn.0 + 1), b"GET"));
+    stack.receive_frame(
+        Instant::ZERO,
+        &tcp_frame(40000, 8000, TcpFlags::default(), 1001, Some(our_isn.0 + 1), b"GET"),
+    );
     assert_eq!(stack.poll_event(), Some(listener));
     let (connection, peer) = stack.accept(listener).unwrap();
     assert_eq!(peer, "[::ffff:10.77.0.1]:40000".parse::<SocketAddr>().unwrap());
-    assert_eq!(stack.local_addr(connection).unwrap(), "[::ffff:10.77.0.2]:8000".parse::<SocketAddr>().unwrap());
+    assert_eq!(
+        stack.local_addr(connection).unwrap(),
+        "[::ffff:10.77.0.2]:8000".parse::<SocketAddr>().unwrap()
+    );
     let mut buf = [0u8; 8];
     assert_eq!(stack.recv(connection, &mut buf), Ok(3));
     assert_eq!(&buf[..3], b"GET");
@@ -457,7 +498,10 @@ fn closing_a_listener_resets_its_unaccepted_connections() {
     stack.listen(listener, 8).unwrap();
     stack.receive_frame(Instant::ZERO, &tcp_frame(40000, 8000, TcpFlags::SYN, 1000, None, b""));
     let (_, _, our_isn, _) = parse_tcp(&drain(&mut stack)[0]);
-    stack.receive_frame(Instant::ZERO, &tcp_frame(40000, 8000, TcpFlags::default(), 1001, Some(our_isn.0 + 1), b""));
+    stack.receive_frame(
+        Instant::ZERO,
+        &tcp_frame(40000, 8000, TcpFlags::default(), 1001, Some(our_isn.0 + 1), b""),
+    );
     drain(&mut stack);
     stack.close(Instant::ZERO, listener).unwrap();
     let frames = drain(&mut stack);
@@ -470,7 +514,10 @@ fn closing_a_listener_resets_its_unaccepted_connections() {
 fn connect_resolves_the_neighbour_then_sends_syn() {
     let mut stack = stack();
     let socket = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
-    assert_eq!(stack.connect(Instant::ZERO, socket, "10.77.0.1:80".parse().unwrap()), Err(Errno::InProgress));
+    assert_eq!(
+        stack.connect(Instant::ZERO, socket, "10.77.0.1:80".parse().unwrap()),
+        Err(Errno::InProgress)
+    );
     assert!(!stack.readiness(socket).unwrap().writable, "not writable while connecting");
     let frames = drain(&mut stack);
     assert_eq!(frames.len(), 1, "ARP request first");
@@ -483,7 +530,10 @@ fn connect_resolves_the_neighbour_then_sends_syn() {
     assert!((32768..=60999).contains(&local_port));
 
     // RST to our SYN: ECONNREFUSED.
-    stack.receive_frame(Instant::ZERO, &tcp_frame(80, local_port, TcpFlags::RST, 0, Some(isn.0 + 1), b""));
+    stack.receive_frame(
+        Instant::ZERO,
+        &tcp_frame(80, local_port, TcpFlags::RST, 0, Some(isn.0 + 1), b""),
+    );
     assert_eq!(stack.take_error(socket), Ok(Some(Errno::ConnectionRefused)));
 }
 
@@ -491,8 +541,14 @@ fn connect_resolves_the_neighbour_then_sends_syn() {
 fn connect_without_a_route_fails_at_once() {
     let mut stack = stack();
     let socket = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
-    assert_eq!(stack.connect(Instant::ZERO, socket, "192.0.2.1:80".parse().unwrap()), Err(Errno::NetUnreachable));
-    assert_eq!(stack.connect(Instant::ZERO, socket, "10.77.0.255:80".parse().unwrap()), Err(Errno::NetUnreachable));
+    assert_eq!(
+        stack.connect(Instant::ZERO, socket, "192.0.2.1:80".parse().unwrap()),
+        Err(Errno::NetUnreachable)
+    );
+    assert_eq!(
+        stack.connect(Instant::ZERO, socket, "10.77.0.255:80".parse().unwrap()),
+        Err(Errno::NetUnreachable)
+    );
 }
 
 #[test]
