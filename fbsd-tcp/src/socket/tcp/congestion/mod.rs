@@ -50,7 +50,51 @@ impl CongestionAlgorithm {
 
 /// RFC 6928 initial window: min(10 × MSS, max(2 × MSS, 14600)).
 pub fn initial_window(mss: usize) -> usize {
-    (10 * mss).min((2 * mss).max(14600))
+    mss.saturating_mul(10).min(mss.saturating_mul(2).max(14600))
+}
+
+/// No window grows past 1 GiB: far beyond any bandwidth-delay product this stack serves, and it
+/// keeps every byte count (and CUBIC's floating-point arithmetic) far from overflow.
+pub const MAX_CWND: usize = 1 << 30;
+
+/// RFC 3465 §2.2: in slow start one ACK may grow the window by at most L = 2 segments, so that
+/// a stretch ACK (or an ACK after loss) cannot release a burst.
+const ABC_LIMIT_SEGMENTS: usize = 2;
+
+/// Slow start with appropriate byte counting, shared by every algorithm (RFC 5681 §3.1,
+/// RFC 3465): grows `cwnd` by min(acked, L·MSS) but not past `ssthresh`. Returns the part of
+/// `acked` that slow start did not consume once it reached `ssthresh`, which the caller counts
+/// toward congestion avoidance so that crossing the threshold loses no credit. Returns 0 while
+/// the window is still below `ssthresh`: the bytes beyond L·MSS are deliberately forgotten.
+fn slow_start(cwnd: &mut usize, ssthresh: usize, acked: usize, mss: usize) -> usize {
+    if *cwnd >= ssthresh {
+        return acked;
+    }
+    let room = ssthresh - *cwnd;
+    let increase = acked.min(mss.saturating_mul(ABC_LIMIT_SEGMENTS)).min(room);
+    *cwnd = (*cwnd + increase).min(MAX_CWND);
+    if *cwnd >= ssthresh {
+        acked - increase
+    } else {
+        0
+    }
+}
+
+/// RFC 5681 §4.1 restart after idle, shared by every algorithm: the window falls to the
+/// restart window min(IW, cwnd). Before it falls, ssthresh remembers 3/4 of the window it had
+/// (the max(ssthresh, 3/4·cwnd) rule of RFC 2861 and RFC 7661's window validation, as Linux
+/// does), so that slow start climbs straight back to near
+/// the rate the path sustained instead of crawling there in congestion avoidance.
+fn idle_restart(cwnd: &mut usize, ssthresh: &mut usize, mss: usize) {
+    *ssthresh = (*ssthresh).max(*cwnd / 4 * 3);
+    *cwnd = (*cwnd).min(initial_window(mss));
+}
+
+/// RFC 6582 §3.2 step 3, option 1: leaving recovery, the window deflates to ssthresh, or to
+/// what is actually in flight plus one segment if that is smaller, so that the ACK ending
+/// recovery cannot release a burst of ssthresh − flight bytes at once.
+fn deflate_after_recovery(cwnd: &mut usize, ssthresh: usize, flight_size: usize, mss: usize) {
+    *cwnd = ssthresh.min(flight_size.max(mss).saturating_add(mss)).min(MAX_CWND);
 }
 
 /// What a congestion-control algorithm is told, and what it answers. All sizes in bytes.
