@@ -105,9 +105,9 @@ impl Cubic {
     /// Anchors the curve at the first ACK of a congestion-avoidance stage.
     fn begin_epoch(&mut self, now: Instant, mss: f64) -> Epoch {
         let cwnd_epoch = self.cwnd as f64;
-        // After a timeout (§4.8), the window at hand is the best estimate of the saturation
-        // point; so it is if no congestion event ever set W_max (which only a connection that
-        // calls `on_recovery_end` without entering recovery could bring about).
+        // After a timeout (§4.8) the window at hand is the best estimate of the saturation
+        // point. So it would be if W_max had never been set, a state no sequence of calls
+        // reaches today (the first ssthresh comes with a W_max or a timeout) but cheap to guard.
         if self.after_timeout || self.w_max <= 0.0 {
             self.w_max = cwnd_epoch;
             self.after_timeout = false;
