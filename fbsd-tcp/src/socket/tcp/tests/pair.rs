@@ -1,0 +1,321 @@
+//! Two TCBs against each other, no stack in between: each side's `dispatch` output goes through
+//! a seeded lossy, reordering link with a fixed delay into the other's `process`, in virtual
+//! time. Checks that a large transfer arrives intact, in a bounded time, and that both ends
+//! finish cleanly.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use super::*;
+use crate::socket::tcp::reset_reply;
+use crate::socket::Errno;
+
+/// SplitMix64: deterministic, tiny, good enough for loss decisions.
+pub(super) struct Rng(u64);
+
+impl Rng {
+    pub(super) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// True with probability `per_million` / 1e6.
+    pub(super) fn chance(&mut self, per_million: u64) -> bool {
+        self.next() % 1_000_000 < per_million
+    }
+}
+
+/// What the link does to segments.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Link {
+    /// One-way delay.
+    pub(super) delay: Duration,
+    /// Probability of loss, per million segments, each direction.
+    pub(super) loss_ppm: u64,
+    /// Probability that a segment is held back by up to `delay` more (and so overtaken).
+    pub(super) reorder_ppm: u64,
+    pub(super) seed: u64,
+}
+
+/// A segment on the wire.
+struct Flight {
+    to_server: bool,
+    bytes: Vec<u8>,
+}
+
+pub(super) struct Pair {
+    pub(super) client: TcpSocket,
+    pub(super) server: Option<TcpSocket>,
+    pub(super) now: Instant,
+    link: Link,
+    rng: Rng,
+    /// (arrival, tie-break) → segment.
+    wire: BinaryHeap<Reverse<(Instant, u64)>>,
+    flights: std::collections::HashMap<u64, Flight>,
+    next_id: u64,
+    config: TcpConfig,
+    server_options: SocketOptions,
+    buf: Vec<u8>,
+    pub(super) segments: u64,
+    pub(super) dropped: u64,
+}
+
+const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 40000);
+const SERVER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 5001);
+
+impl Pair {
+    pub(super) fn new(config: TcpConfig, options: SocketOptions, link: Link) -> Pair {
+        let client = TcpSocket::connect(
+            &config,
+            &options,
+            Instant::ZERO,
+            CLIENT,
+            SERVER,
+            SeqNumber(0xffff_0000), // wraps during the transfer
+            77,
+            1460,
+        );
+        Pair {
+            client,
+            server: None,
+            now: Instant::ZERO,
+            link,
+            rng: Rng(link.seed),
+            wire: BinaryHeap::new(),
+            flights: Default::default(),
+            next_id: 0,
+            config,
+            server_options: options,
+            buf: vec![0; 65_600],
+            segments: 0,
+            dropped: 0,
+        }
+    }
+
+    fn transmit(&mut self, to_server: bool, bytes: Vec<u8>) {
+        self.segments += 1;
+        if self.rng.chance(self.link.loss_ppm) {
+            self.dropped += 1;
+            return;
+        }
+        let mut at = self.now + self.link.delay;
+        if self.rng.chance(self.link.reorder_ppm) {
+            let extra = self.rng.next() % (self.link.delay.as_micros() as u64 + 1);
+            at += Duration::from_micros(extra);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.flights.insert(id, Flight { to_server, bytes });
+        self.wire.push(Reverse((at, id)));
+    }
+
+    /// Everything both sides want to send now goes on the wire.
+    fn flush(&mut self) {
+        while let Some(len) = self.client.dispatch(self.now, &mut self.buf, true) {
+            let bytes = self.buf[..len].to_vec();
+            self.transmit(true, bytes);
+        }
+        while let Some(server) = self.server.as_mut() {
+            let Some(len) = server.dispatch(self.now, &mut self.buf, true) else { break };
+            let bytes = self.buf[..len].to_vec();
+            self.transmit(false, bytes);
+        }
+    }
+
+    fn deliver(&mut self, flight: Flight) {
+        let (src, dst) = if flight.to_server { (CLIENT, SERVER) } else { (SERVER, CLIENT) };
+        let packet = TcpPacket::new_checked(&flight.bytes[..]).unwrap();
+        let repr = TcpRepr::parse(&packet, *src.ip(), *dst.ip(), ChecksumPolicy::default())
+            .expect("a TCB emitted a malformed segment");
+        let target = if flight.to_server {
+            if self.server.is_none() {
+                // A listener that accepts the first SYN.
+                if repr.flags.contains(SYN) && repr.ack_number.is_none() {
+                    self.server = Some(TcpSocket::accept_syn(
+                        &self.config,
+                        &self.server_options,
+                        self.now,
+                        SERVER,
+                        CLIENT,
+                        SeqNumber(0x7fff_f000),
+                        12345,
+                        1460,
+                        &repr,
+                    ));
+                }
+                return;
+            }
+            self.server.as_mut().unwrap()
+        } else {
+            &mut self.client
+        };
+        if target.process(self.now, &repr) == SegmentOutcome::SendReset {
+            let reset = reset_reply(&repr).unwrap();
+            let mut bytes = vec![0; reset.header_len()];
+            reset.emit(
+                &mut TcpPacket::new_unchecked(&mut bytes[..]),
+                *dst.ip(),
+                *src.ip(),
+                ChecksumPolicy::default(),
+            );
+            self.transmit(!flight.to_server, bytes);
+        }
+    }
+
+    /// Moves virtual time to the next event (a delivery or a timer) and handles it.
+    pub(super) fn step(&mut self) {
+        self.flush();
+        let mut next = self.wire.peek().map(|Reverse((at, _))| *at);
+        for at in [self.client.poll_at(), self.server.as_ref().and_then(TcpSocket::poll_at)]
+            .into_iter()
+            .flatten()
+        {
+            next = Some(next.map_or(at, |n: Instant| n.min(at)));
+        }
+        let Some(next) = next else { return };
+        self.now = self.now.max(next);
+        while let Some(&Reverse((at, id))) = self.wire.peek() {
+            if at > self.now {
+                break;
+            }
+            self.wire.pop();
+            let flight = self.flights.remove(&id).unwrap();
+            self.deliver(flight);
+            // The stack dispatches after every call it makes on a TCB.
+            self.flush();
+        }
+        if self.client.poll_at().is_some_and(|at| at <= self.now) {
+            self.client.on_timer(self.now);
+        }
+        if let Some(server) = self.server.as_mut() {
+            if server.poll_at().is_some_and(|at| at <= self.now) {
+                server.on_timer(self.now);
+            }
+        }
+    }
+}
+
+/// Sends `total` bytes client → server, then closes both ways; checks every byte and the end
+/// states. Returns the virtual time the transfer took and the pair, for further checks.
+pub(super) fn transfer(config: TcpConfig, link: Link, total: usize, limit: Duration) -> Pair {
+    let options = options(&config);
+    let mut pair = Pair::new(config, options, link);
+    let mut written = 0;
+    let mut read = 0;
+    let mut client_closed = false;
+    let mut server_closed = false;
+    let mut steps = 0u64;
+    loop {
+        steps += 1;
+        assert!(steps < 50_000_000, "livelock");
+        assert!(pair.now < Instant::ZERO + limit, "transfer too slow: {read} of {total} bytes at {:?}; client {:?}; server {:?}", pair.now, pair.client, pair.server);
+        // The client writes as much as it may.
+        if written < total {
+            match pair.client.send_with(|a, b| {
+                let mut n = 0;
+                for slot in a.iter_mut().chain(b.iter_mut()) {
+                    if written + n == total {
+                        break;
+                    }
+                    *slot = pattern_byte(written + n);
+                    n += 1;
+                }
+                n
+            }) {
+                Ok(n) => written += n,
+                Err(Errno::WouldBlock) => {}
+                Err(e) => panic!("client send: {e:?}"),
+            }
+        } else if !client_closed {
+            pair.client.close(pair.now);
+            client_closed = true;
+        }
+        // The server reads everything that arrived, checking it.
+        if let Some(server) = pair.server.as_mut() {
+            loop {
+                let result = server.recv_with(|a, b| {
+                    for (i, &byte) in a.iter().chain(b).enumerate() {
+                        assert_eq!(byte, pattern_byte(read + i), "byte {} corrupted", read + i);
+                    }
+                    a.len() + b.len()
+                });
+                match result {
+                    Ok(0) => {
+                        assert_eq!(read, total, "early EOF");
+                        if !server_closed {
+                            server.close(pair.now);
+                            server_closed = true;
+                        }
+                        break;
+                    }
+                    Ok(n) => read += n,
+                    Err(Errno::WouldBlock) => break,
+                    Err(e) => panic!("server recv: {e:?} after {read} bytes"),
+                }
+            }
+        }
+        let client_done = matches!(pair.client.state(), TcpState::TimeWait | TcpState::Closed);
+        let server_done = pair.server.as_ref().is_some_and(TcpSocket::is_finished);
+        if client_done && server_done && read == total {
+            eprintln!(
+                "{total} bytes in {:?}: {} segments, {} dropped; client {:?}",
+                pair.now,
+                pair.segments,
+                pair.dropped,
+                pair.client.info()
+            );
+            return pair;
+        }
+        pair.step();
+    }
+}
+
+fn lossy(loss_ppm: u64, seed: u64) -> Link {
+    Link { delay: Duration::from_millis(5), loss_ppm, reorder_ppm: loss_ppm, seed }
+}
+
+const EIGHT_MIB: usize = 8 << 20;
+
+fn big_buffers(sack: bool) -> TcpConfig {
+    TcpConfig { send_buffer: 1 << 20, recv_buffer: 1 << 20, sack, ..TcpConfig::default() }
+}
+
+#[test]
+fn eight_mib_without_loss() {
+    let pair = transfer(big_buffers(true), lossy(0, 1), EIGHT_MIB, Duration::from_secs(5));
+    assert_eq!(pair.dropped, 0);
+    let info = pair.client.info();
+    assert_eq!(info.total_retrans, 0);
+    assert_eq!(info.bytes_acked, EIGHT_MIB as u64);
+    assert!(info.timestamps && info.sack);
+    assert!(pair.now < Instant::from_millis(1000), "took {:?}", pair.now);
+}
+
+#[test]
+fn eight_mib_one_percent_loss_with_sack() {
+    let pair = transfer(big_buffers(true), lossy(10_000, 2), EIGHT_MIB, Duration::from_secs(60));
+    assert!(pair.dropped > 0);
+    assert!(pair.client.info().fast_recoveries > 0);
+}
+
+#[test]
+fn eight_mib_one_percent_loss_without_sack() {
+    let pair = transfer(big_buffers(false), lossy(10_000, 3), EIGHT_MIB, Duration::from_secs(60));
+    assert!(pair.dropped > 0);
+    assert!(!pair.client.info().sack);
+}
+
+#[test]
+fn eight_mib_five_percent_loss_with_sack() {
+    let pair = transfer(big_buffers(true), lossy(50_000, 4), EIGHT_MIB, Duration::from_secs(300));
+    assert!(pair.dropped > 0);
+}
+
+#[test]
+fn eight_mib_five_percent_loss_without_sack() {
+    let pair = transfer(big_buffers(false), lossy(50_000, 5), EIGHT_MIB, Duration::from_secs(300));
+    assert!(pair.dropped > 0);
+}
