@@ -565,6 +565,13 @@ impl TcpSocket {
     fn receive_out_of_order(&mut self, seq: SeqNumber, offset: usize, payload: &[u8], fin: bool) {
         // Duplicate ACK at once (RFC 5681 §4.2), carrying the SACK news.
         self.ack_now = true;
+        if payload.is_empty() {
+            // A bare FIN beyond a gap.
+            if fin && self.rx_fin.is_none() {
+                self.rx_fin = Some(seq);
+            }
+            return;
+        }
         let stored = self.rx.write_unallocated(offset, payload);
         if stored == 0 || self.assembler.add(offset, stored).is_err() {
             return;

@@ -124,13 +124,13 @@ impl Tcb {
     }
 
     /// The peer's segment arrives now.
-    pub(super) fn send(&mut self, segment: &TcpRepr<'_>) -> SegmentOutcome {
+    pub(super) fn deliver(&mut self, segment: &TcpRepr<'_>) -> SegmentOutcome {
         self.socket.process(self.now, segment)
     }
 
     /// The next segment the TCB emits now, parsed back from the wire format (checksum checked).
     #[track_caller]
-    pub(super) fn recv(&mut self) -> Option<Emitted> {
+    pub(super) fn emitted(&mut self) -> Option<Emitted> {
         let len = self.socket.dispatch(self.now, &mut self.buf, true)?;
         let packet = TcpPacket::new_checked(&self.buf[..len]).expect("emitted a valid header");
         let repr = TcpRepr::parse(&packet, LOCAL_IP, REMOTE_IP, ChecksumPolicy::default())
@@ -158,8 +158,8 @@ impl Tcb {
     }
 
     /// Drains everything the TCB has to send now.
-    pub(super) fn recv_all(&mut self) -> Vec<Emitted> {
-        core::iter::from_fn(|| self.recv()).collect()
+    pub(super) fn emitted_all(&mut self) -> Vec<Emitted> {
+        core::iter::from_fn(|| self.emitted()).collect()
     }
 }
 
@@ -206,7 +206,7 @@ macro_rules! send {
         send!($tcb, $repr, $crate::socket::tcp::SegmentOutcome::Accepted)
     };
     ($tcb:expr, $repr:expr, $outcome:expr) => {{
-        let outcome = $tcb.send(&$repr);
+        let outcome = $tcb.deliver(&$repr);
         assert_eq!(outcome, $outcome, "outcome of sending {:?}", $repr);
     }};
 }
@@ -215,7 +215,7 @@ macro_rules! send {
 macro_rules! recv {
     ($tcb:expr, $repr:expr) => {{
         let expected: $crate::wire::TcpRepr<'_> = $repr;
-        match $tcb.recv() {
+        match $tcb.emitted() {
             Some(emitted) => assert_eq!(emitted.as_repr(), expected, "emitted {emitted:?}"),
             None => panic!("expected {expected:?}, the TCB emitted nothing"),
         }
@@ -225,7 +225,7 @@ macro_rules! recv {
 /// Asserts the TCB has nothing to send now.
 macro_rules! recv_nothing {
     ($tcb:expr) => {{
-        if let Some(emitted) = $tcb.recv() {
+        if let Some(emitted) = $tcb.emitted() {
             panic!("expected nothing, the TCB emitted {emitted:?}");
         }
     }};
@@ -334,7 +334,7 @@ pub(super) fn established() -> Tcb {
 /// ESTABLISHED with the given socket options (same handshake as `established`).
 pub(super) fn established_with(config: &TcpConfig, options: &SocketOptions) -> Tcb {
     let mut tcb = syn_received_with(config, options, &their_syn());
-    assert!(tcb.recv().is_some());
+    assert!(tcb.emitted().is_some());
     send!(tcb, SEND_TEMPL);
     assert_eq!(tcb.state(), TcpState::Established);
     tcb

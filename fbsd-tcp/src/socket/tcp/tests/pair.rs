@@ -11,7 +11,7 @@ use crate::socket::tcp::reset_reply;
 use crate::socket::Errno;
 
 /// SplitMix64: deterministic, tiny, good enough for loss decisions.
-pub(super) struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
     pub(super) fn next(&mut self) -> u64 {
