@@ -308,10 +308,14 @@ impl TcpSocket {
             self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
             self.snd_wl1 = seg.seq_number;
             self.snd_wl2 = ack;
-            if self.snd_wnd > 0 {
-                self.timers.stop(Timer::Persist);
-                self.persist_backoff = 0;
-            }
+        }
+        // The window opened while probing: a probe byte the peer did not take goes again with
+        // what follows it (from SND.UNA, under the retransmission timer from now on).
+        let reopened = self.snd_wnd > 0 && self.timers.is_armed(Timer::Persist);
+        if reopened {
+            self.timers.stop(Timer::Persist);
+            self.persist_backoff = 0;
+            self.snd_nxt = self.snd_una;
         }
 
         let smss = self.smss();
@@ -385,9 +389,12 @@ impl TcpSocket {
         } else {
             0
         };
+        // Answers to zero-window probes are not duplicate ACKs (FreeBSD requires an open
+        // window too): nothing is lost, the peer just has no room.
         let outstanding = self.snd_una != self.snd_max;
         let is_dup = ack == self.snd_una
             && outstanding
+            && old_wnd > 0
             && if self.sack_enabled {
                 newly_sacked > 0
             } else {

@@ -388,7 +388,8 @@ pub struct TcpSocket {
     cwnd_blocked: bool,
     /// Consecutive retransmission timeouts without progress.
     rto_count: u32,
-    /// When the current run of timeouts began (for TCP_USER_TIMEOUT).
+    /// During a run of timeouts, when its oldest unacknowledged data was first sent (for
+    /// TCP_USER_TIMEOUT).
     rto_episode_start: Option<Instant>,
     /// The last time data left (idle restart, RFC 5681 §4.1).
     last_data_sent: Instant,

@@ -216,10 +216,33 @@ macro_rules! recv {
     ($tcb:expr, $repr:expr) => {{
         let expected: $crate::wire::TcpRepr<'_> = $repr;
         match $tcb.emitted() {
-            Some(emitted) => assert_eq!(emitted.as_repr(), expected, "emitted {emitted:?}"),
-            None => panic!("expected {expected:?}, the TCB emitted nothing"),
+            Some(emitted) => {
+                if emitted.as_repr() != expected {
+                    panic!(
+                        "segment differs\n emitted: {emitted:?}\nexpected: {:?}{}",
+                        $crate::socket::tcp::tests::Emitted::from(&expected),
+                        $crate::socket::tcp::tests::payload_difference(
+                            &emitted.payload,
+                            expected.payload
+                        ),
+                    );
+                }
+            }
+            None => panic!(
+                "expected {:?}, the TCB emitted nothing",
+                $crate::socket::tcp::tests::Emitted::from(&expected)
+            ),
         }
     }};
+}
+
+/// Where two payloads of a failed comparison part.
+pub(super) fn payload_difference(emitted: &[u8], expected: &[u8]) -> String {
+    match emitted.iter().zip(expected).position(|(a, b)| a != b) {
+        Some(i) => format!("\npayloads differ first at byte {i}"),
+        None if emitted.len() != expected.len() => String::from("\npayload lengths differ"),
+        None => String::new(),
+    }
 }
 
 /// Asserts the TCB has nothing to send now.
