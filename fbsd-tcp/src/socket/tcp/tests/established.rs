@@ -100,7 +100,13 @@ fn delayed_ack_rides_on_data() {
     tcb.send(b"pong").unwrap();
     recv!(
         tcb,
-        TcpRepr { flags: ACK | PSH, ack_number: Some(REMOTE_SEQ + 5), window_len: 63_996, payload: b"pong", ..RECV_TEMPL }
+        TcpRepr {
+            flags: ACK | PSH,
+            ack_number: Some(REMOTE_SEQ + 5),
+            window_len: 63_996,
+            payload: b"pong",
+            ..RECV_TEMPL
+        }
     );
     assert!(!tcb.timers.is_armed(super::super::timer::Timer::DelayedAck));
 }
@@ -149,12 +155,27 @@ fn segment_straddling_the_right_edge_keeps_what_fits() {
     let mut offset = 0;
     while offset < 63_990 {
         let len = 1460.min(63_990 - offset);
-        send!(tcb, TcpRepr { seq_number: REMOTE_SEQ + 1 + offset, payload: &data[offset..offset + len], ..SEND_TEMPL });
+        send!(
+            tcb,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + offset,
+                payload: &data[offset..offset + len],
+                ..SEND_TEMPL
+            }
+        );
         offset += len;
     }
     tcb.emitted_all();
     // 10 bytes of room; 20 offered, with a FIN that cannot fit after them.
-    send!(tcb, TcpRepr { seq_number: REMOTE_SEQ + 63_991, flags: ACK | FIN, payload: &[9; 20], ..SEND_TEMPL });
+    send!(
+        tcb,
+        TcpRepr {
+            seq_number: REMOTE_SEQ + 63_991,
+            flags: ACK | FIN,
+            payload: &[9; 20],
+            ..SEND_TEMPL
+        }
+    );
     recv!(tcb, TcpRepr { ack_number: Some(REMOTE_SEQ + 64_001), window_len: 0, ..RECV_TEMPL });
     assert_eq!(tcb.state(), TcpState::Established, "the FIN was cut off with the data");
     assert_eq!(tcb.info().recv_queue, 64_000);
@@ -260,7 +281,15 @@ fn sack_blocks_report_the_latest_arrival_first() {
     send!(tcb, seg(400, &[1; 100]));
     recv!(tcb, ack(&[b(300, 600), b(700, 800), b(100, 200)]));
     // Filling the first hole moves RCV.NXT; reported blocks below it disappear.
-    send!(tcb, TcpRepr { seq_number: SeqNumber(base), payload: &[1; 100], options: ts(502, 0), ..SEND_TEMPL });
+    send!(
+        tcb,
+        TcpRepr {
+            seq_number: SeqNumber(base),
+            payload: &[1; 100],
+            options: ts(502, 0),
+            ..SEND_TEMPL
+        }
+    );
     recv!(
         tcb,
         TcpRepr {
@@ -275,13 +304,23 @@ fn sack_blocks_report_the_latest_arrival_first() {
 #[test]
 fn four_sack_blocks_without_timestamps() {
     let config = config();
-    let syn = TcpRepr { options: TcpOptions { sack_permitted: true, ..their_syn().options }, ..their_syn() };
+    let syn = TcpRepr {
+        options: TcpOptions { sack_permitted: true, ..their_syn().options },
+        ..their_syn()
+    };
     let mut tcb = syn_received_with(&config, &options(&config), &syn);
     tcb.emitted_all();
     send!(tcb, SEND_TEMPL);
     let base = REMOTE_SEQ.0 + 1;
     for i in 0..5u32 {
-        send!(tcb, TcpRepr { seq_number: SeqNumber(base + 100 + 200 * i), payload: &[1; 100], ..SEND_TEMPL });
+        send!(
+            tcb,
+            TcpRepr {
+                seq_number: SeqNumber(base + 100 + 200 * i),
+                payload: &[1; 100],
+                ..SEND_TEMPL
+            }
+        );
         tcb.emitted_all();
     }
     send!(tcb, TcpRepr { seq_number: SeqNumber(base + 1100), payload: &[1; 100], ..SEND_TEMPL });
@@ -292,7 +331,10 @@ fn four_sack_blocks_without_timestamps() {
 #[test]
 fn fin_out_of_order_waits_for_the_gap() {
     let mut tcb = established();
-    send!(tcb, TcpRepr { seq_number: REMOTE_SEQ + 6, flags: ACK | FIN, payload: b"world", ..SEND_TEMPL });
+    send!(
+        tcb,
+        TcpRepr { seq_number: REMOTE_SEQ + 6, flags: ACK | FIN, payload: b"world", ..SEND_TEMPL }
+    );
     recv!(tcb, RECV_TEMPL);
     assert_eq!(tcb.state(), TcpState::Established);
     assert!(!tcb.readiness().read_closed);
@@ -330,14 +372,28 @@ fn random_reassembly_matches_the_stream() {
             let start = (rng.next() % 19_000) as usize;
             let len = 1 + (rng.next() % 1_400) as usize;
             let end = (start + len).min(stream.len());
-            send!(tcb, TcpRepr { seq_number: REMOTE_SEQ + 1 + start, payload: &stream[start..end], ..SEND_TEMPL });
+            send!(
+                tcb,
+                TcpRepr {
+                    seq_number: REMOTE_SEQ + 1 + start,
+                    payload: &stream[start..end],
+                    ..SEND_TEMPL
+                }
+            );
             tcb.emitted_all();
             have[start..end].iter_mut().for_each(|b| *b = true);
             let contiguous = have.iter().position(|b| !b).unwrap_or(have.len());
             assert_eq!(tcb.rcv_nxt, REMOTE_SEQ + 1 + contiguous);
         }
         for start in (0..stream.len()).step_by(1000) {
-            send!(tcb, TcpRepr { seq_number: REMOTE_SEQ + 1 + start, payload: &stream[start..start + 1000], ..SEND_TEMPL });
+            send!(
+                tcb,
+                TcpRepr {
+                    seq_number: REMOTE_SEQ + 1 + start,
+                    payload: &stream[start..start + 1000],
+                    ..SEND_TEMPL
+                }
+            );
         }
         assert_eq!(read_all(&mut tcb), stream);
         assert!(tcb.assembler.is_empty());
@@ -370,7 +426,10 @@ fn rst_at_rcv_nxt_resets() {
 #[test]
 fn rst_in_window_but_not_at_rcv_nxt_draws_challenge_ack() {
     let mut tcb = established();
-    send!(tcb, TcpRepr { seq_number: REMOTE_SEQ + 1000, flags: RST, ack_number: None, ..SEND_TEMPL });
+    send!(
+        tcb,
+        TcpRepr { seq_number: REMOTE_SEQ + 1000, flags: RST, ack_number: None, ..SEND_TEMPL }
+    );
     assert_eq!(tcb.state(), TcpState::Established);
     recv!(tcb, RECV_TEMPL);
     assert_eq!(tcb.take_error(), None);
@@ -417,7 +476,8 @@ fn ack_older_than_the_window_is_answered_and_dropped() {
 #[test]
 fn challenge_acks_are_rate_limited() {
     let mut tcb = established();
-    let bogus = TcpRepr { seq_number: REMOTE_SEQ + 1000, flags: RST, ack_number: None, ..SEND_TEMPL };
+    let bogus =
+        TcpRepr { seq_number: REMOTE_SEQ + 1000, flags: RST, ack_number: None, ..SEND_TEMPL };
     for _ in 0..10 {
         send!(tcb, bogus);
         recv!(tcb, RECV_TEMPL);
@@ -432,7 +492,10 @@ fn challenge_acks_are_rate_limited() {
 #[test]
 fn segment_without_ack_is_dropped() {
     let mut tcb = established();
-    send!(tcb, TcpRepr { ack_number: None, flags: TcpFlags::default(), payload: b"noack", ..SEND_TEMPL });
+    send!(
+        tcb,
+        TcpRepr { ack_number: None, flags: TcpFlags::default(), payload: b"noack", ..SEND_TEMPL }
+    );
     recv_nothing!(tcb);
     assert!(read_all(&mut tcb).is_empty());
 }
@@ -445,13 +508,41 @@ fn segment_without_ack_is_dropped() {
 fn paws_drops_old_timestamps_with_an_ack() {
     let mut tcb = established_sack();
     send!(tcb, TcpRepr { payload: b"new", options: ts(600, 0), ..SEND_TEMPL });
-    recv!(tcb, TcpRepr { ack_number: Some(REMOTE_SEQ + 4), window_len: 63_997, options: ts(0, 600), ..RECV_TEMPL });
+    recv!(
+        tcb,
+        TcpRepr {
+            ack_number: Some(REMOTE_SEQ + 4),
+            window_len: 63_997,
+            options: ts(0, 600),
+            ..RECV_TEMPL
+        }
+    );
     // An old duplicate from a previous wrap of the sequence space: TSval 550 < 600.
-    send!(tcb, TcpRepr { seq_number: REMOTE_SEQ + 4, payload: b"old", options: ts(550, 0), ..SEND_TEMPL });
-    recv!(tcb, TcpRepr { ack_number: Some(REMOTE_SEQ + 4), window_len: 63_997, options: ts(0, 600), ..RECV_TEMPL });
+    send!(
+        tcb,
+        TcpRepr { seq_number: REMOTE_SEQ + 4, payload: b"old", options: ts(550, 0), ..SEND_TEMPL }
+    );
+    recv!(
+        tcb,
+        TcpRepr {
+            ack_number: Some(REMOTE_SEQ + 4),
+            window_len: 63_997,
+            options: ts(0, 600),
+            ..RECV_TEMPL
+        }
+    );
     assert_eq!(read_all(&mut tcb), b"new");
     // A reset is not subject to PAWS.
-    send!(tcb, TcpRepr { seq_number: REMOTE_SEQ + 4, flags: RST, ack_number: None, options: ts(550, 0), ..SEND_TEMPL });
+    send!(
+        tcb,
+        TcpRepr {
+            seq_number: REMOTE_SEQ + 4,
+            flags: RST,
+            ack_number: None,
+            options: ts(550, 0),
+            ..SEND_TEMPL
+        }
+    );
     assert_eq!(tcb.state(), TcpState::Closed);
 }
 
@@ -470,11 +561,33 @@ fn ts_recent_follows_the_segment_at_the_left_edge() {
     send!(tcb, TcpRepr { payload: b"a", options: ts(600, 0), ..SEND_TEMPL });
     // The delayed ACK has not gone out: Last.ACK.sent is still REMOTE_SEQ + 1, so the next
     // segment (beyond it) does not move TS.Recent, and the ACK echoes 600 (RFC 7323 §4.3).
-    send!(tcb, TcpRepr { seq_number: REMOTE_SEQ + 2, payload: b"b", options: ts(700, 0), ..SEND_TEMPL });
-    recv!(tcb, TcpRepr { ack_number: Some(REMOTE_SEQ + 3), window_len: 63_998, options: ts(0, 600), ..RECV_TEMPL });
-    send!(tcb, TcpRepr { seq_number: REMOTE_SEQ + 3, payload: b"c", options: ts(800, 0), ..SEND_TEMPL });
+    send!(
+        tcb,
+        TcpRepr { seq_number: REMOTE_SEQ + 2, payload: b"b", options: ts(700, 0), ..SEND_TEMPL }
+    );
+    recv!(
+        tcb,
+        TcpRepr {
+            ack_number: Some(REMOTE_SEQ + 3),
+            window_len: 63_998,
+            options: ts(0, 600),
+            ..RECV_TEMPL
+        }
+    );
+    send!(
+        tcb,
+        TcpRepr { seq_number: REMOTE_SEQ + 3, payload: b"c", options: ts(800, 0), ..SEND_TEMPL }
+    );
     tcb.advance(Duration::from_millis(40));
-    recv!(tcb, TcpRepr { ack_number: Some(REMOTE_SEQ + 4), window_len: 63_997, options: ts(40, 800), ..RECV_TEMPL });
+    recv!(
+        tcb,
+        TcpRepr {
+            ack_number: Some(REMOTE_SEQ + 4),
+            window_len: 63_997,
+            options: ts(40, 800),
+            ..RECV_TEMPL
+        }
+    );
 }
 
 #[test]
@@ -482,7 +595,10 @@ fn timestamp_echo_samples_rtt_on_every_ack() {
     let mut tcb = established_sack();
     tcb.advance(Duration::from_millis(10));
     tcb.send(&[1; 100]).unwrap();
-    recv!(tcb, TcpRepr { flags: ACK | PSH, options: ts(10, 501), payload: &[1; 100], ..RECV_TEMPL });
+    recv!(
+        tcb,
+        TcpRepr { flags: ACK | PSH, options: ts(10, 501), payload: &[1; 100], ..RECV_TEMPL }
+    );
     tcb.advance(Duration::from_millis(25));
     send!(tcb, TcpRepr { ack_number: Some(LOCAL_SEQ + 101), options: ts(520, 10), ..SEND_TEMPL });
     // The handshake gave a 0 ms sample; SRTT moves by 1/8 of the new 25 ms one.
@@ -503,7 +619,10 @@ fn nagle_holds_small_segments_while_data_is_unacknowledged() {
     tcb.send(b"ghi").unwrap();
     recv_nothing!(tcb);
     send!(tcb, TcpRepr { ack_number: Some(LOCAL_SEQ + 4), ..SEND_TEMPL });
-    recv!(tcb, TcpRepr { seq_number: LOCAL_SEQ + 4, flags: ACK | PSH, payload: b"defghi", ..RECV_TEMPL });
+    recv!(
+        tcb,
+        TcpRepr { seq_number: LOCAL_SEQ + 4, flags: ACK | PSH, payload: b"defghi", ..RECV_TEMPL }
+    );
 }
 
 #[test]
@@ -514,7 +633,10 @@ fn nodelay_sends_small_segments_at_once() {
     tcb.send(b"abc").unwrap();
     recv!(tcb, TcpRepr { flags: ACK | PSH, payload: b"abc", ..RECV_TEMPL });
     tcb.send(b"def").unwrap();
-    recv!(tcb, TcpRepr { seq_number: LOCAL_SEQ + 4, flags: ACK | PSH, payload: b"def", ..RECV_TEMPL });
+    recv!(
+        tcb,
+        TcpRepr { seq_number: LOCAL_SEQ + 4, flags: ACK | PSH, payload: b"def", ..RECV_TEMPL }
+    );
 }
 
 #[test]
@@ -527,7 +649,10 @@ fn turning_nodelay_on_flushes_held_data() {
     let options = SocketOptions { nodelay: true, ..tcb.options.clone() };
     let now = tcb.now;
     tcb.set_options(now, &options);
-    recv!(tcb, TcpRepr { seq_number: LOCAL_SEQ + 4, flags: ACK | PSH, payload: b"def", ..RECV_TEMPL });
+    recv!(
+        tcb,
+        TcpRepr { seq_number: LOCAL_SEQ + 4, flags: ACK | PSH, payload: b"def", ..RECV_TEMPL }
+    );
 }
 
 #[test]
@@ -539,7 +664,15 @@ fn full_segments_go_out_and_the_tail_waits_for_nagle() {
     recv!(tcb, TcpRepr { seq_number: LOCAL_SEQ + 1461, payload: &data[1460..2920], ..RECV_TEMPL });
     recv_nothing!(tcb);
     send!(tcb, TcpRepr { ack_number: Some(LOCAL_SEQ + 2921), ..SEND_TEMPL });
-    recv!(tcb, TcpRepr { seq_number: LOCAL_SEQ + 2921, flags: ACK | PSH, payload: &data[2920..], ..RECV_TEMPL });
+    recv!(
+        tcb,
+        TcpRepr {
+            seq_number: LOCAL_SEQ + 2921,
+            flags: ACK | PSH,
+            payload: &data[2920..],
+            ..RECV_TEMPL
+        }
+    );
 }
 
 #[test]
@@ -613,10 +746,22 @@ fn zero_length_send_and_recv() {
 #[test]
 fn zero_copy_send_and_recv() {
     let mut tcb = established();
-    assert_eq!(tcb.send_with(|a, _| { a[..3].copy_from_slice(b"zc!"); 3 }), Ok(3));
+    assert_eq!(
+        tcb.send_with(|a, _| {
+            a[..3].copy_from_slice(b"zc!");
+            3
+        }),
+        Ok(3)
+    );
     recv!(tcb, TcpRepr { flags: ACK | PSH, payload: b"zc!", ..RECV_TEMPL });
     send!(tcb, TcpRepr { payload: b"abcdef", ..SEND_TEMPL });
-    assert_eq!(tcb.recv_with(|a, b| { assert_eq!([a, b].concat(), b"abcdef"); 2 }), Ok(2));
+    assert_eq!(
+        tcb.recv_with(|a, b| {
+            assert_eq!([a, b].concat(), b"abcdef");
+            2
+        }),
+        Ok(2)
+    );
     assert_eq!(read_all(&mut tcb), b"cdef");
 }
 

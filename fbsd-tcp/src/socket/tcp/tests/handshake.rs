@@ -137,7 +137,12 @@ fn syn_sent_unacceptable_ack_is_answered_with_reset() {
     for ack in [LOCAL_SEQ, LOCAL_SEQ + 2, LOCAL_SEQ - 100] {
         send!(
             tcb,
-            TcpRepr { seq_number: REMOTE_SEQ, ack_number: Some(ack), flags: SYN | ACK, ..SEND_TEMPL },
+            TcpRepr {
+                seq_number: REMOTE_SEQ,
+                ack_number: Some(ack),
+                flags: SYN | ACK,
+                ..SEND_TEMPL
+            },
             SegmentOutcome::SendReset
         );
         // ... but a bad RST is just dropped.
@@ -260,16 +265,33 @@ fn syn_sent_shutdown_write_sends_fin_after_establishment() {
 fn simultaneous_open() {
     let mut tcb = syn_sent();
     // Their SYN crosses ours.
-    send!(tcb, TcpRepr { seq_number: REMOTE_SEQ, ack_number: None, flags: SYN, options: mss_only(), ..SEND_TEMPL });
+    send!(
+        tcb,
+        TcpRepr {
+            seq_number: REMOTE_SEQ,
+            ack_number: None,
+            flags: SYN,
+            options: mss_only(),
+            ..SEND_TEMPL
+        }
+    );
     assert_eq!(tcb.state(), TcpState::SynReceived);
     // We answer with SYN-ACK: our ISS again, now acknowledging theirs.
     recv!(
         tcb,
-        TcpRepr { seq_number: LOCAL_SEQ, flags: SYN | ACK, options: TcpOptions { mss: Some(MSS as u16), ..NO_OPTIONS }, ..RECV_TEMPL }
+        TcpRepr {
+            seq_number: LOCAL_SEQ,
+            flags: SYN | ACK,
+            options: TcpOptions { mss: Some(MSS as u16), ..NO_OPTIONS },
+            ..RECV_TEMPL
+        }
     );
     assert_eq!(tcb.info().total_retrans, 0);
     // Their SYN-ACK arrives: it acknowledges our SYN, but its SYN is old news.
-    send!(tcb, TcpRepr { seq_number: REMOTE_SEQ, flags: SYN | ACK, options: mss_only(), ..SEND_TEMPL });
+    send!(
+        tcb,
+        TcpRepr { seq_number: REMOTE_SEQ, flags: SYN | ACK, options: mss_only(), ..SEND_TEMPL }
+    );
     // In SYN-RECEIVED a SYN is answered by a challenge ACK...
     assert_eq!(tcb.state(), TcpState::SynReceived);
     recv!(tcb, RECV_TEMPL);
@@ -282,10 +304,24 @@ fn simultaneous_open() {
 #[test]
 fn simultaneous_open_then_ack_first() {
     let mut tcb = syn_sent();
-    send!(tcb, TcpRepr { seq_number: REMOTE_SEQ, ack_number: None, flags: SYN, options: mss_only(), ..SEND_TEMPL });
+    send!(
+        tcb,
+        TcpRepr {
+            seq_number: REMOTE_SEQ,
+            ack_number: None,
+            flags: SYN,
+            options: mss_only(),
+            ..SEND_TEMPL
+        }
+    );
     recv!(
         tcb,
-        TcpRepr { seq_number: LOCAL_SEQ, flags: SYN | ACK, options: TcpOptions { mss: Some(MSS as u16), ..NO_OPTIONS }, ..RECV_TEMPL }
+        TcpRepr {
+            seq_number: LOCAL_SEQ,
+            flags: SYN | ACK,
+            options: TcpOptions { mss: Some(MSS as u16), ..NO_OPTIONS },
+            ..RECV_TEMPL
+        }
     );
     send!(tcb, TcpRepr { payload: b"data", ..SEND_TEMPL });
     assert_eq!(tcb.state(), TcpState::Established);
@@ -296,7 +332,16 @@ fn simultaneous_open_then_ack_first() {
 #[test]
 fn simultaneous_open_reset_refuses() {
     let mut tcb = syn_sent();
-    send!(tcb, TcpRepr { seq_number: REMOTE_SEQ, ack_number: None, flags: SYN, options: mss_only(), ..SEND_TEMPL });
+    send!(
+        tcb,
+        TcpRepr {
+            seq_number: REMOTE_SEQ,
+            ack_number: None,
+            flags: SYN,
+            options: mss_only(),
+            ..SEND_TEMPL
+        }
+    );
     send!(tcb, TcpRepr { flags: RST, ack_number: None, ..SEND_TEMPL });
     assert_eq!(tcb.state(), TcpState::Closed);
     assert_eq!(tcb.take_error(), Some(Errno::ConnectionRefused));
@@ -382,7 +427,10 @@ fn syn_received_reset_at_rcv_nxt_closes_a_passive_open_quietly() {
 #[test]
 fn syn_received_reset_elsewhere_in_window_draws_challenge_ack() {
     let mut tcb = syn_received();
-    send!(tcb, TcpRepr { seq_number: REMOTE_SEQ + 100, flags: RST, ack_number: None, ..SEND_TEMPL });
+    send!(
+        tcb,
+        TcpRepr { seq_number: REMOTE_SEQ + 100, flags: RST, ack_number: None, ..SEND_TEMPL }
+    );
     assert_eq!(tcb.state(), TcpState::SynReceived);
     recv!(tcb, RECV_TEMPL);
 }

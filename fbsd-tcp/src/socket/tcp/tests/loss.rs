@@ -18,10 +18,8 @@ fn reno_config() -> TcpConfig {
 /// initial window (10) of them sent.
 fn sending(sack_permitted: bool, segments: usize) -> Tcb {
     let config = reno_config();
-    let syn = TcpRepr {
-        options: TcpOptions { sack_permitted, ..their_syn().options },
-        ..their_syn()
-    };
+    let syn =
+        TcpRepr { options: TcpOptions { sack_permitted, ..their_syn().options }, ..their_syn() };
     let mut tcb = syn_received_with(&config, &options(&config), &syn);
     tcb.emitted_all();
     send!(tcb, SEND_TEMPL);
@@ -115,7 +113,15 @@ fn duplicate_acks_that_change_the_window_or_carry_data_do_not_count() {
         send!(tcb, TcpRepr { window_len: window, ..ack(0, &[]) });
     }
     for i in 0..3 {
-        send!(tcb, TcpRepr { seq_number: REMOTE_SEQ + 1 + i, payload: b"x", window_len: 30_000, ..ack(0, &[]) });
+        send!(
+            tcb,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + i,
+                payload: b"x",
+                window_len: 30_000,
+                ..ack(0, &[])
+            }
+        );
     }
     tcb.emitted_all();
     assert_eq!(tcb.info().fast_recoveries, 0);

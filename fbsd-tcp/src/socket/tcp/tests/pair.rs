@@ -211,7 +211,13 @@ pub(super) fn transfer(config: TcpConfig, link: Link, total: usize, limit: Durat
     loop {
         steps += 1;
         assert!(steps < 50_000_000, "livelock");
-        assert!(pair.now < Instant::ZERO + limit, "transfer too slow: {read} of {total} bytes at {:?}; client {:?}; server {:?}", pair.now, pair.client, pair.server);
+        assert!(
+            pair.now < Instant::ZERO + limit,
+            "transfer too slow: {read} of {total} bytes at {:?}; client {:?}; server {:?}",
+            pair.now,
+            pair.client,
+            pair.server
+        );
         // The client writes as much as it may.
         if written < total {
             match pair.client.send_with(|a, b| {
@@ -318,4 +324,64 @@ fn eight_mib_five_percent_loss_with_sack() {
 fn eight_mib_five_percent_loss_without_sack() {
     let pair = transfer(big_buffers(false), lossy(50_000, 5), EIGHT_MIB, Duration::from_secs(300));
     assert!(pair.dropped > 0);
+}
+
+/// Engine throughput on one core: two TCBs handing segments straight to each other (no link
+/// model, no allocation), checksums filled and verified, the receiver reading everything.
+/// Run with `cargo test --release -p fbsd-tcp throughput -- --ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark: run it in release mode"]
+fn throughput_benchmark() {
+    let config = big_buffers(true);
+    let options = options(&config);
+    let mut client =
+        TcpSocket::connect(&config, &options, Instant::ZERO, CLIENT, SERVER, SeqNumber(1), 0, 1460);
+    let mut buf = vec![0u8; 65_600];
+    let mut now = Instant::ZERO;
+    let len = client.dispatch(now, &mut buf, true).unwrap();
+    let packet = TcpPacket::new_checked(&buf[..len]).unwrap();
+    let syn =
+        TcpRepr::parse(&packet, *CLIENT.ip(), *SERVER.ip(), ChecksumPolicy::default()).unwrap();
+    let mut server =
+        TcpSocket::accept_syn(&config, &options, now, SERVER, CLIENT, SeqNumber(7), 0, 1460, &syn);
+    let total: u64 = 4 << 30;
+    let mut sent = 0u64;
+    let mut received = 0u64;
+    let start = std::time::Instant::now();
+    let mut segments = 0u64;
+    while received < total {
+        now += Duration::from_micros(1);
+        if sent < total {
+            if let Ok(n) = client.send_with(|a, b| a.len() + b.len()) {
+                sent += n as u64;
+            }
+        }
+        while let Some(len) = client.dispatch(now, &mut buf, true) {
+            segments += 1;
+            let packet = TcpPacket::new_checked(&buf[..len]).unwrap();
+            let repr =
+                TcpRepr::parse(&packet, *CLIENT.ip(), *SERVER.ip(), ChecksumPolicy::default())
+                    .unwrap();
+            server.process(now, &repr);
+        }
+        while let Ok(n) = server.recv_with(|a, b| a.len() + b.len()) {
+            if n == 0 {
+                break;
+            }
+            received += n as u64;
+        }
+        while let Some(len) = server.dispatch(now, &mut buf, true) {
+            let packet = TcpPacket::new_checked(&buf[..len]).unwrap();
+            let repr =
+                TcpRepr::parse(&packet, *SERVER.ip(), *CLIENT.ip(), ChecksumPolicy::default())
+                    .unwrap();
+            client.process(now, &repr);
+        }
+    }
+    let elapsed = start.elapsed();
+    let gbps = received as f64 * 8.0 / elapsed.as_secs_f64() / 1e9;
+    eprintln!(
+        "{received} bytes, {segments} data segments in {elapsed:?}: {gbps:.1} Gbit/s, {:.0} ns per segment",
+        elapsed.as_nanos() as f64 / segments as f64
+    );
 }

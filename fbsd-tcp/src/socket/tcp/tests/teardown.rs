@@ -37,7 +37,15 @@ fn time_wait() -> Tcb {
     let mut tcb = fin_wait_2();
     send!(tcb, TcpRepr { ack_number: Some(LOCAL_SEQ + 2), ..THEIR_FIN });
     assert_eq!(tcb.state(), TcpState::TimeWait);
-    recv!(tcb, TcpRepr { seq_number: LOCAL_SEQ + 2, ack_number: Some(REMOTE_SEQ + 2), window_len: AFTER_FIN, ..RECV_TEMPL });
+    recv!(
+        tcb,
+        TcpRepr {
+            seq_number: LOCAL_SEQ + 2,
+            ack_number: Some(REMOTE_SEQ + 2),
+            window_len: AFTER_FIN,
+            ..RECV_TEMPL
+        }
+    );
     tcb
 }
 
@@ -86,7 +94,15 @@ fn fin_wait_1_fin_and_ack_together_go_to_time_wait() {
     let mut tcb = fin_wait_1();
     send!(tcb, TcpRepr { ack_number: Some(LOCAL_SEQ + 2), ..THEIR_FIN });
     assert_eq!(tcb.state(), TcpState::TimeWait);
-    recv!(tcb, TcpRepr { seq_number: LOCAL_SEQ + 2, ack_number: Some(REMOTE_SEQ + 2), window_len: AFTER_FIN, ..RECV_TEMPL });
+    recv!(
+        tcb,
+        TcpRepr {
+            seq_number: LOCAL_SEQ + 2,
+            ack_number: Some(REMOTE_SEQ + 2),
+            window_len: AFTER_FIN,
+            ..RECV_TEMPL
+        }
+    );
 }
 
 #[test]
@@ -96,7 +112,15 @@ fn fin_wait_1_still_receives_data() {
     tcb.shutdown_write(now).unwrap();
     recv!(tcb, OUR_FIN);
     send!(tcb, TcpRepr { payload: b"reply", ..SEND_TEMPL });
-    recv!(tcb, TcpRepr { seq_number: LOCAL_SEQ + 2, ack_number: Some(REMOTE_SEQ + 6), window_len: 63_995, ..RECV_TEMPL });
+    recv!(
+        tcb,
+        TcpRepr {
+            seq_number: LOCAL_SEQ + 2,
+            ack_number: Some(REMOTE_SEQ + 6),
+            window_len: 63_995,
+            ..RECV_TEMPL
+        }
+    );
     let mut buf = [0; 8];
     assert_eq!(tcb.recv(&mut buf), Ok(5));
 }
@@ -120,11 +144,22 @@ fn simultaneous_close_goes_through_closing() {
     // Their FIN crosses ours: it does not acknowledge our FIN.
     send!(tcb, THEIR_FIN);
     assert_eq!(tcb.state(), TcpState::Closing);
-    recv!(tcb, TcpRepr { seq_number: LOCAL_SEQ + 2, ack_number: Some(REMOTE_SEQ + 2), window_len: AFTER_FIN, ..RECV_TEMPL });
+    recv!(
+        tcb,
+        TcpRepr {
+            seq_number: LOCAL_SEQ + 2,
+            ack_number: Some(REMOTE_SEQ + 2),
+            window_len: AFTER_FIN,
+            ..RECV_TEMPL
+        }
+    );
     // An ACK that does not cover our FIN leaves us in CLOSING.
     send!(tcb, TcpRepr { seq_number: REMOTE_SEQ + 2, ..SEND_TEMPL });
     assert_eq!(tcb.state(), TcpState::Closing);
-    send!(tcb, TcpRepr { seq_number: REMOTE_SEQ + 2, ack_number: Some(LOCAL_SEQ + 2), ..SEND_TEMPL });
+    send!(
+        tcb,
+        TcpRepr { seq_number: REMOTE_SEQ + 2, ack_number: Some(LOCAL_SEQ + 2), ..SEND_TEMPL }
+    );
     assert_eq!(tcb.state(), TcpState::TimeWait);
     recv_nothing!(tcb);
 }
@@ -173,9 +208,15 @@ fn fin_wait_2_after_shutdown_waits_forever() {
 #[test]
 fn fin_wait_2_orphan_receiving_data_resets() {
     let mut tcb = fin_wait_2();
-    send!(tcb, TcpRepr { ack_number: Some(LOCAL_SEQ + 2), payload: b"nobody reads this", ..SEND_TEMPL });
+    send!(
+        tcb,
+        TcpRepr { ack_number: Some(LOCAL_SEQ + 2), payload: b"nobody reads this", ..SEND_TEMPL }
+    );
     assert_eq!(tcb.state(), TcpState::Closed);
-    recv!(tcb, TcpRepr { seq_number: LOCAL_SEQ + 2, flags: RST | ACK, window_len: 0, ..RECV_TEMPL });
+    recv!(
+        tcb,
+        TcpRepr { seq_number: LOCAL_SEQ + 2, flags: RST | ACK, window_len: 0, ..RECV_TEMPL }
+    );
     assert!(tcb.is_finished());
 }
 
@@ -201,7 +242,15 @@ fn time_wait_acks_a_retransmitted_fin_and_restarts() {
     let mut tcb = time_wait();
     tcb.advance(Duration::from_secs(30));
     send!(tcb, TcpRepr { ack_number: Some(LOCAL_SEQ + 2), ..THEIR_FIN });
-    recv!(tcb, TcpRepr { seq_number: LOCAL_SEQ + 2, ack_number: Some(REMOTE_SEQ + 2), window_len: AFTER_FIN, ..RECV_TEMPL });
+    recv!(
+        tcb,
+        TcpRepr {
+            seq_number: LOCAL_SEQ + 2,
+            ack_number: Some(REMOTE_SEQ + 2),
+            window_len: AFTER_FIN,
+            ..RECV_TEMPL
+        }
+    );
     recv_nothing!(tcb);
     assert_eq!(tcb.poll_at(), Some(Instant::ZERO + Duration::from_secs(90)));
 }
@@ -217,7 +266,10 @@ fn time_wait_ignores_rst() {
 #[test]
 fn time_wait_ignores_stray_acks() {
     let mut tcb = time_wait();
-    send!(tcb, TcpRepr { seq_number: REMOTE_SEQ + 2, ack_number: Some(LOCAL_SEQ + 2), ..SEND_TEMPL });
+    send!(
+        tcb,
+        TcpRepr { seq_number: REMOTE_SEQ + 2, ack_number: Some(LOCAL_SEQ + 2), ..SEND_TEMPL }
+    );
     recv_nothing!(tcb);
 }
 
@@ -228,7 +280,15 @@ fn time_wait_reopens_for_a_syn_above_rcv_nxt() {
     send!(tcb, syn, SegmentOutcome::ReopenFromTimeWait);
     // One at or below RCV.NXT may be an old duplicate: ACK (challenge), stay.
     send!(tcb, TcpRepr { seq_number: REMOTE_SEQ + 1, ..their_syn() });
-    recv!(tcb, TcpRepr { seq_number: LOCAL_SEQ + 2, ack_number: Some(REMOTE_SEQ + 2), window_len: AFTER_FIN, ..RECV_TEMPL });
+    recv!(
+        tcb,
+        TcpRepr {
+            seq_number: LOCAL_SEQ + 2,
+            ack_number: Some(REMOTE_SEQ + 2),
+            window_len: AFTER_FIN,
+            ..RECV_TEMPL
+        }
+    );
     assert_eq!(tcb.state(), TcpState::TimeWait);
 }
 
@@ -279,7 +339,16 @@ fn close_wait_reads_eof_and_may_still_send() {
     assert_eq!(tcb.recv(&mut buf), Ok(0));
     assert_eq!(tcb.recv(&mut buf), Ok(0));
     tcb.send(b"ok").unwrap();
-    recv!(tcb, TcpRepr { flags: ACK | PSH, ack_number: Some(REMOTE_SEQ + 5), window_len: 63_996, payload: b"ok", ..RECV_TEMPL });
+    recv!(
+        tcb,
+        TcpRepr {
+            flags: ACK | PSH,
+            ack_number: Some(REMOTE_SEQ + 5),
+            window_len: 63_996,
+            payload: b"ok",
+            ..RECV_TEMPL
+        }
+    );
 }
 
 #[test]
@@ -296,7 +365,10 @@ fn last_ack_closes_on_the_ack_of_our_fin() {
     assert!(tcb.readiness().hangup);
     send!(tcb, TcpRepr { seq_number: REMOTE_SEQ + 2, ..SEND_TEMPL });
     assert_eq!(tcb.state(), TcpState::LastAck);
-    send!(tcb, TcpRepr { seq_number: REMOTE_SEQ + 2, ack_number: Some(LOCAL_SEQ + 2), ..SEND_TEMPL });
+    send!(
+        tcb,
+        TcpRepr { seq_number: REMOTE_SEQ + 2, ack_number: Some(LOCAL_SEQ + 2), ..SEND_TEMPL }
+    );
     assert_eq!(tcb.state(), TcpState::Closed);
     assert!(tcb.is_finished());
     recv_nothing!(tcb);
@@ -340,7 +412,10 @@ fn close_with_unread_data_resets() {
     tcb.close(now);
     assert_eq!(tcb.state(), TcpState::Closed);
     assert!(!tcb.is_finished());
-    recv!(tcb, TcpRepr { flags: RST | ACK, ack_number: Some(REMOTE_SEQ + 7), window_len: 0, ..RECV_TEMPL });
+    recv!(
+        tcb,
+        TcpRepr { flags: RST | ACK, ack_number: Some(REMOTE_SEQ + 7), window_len: 0, ..RECV_TEMPL }
+    );
     assert!(tcb.is_finished());
 }
 
@@ -354,7 +429,10 @@ fn close_with_linger_zero_resets() {
     let now = tcb.now;
     tcb.close(now);
     // SEQ is SND.MAX: the peer's RCV.NXT if everything arrived (RFC 5961 then accepts it).
-    recv!(tcb, TcpRepr { seq_number: LOCAL_SEQ + 10, flags: RST | ACK, window_len: 0, ..RECV_TEMPL });
+    recv!(
+        tcb,
+        TcpRepr { seq_number: LOCAL_SEQ + 10, flags: RST | ACK, window_len: 0, ..RECV_TEMPL }
+    );
     recv_nothing!(tcb);
 }
 
@@ -363,7 +441,10 @@ fn abort_in_close_wait_resets_and_last_ack_does_not() {
     let mut tcb = close_wait();
     let now = tcb.now;
     tcb.abort(now);
-    recv!(tcb, TcpRepr { flags: RST | ACK, ack_number: Some(REMOTE_SEQ + 2), window_len: 0, ..RECV_TEMPL });
+    recv!(
+        tcb,
+        TcpRepr { flags: RST | ACK, ack_number: Some(REMOTE_SEQ + 2), window_len: 0, ..RECV_TEMPL }
+    );
     let mut tcb = last_ack();
     let now = tcb.now;
     tcb.abort(now);

@@ -75,7 +75,15 @@ fn rto_go_back_n_resends_everything_outstanding() {
     // Its ACK lets the next two go (slow start from one segment).
     send!(tcb, ack(1461, REMOTE_WINDOW));
     recv!(tcb, TcpRepr { seq_number: LOCAL_SEQ + 1461, payload: &data[1460..2920], ..RECV_TEMPL });
-    recv!(tcb, TcpRepr { seq_number: LOCAL_SEQ + 2921, flags: ACK | PSH, payload: &data[2920..], ..RECV_TEMPL });
+    recv!(
+        tcb,
+        TcpRepr {
+            seq_number: LOCAL_SEQ + 2921,
+            flags: ACK | PSH,
+            payload: &data[2920..],
+            ..RECV_TEMPL
+        }
+    );
     assert_eq!(tcb.info().total_retrans, 3);
 }
 
@@ -207,7 +215,15 @@ fn window_shrunk_to_zero_under_outstanding_data_is_probed() {
     assert!(tcb.timers.is_armed(Timer::Persist));
     assert_eq!(tcb.info().timeouts, 0, "not counted as a timeout");
     send!(tcb, ack(1461, REMOTE_WINDOW));
-    recv!(tcb, TcpRepr { seq_number: LOCAL_SEQ + 1461, flags: ACK | PSH, payload: &pattern(1460, 1460), ..RECV_TEMPL });
+    recv!(
+        tcb,
+        TcpRepr {
+            seq_number: LOCAL_SEQ + 1461,
+            flags: ACK | PSH,
+            payload: &pattern(1460, 1460),
+            ..RECV_TEMPL
+        }
+    );
 }
 
 // ===================================================================================
@@ -266,7 +282,15 @@ fn keepalive_idle_counts_from_the_last_segment() {
     assert_eq!(tcb.advance_to_next_timer(), Duration::from_secs(4));
     recv_nothing!(tcb);
     assert_eq!(tcb.advance_to_next_timer(), Duration::from_secs(6));
-    recv!(tcb, TcpRepr { seq_number: LOCAL_SEQ, ack_number: Some(REMOTE_SEQ + 2), window_len: 63_999, ..RECV_TEMPL });
+    recv!(
+        tcb,
+        TcpRepr {
+            seq_number: LOCAL_SEQ,
+            ack_number: Some(REMOTE_SEQ + 2),
+            window_len: 63_999,
+            ..RECV_TEMPL
+        }
+    );
 }
 
 #[test]
@@ -274,11 +298,8 @@ fn keepalive_enabled_later_by_set_options() {
     let mut tcb = established();
     recv_nothing!(tcb);
     assert_eq!(tcb.poll_at(), None);
-    let options = SocketOptions {
-        keepalive: true,
-        keep_idle: Duration::from_secs(5),
-        ..tcb.options.clone()
-    };
+    let options =
+        SocketOptions { keepalive: true, keep_idle: Duration::from_secs(5), ..tcb.options.clone() };
     let now = tcb.now;
     tcb.set_options(now, &options);
     assert_eq!(tcb.timers.get(Timer::KeepAlive), Some(Instant::from_millis(5000)));

@@ -19,7 +19,9 @@ fn scaled(recv_buffer: usize) -> Tcb {
 
 #[test]
 fn window_shift_is_the_smallest_that_covers_the_buffer() {
-    for (buffer, shift) in [(65_535, 0), (65_536, 1), (1 << 20, 5), (4 << 20, 7), (1 << 30, 14), (1 << 31, 14)] {
+    for (buffer, shift) in
+        [(65_535, 0), (65_536, 1), (1 << 20, 5), (4 << 20, 7), (1 << 30, 14), (1 << 31, 14)]
+    {
         assert_eq!(super::super::window_shift_for(buffer), shift, "buffer {buffer}");
     }
 }
@@ -46,7 +48,8 @@ fn right_edge_never_moves_left_even_when_rounding() {
         send!(tcb, TcpRepr { seq_number: seq, payload: &data, options: ts(502, 0), ..SEND_TEMPL });
         seq += len;
         for emitted in tcb.emitted_all() {
-            let right = emitted.repr.ack_number.unwrap() + (usize::from(emitted.repr.window_len) << 5);
+            let right =
+                emitted.repr.ack_number.unwrap() + (usize::from(emitted.repr.window_len) << 5);
             if let Some(previous) = edge {
                 assert!(right >= previous, "right edge moved left: {right:?} < {previous:?}");
             }
