@@ -343,6 +343,13 @@ impl TcpSocket {
             self.rtt.reset_backoff();
             self.rto_count = 0;
             self.rto_episode_start = None;
+            if self.retransmission_was_spurious(seg) {
+                // RFC 3522 / RFC 4015: the timeout was spurious, the original arrived. Undo the
+                // reduction and do not send again what is already there.
+                self.spurious_retransmits += 1;
+                self.cc.on_spurious_congestion_event();
+                self.snd_nxt = self.snd_max;
+            }
 
             match self.recovery {
                 Some(_) if ack >= self.recover => {
@@ -418,6 +425,18 @@ impl TcpSocket {
                     self.enter_recovery(now);
                 }
             }
+        }
+    }
+
+    /// RFC 3522: the first ACK of new data after a retransmission echoes a TSval older than the
+    /// retransmission's, so it was the original that arrived. (Only the first such ACK tells.)
+    fn retransmission_was_spurious(&mut self, seg: &TcpRepr<'_>) -> bool {
+        let Some(retransmitted) = self.eifel_tsval.take() else {
+            return false;
+        };
+        match seg.options.timestamp {
+            Some((_, tsecr)) => tsecr != 0 && ts_before(tsecr, retransmitted),
+            None => false,
         }
     }
 

@@ -386,6 +386,11 @@ pub struct TcpSocket {
     rtx_una: bool,
     /// Output last stopped because of the congestion window (RFC 7661 input to the algorithm).
     cwnd_blocked: bool,
+    /// Eifel (RFC 3522): the TSval carried by the first retransmission of the current timeout
+    /// or recovery episode, until the first ACK of new data shows whether it was needed.
+    eifel_tsval: Option<u32>,
+    /// Retransmissions found spurious.
+    spurious_retransmits: u64,
     /// Consecutive retransmission timeouts without progress.
     rto_count: u32,
     /// During a run of timeouts, when its oldest unacknowledged data was first sent (for
@@ -538,6 +543,8 @@ impl TcpSocket {
             inflation: 0,
             rtx_una: false,
             cwnd_blocked: false,
+            eifel_tsval: None,
+            spurious_retransmits: 0,
             rto_count: 0,
             rto_episode_start: None,
             last_data_sent: now,

@@ -147,6 +147,7 @@ impl TcpSocket {
                 if self.rto_count == 0 {
                     let flight = self.snd_max - self.snd_una;
                     self.cc.on_retransmit_timeout(now, flight, smss);
+                    self.eifel_tsval = self.ts_enabled.then(|| self.ts_now(now));
                 }
                 self.rto_count += 1;
                 self.rtt.back_off();

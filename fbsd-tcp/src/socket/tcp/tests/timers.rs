@@ -134,6 +134,62 @@ fn user_timeout_ends_the_connection_early() {
     assert_eq!(tcb.take_error(), Some(Errno::TimedOut));
 }
 
+/// ESTABLISHED with timestamps (the peer's TSval 501; ours is the time in ms).
+fn with_timestamps() -> Tcb {
+    let config = config();
+    let mut tcb = syn_received_with(&config, &options(&config), &their_full_syn(500));
+    tcb.emitted_all();
+    send!(tcb, TcpRepr { options: TcpOptions { timestamp: Some((501, 0)), ..NO_OPTIONS }, ..SEND_TEMPL });
+    tcb
+}
+
+fn ts_ack(ack: usize, tsecr: u32) -> TcpRepr<'static> {
+    TcpRepr {
+        ack_number: Some(LOCAL_SEQ + ack),
+        options: TcpOptions { timestamp: Some((600, tsecr)), ..NO_OPTIONS },
+        ..SEND_TEMPL
+    }
+}
+
+#[test]
+fn eifel_spurious_timeout_is_undone() {
+    let mut tcb = with_timestamps();
+    tcb.advance(Duration::from_millis(10));
+    let data = pattern(0, 3 * 1448);
+    tcb.send(&data).unwrap();
+    assert_eq!(tcb.emitted_all().len(), 3);
+    let cwnd = tcb.info().snd_cwnd;
+    tcb.advance_to_next_timer();
+    assert_eq!(tcb.emitted_all().len(), 1, "go-back-N starts with one segment");
+    assert_eq!(tcb.info().snd_cwnd, 1448);
+    // The ACK echoes the original's TSval (10), not the retransmission's (210): the original
+    // arrived. The window comes back, and segments 2 and 3 are not sent again.
+    send!(tcb, ts_ack(1449, 10));
+    // Restored, then grown by the segment this ACK covers (slow start).
+    assert_eq!(tcb.info().snd_cwnd, cwnd + 1448);
+    assert_eq!(tcb.spurious_retransmits, 1);
+    recv_nothing!(tcb);
+    send!(tcb, ts_ack(3 * 1448 + 1, 10));
+    assert_eq!(tcb.info().unacked, 0);
+}
+
+#[test]
+fn eifel_genuine_timeout_keeps_the_reduction() {
+    let mut tcb = with_timestamps();
+    tcb.advance(Duration::from_millis(10));
+    tcb.send(&pattern(0, 3 * 1448)).unwrap();
+    tcb.emitted_all();
+    tcb.advance_to_next_timer();
+    tcb.emitted_all();
+    // Echoing the retransmission's TSval: it was needed.
+    send!(tcb, ts_ack(1449, 210));
+    assert_eq!(tcb.spurious_retransmits, 0);
+    assert!(tcb.info().snd_cwnd < 3 * 1448);
+    // Go-back-N continues with the next segment.
+    let resent = tcb.emitted_all();
+    assert_eq!(resent[0].repr.seq_number, LOCAL_SEQ + 1449);
+}
+
 // ===================================================================================
 // Persist and zero-window probes
 // ===================================================================================
