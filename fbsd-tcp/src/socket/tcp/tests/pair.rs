@@ -165,10 +165,13 @@ impl Pair {
         }
     }
 
-    /// Moves virtual time to the next event (a delivery or a timer) and handles it.
-    pub(super) fn step(&mut self) {
+    /// Moves virtual time to the next event (a delivery, a timer, or `wake`) and handles it.
+    pub(super) fn step(&mut self, wake: Option<Instant>) {
         self.flush();
         let mut next = self.wire.peek().map(|Reverse((at, _))| *at);
+        if let Some(wake) = wake {
+            next = Some(next.map_or(wake, |n| n.min(wake)));
+        }
         for at in [self.client.poll_at(), self.server.as_ref().and_then(TcpSocket::poll_at)]
             .into_iter()
             .flatten()
@@ -198,78 +201,156 @@ impl Pair {
     }
 }
 
-/// Sends `total` bytes client → server, then closes both ways; checks every byte and the end
-/// states. Returns the virtual time the transfer took and the pair, for further checks.
-pub(super) fn transfer(config: TcpConfig, link: Link, total: usize, limit: Duration) -> Pair {
-    let options = options(&config);
-    let mut pair = Pair::new(config, options, link);
-    let mut written = 0;
-    let mut read = 0;
-    let mut client_closed = false;
-    let mut server_closed = false;
+/// What the applications at both ends do.
+#[derive(Debug, Clone)]
+pub(super) struct Scenario {
+    pub(super) config: TcpConfig,
+    pub(super) link: Link,
+    /// Bytes the client sends to the server, and back.
+    pub(super) client_bytes: usize,
+    pub(super) server_bytes: usize,
+    /// The server reads at most this many bytes this often (a slow reader); else everything
+    /// at once.
+    pub(super) slow_reader: Option<(Duration, usize)>,
+    /// The run must be over by then, in virtual time.
+    pub(super) limit: Duration,
+}
+
+/// One end's application: writes its stream, then shuts down writing; reads and checks the
+/// other's stream; closes once both are done.
+struct App {
+    /// Added to stream offsets so the two directions carry different bytes.
+    out_base: usize,
+    in_base: usize,
+    written: usize,
+    to_write: usize,
+    read: usize,
+    to_read: usize,
+    shut: bool,
+    closed: bool,
+    next_read: Instant,
+}
+
+impl App {
+    fn new(out_base: usize, to_write: usize, in_base: usize, to_read: usize) -> App {
+        App {
+            out_base,
+            in_base,
+            written: 0,
+            to_write,
+            read: 0,
+            to_read,
+            shut: false,
+            closed: false,
+            next_read: Instant::ZERO,
+        }
+    }
+
+    fn run(&mut self, socket: &mut TcpSocket, now: Instant, slow: Option<(Duration, usize)>) {
+        if self.written < self.to_write {
+            let (base, from, to) = (self.out_base, self.written, self.to_write);
+            match socket.send_with(|a, b| {
+                let n = (a.len() + b.len()).min(to - from);
+                for (i, slot) in a.iter_mut().chain(b.iter_mut()).take(n).enumerate() {
+                    *slot = pattern_byte(base + from + i);
+                }
+                n
+            }) {
+                Ok(n) => self.written += n,
+                Err(Errno::WouldBlock) => {}
+                Err(e) => panic!("send: {e:?} after {} bytes", self.written),
+            }
+        }
+        if self.written == self.to_write && !self.shut && socket.state() != TcpState::SynSent {
+            socket.shutdown_write(now).unwrap();
+            self.shut = true;
+        }
+        if now < self.next_read {
+            return;
+        }
+        let limit = slow.map_or(usize::MAX, |(_, chunk)| chunk);
+        let mut budget = limit;
+        while budget > 0 {
+            let (base, from) = (self.in_base, self.read);
+            let result = socket.recv_with(|a, b| {
+                let n = (a.len() + b.len()).min(budget);
+                for (i, &byte) in a.iter().chain(b).take(n).enumerate() {
+                    assert_eq!(byte, pattern_byte(base + from + i), "byte {} corrupted", from + i);
+                }
+                n
+            });
+            match result {
+                Ok(0) => {
+                    assert_eq!(self.read, self.to_read, "early end of stream");
+                    if self.shut && !self.closed {
+                        socket.close(now);
+                        self.closed = true;
+                    }
+                    break;
+                }
+                Ok(n) => {
+                    self.read += n;
+                    budget -= n;
+                }
+                Err(Errno::WouldBlock) => break,
+                Err(e) => panic!("recv: {e:?} after {} bytes", self.read),
+            }
+        }
+        if let Some((every, _)) = slow {
+            if budget < limit {
+                self.next_read = now + every;
+            }
+        }
+    }
+}
+
+const SERVER_STREAM: usize = 0x5555;
+
+/// Runs a scenario to the end: every byte checked both ways, both ends closed (TIME-WAIT or
+/// CLOSED) within the time limit. Returns the pair for further checks.
+pub(super) fn run(scenario: Scenario) -> Pair {
+    let options = options(&scenario.config);
+    let mut pair = Pair::new(scenario.config.clone(), options, scenario.link);
+    let mut client = App::new(0, scenario.client_bytes, SERVER_STREAM, scenario.server_bytes);
+    let mut server = App::new(SERVER_STREAM, scenario.server_bytes, 0, scenario.client_bytes);
     let mut steps = 0u64;
     loop {
         steps += 1;
         assert!(steps < 50_000_000, "livelock");
         assert!(
-            pair.now < Instant::ZERO + limit,
-            "transfer too slow: {read} of {total} bytes at {:?}; client {:?}; server {:?}",
+            pair.now < Instant::ZERO + scenario.limit,
+            "too slow: client read {} of {}, server read {} of {}, at {:?}; client {:?}; \
+             server {:?}",
+            client.read,
+            client.to_read,
+            server.read,
+            server.to_read,
             pair.now,
             pair.client,
             pair.server
         );
-        // The client writes as much as it may.
-        if written < total {
-            match pair.client.send_with(|a, b| {
-                let mut n = 0;
-                for slot in a.iter_mut().chain(b.iter_mut()) {
-                    if written + n == total {
-                        break;
-                    }
-                    *slot = pattern_byte(written + n);
-                    n += 1;
-                }
-                n
-            }) {
-                Ok(n) => written += n,
-                Err(Errno::WouldBlock) => {}
-                Err(e) => panic!("client send: {e:?}"),
-            }
-        } else if !client_closed {
-            pair.client.close(pair.now);
-            client_closed = true;
+        let now = pair.now;
+        client.run(&mut pair.client, now, None);
+        if let Some(socket) = pair.server.as_mut() {
+            server.run(socket, now, scenario.slow_reader);
         }
-        // The server reads everything that arrived, checking it.
-        if let Some(server) = pair.server.as_mut() {
-            loop {
-                let result = server.recv_with(|a, b| {
-                    for (i, &byte) in a.iter().chain(b).enumerate() {
-                        assert_eq!(byte, pattern_byte(read + i), "byte {} corrupted", read + i);
-                    }
-                    a.len() + b.len()
-                });
-                match result {
-                    Ok(0) => {
-                        assert_eq!(read, total, "early EOF");
-                        if !server_closed {
-                            server.close(pair.now);
-                            server_closed = true;
-                        }
-                        break;
-                    }
-                    Ok(n) => read += n,
-                    Err(Errno::WouldBlock) => break,
-                    Err(e) => panic!("server recv: {e:?} after {read} bytes"),
-                }
-            }
-        }
-        let client_done = matches!(pair.client.state(), TcpState::TimeWait | TcpState::Closed);
-        let server_done = pair.server.as_ref().is_some_and(TcpSocket::is_finished);
-        if client_done && server_done && read == total {
+        let closed = |s: &TcpSocket| matches!(s.state(), TcpState::TimeWait | TcpState::Closed);
+        if closed(&pair.client)
+            && pair.server.as_ref().is_some_and(closed)
+            && client.closed
+            && server.closed
+        {
+            assert_eq!((client.read, server.read), (client.to_read, server.to_read));
             return pair;
         }
-        pair.step();
+        let wake = (server.next_read > now).then_some(server.next_read);
+        pair.step(wake);
     }
+}
+
+/// The classic case: `total` bytes client → server.
+pub(super) fn transfer(config: TcpConfig, link: Link, total: usize, limit: Duration) -> Pair {
+    run(Scenario { config, link, client_bytes: total, server_bytes: 0, slow_reader: None, limit })
 }
 
 fn lossy(loss_ppm: u64, seed: u64) -> Link {
@@ -284,7 +365,7 @@ fn big_buffers(sack: bool) -> TcpConfig {
 
 #[test]
 fn eight_mib_without_loss() {
-    let pair = transfer(big_buffers(true), lossy(0, 1), EIGHT_MIB, Duration::from_secs(5));
+    let pair = transfer(big_buffers(true), lossy(0, 1), EIGHT_MIB, Duration::from_secs(1));
     assert_eq!(pair.dropped, 0);
     let info = pair.client.info();
     assert_eq!(info.total_retrans, 0);
@@ -295,28 +376,84 @@ fn eight_mib_without_loss() {
 
 #[test]
 fn eight_mib_one_percent_loss_with_sack() {
-    let pair = transfer(big_buffers(true), lossy(10_000, 2), EIGHT_MIB, Duration::from_secs(60));
+    let pair = transfer(big_buffers(true), lossy(10_000, 2), EIGHT_MIB, Duration::from_secs(20));
     assert!(pair.dropped > 0);
     assert!(pair.client.info().fast_recoveries > 0);
 }
 
 #[test]
 fn eight_mib_one_percent_loss_without_sack() {
-    let pair = transfer(big_buffers(false), lossy(10_000, 3), EIGHT_MIB, Duration::from_secs(60));
+    let pair = transfer(big_buffers(false), lossy(10_000, 3), EIGHT_MIB, Duration::from_secs(20));
     assert!(pair.dropped > 0);
     assert!(!pair.client.info().sack);
 }
 
 #[test]
 fn eight_mib_five_percent_loss_with_sack() {
-    let pair = transfer(big_buffers(true), lossy(50_000, 4), EIGHT_MIB, Duration::from_secs(300));
+    let pair = transfer(big_buffers(true), lossy(50_000, 4), EIGHT_MIB, Duration::from_secs(60));
     assert!(pair.dropped > 0);
 }
 
 #[test]
 fn eight_mib_five_percent_loss_without_sack() {
-    let pair = transfer(big_buffers(false), lossy(50_000, 5), EIGHT_MIB, Duration::from_secs(300));
+    let pair = transfer(big_buffers(false), lossy(50_000, 5), EIGHT_MIB, Duration::from_secs(60));
     assert!(pair.dropped > 0);
+}
+
+#[test]
+fn both_directions_at_once_with_loss() {
+    for sack in [true, false] {
+        let pair = run(Scenario {
+            config: big_buffers(sack),
+            link: lossy(10_000, 6),
+            client_bytes: 2 << 20,
+            server_bytes: 3 << 20,
+            slow_reader: None,
+            limit: Duration::from_secs(30),
+        });
+        let server = pair.server.as_ref().unwrap().info();
+        assert_eq!(server.bytes_acked, 3 << 20);
+        assert_eq!(server.bytes_received, 2 << 20);
+    }
+}
+
+#[test]
+fn heavy_reordering_without_loss() {
+    let link = Link { delay: Duration::from_millis(5), loss_ppm: 0, reorder_ppm: 100_000, seed: 7 };
+    let pair = transfer(big_buffers(true), link, 4 << 20, Duration::from_secs(10));
+    assert_eq!(pair.dropped, 0);
+}
+
+#[test]
+fn slow_reader_with_small_buffers_stalls_and_resumes() {
+    // 16 KiB buffers, a reader taking 4 KiB every 50 ms: the window closes again and again.
+    let config = TcpConfig { send_buffer: 16 << 10, recv_buffer: 16 << 10, ..TcpConfig::default() };
+    let pair = run(Scenario {
+        config,
+        link: lossy(10_000, 8),
+        client_bytes: 256 << 10,
+        server_bytes: 0,
+        slow_reader: Some((Duration::from_millis(50), 4 << 10)),
+        limit: Duration::from_secs(10),
+    });
+    assert!(pair.now > Instant::from_millis(3000), "64 reads of 4 KiB, 50 ms apart");
+}
+
+#[test]
+fn handshake_and_close_survive_heavy_loss() {
+    // 30 % loss: SYNs, FINs and their ACKs are lost too; everything still completes.
+    let link = Link { delay: Duration::from_millis(5), loss_ppm: 300_000, reorder_ppm: 0, seed: 9 };
+    for seed in 0..10 {
+        let link = Link { seed, ..link };
+        run(Scenario {
+            config: big_buffers(true),
+            link,
+            client_bytes: 20_000,
+            server_bytes: 20_000,
+            slow_reader: None,
+            limit: Duration::from_secs(600),
+        });
+    }
 }
 
 /// Engine throughput on one core: two TCBs handing segments straight to each other (no link
