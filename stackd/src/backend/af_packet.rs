@@ -1,0 +1,611 @@
+//! The AF_PACKET backend: an existing interface (one end of a veth pair, a NIC) driven through
+//! PACKET_MMAP rings shared with the kernel.
+//!
+//! - **Receive**: a TPACKET_V3 ring of blocks. The kernel packs frames into the current block
+//!   and hands the block over (status TP_STATUS_USER) when it is full or when
+//!   [`RingConfig::rx_block_timeout_ms`] has passed since it opened it; `receive` walks the
+//!   frames of each handed-over block, delivering them straight out of the ring, and gives the
+//!   block back. The timeout is the price of batching: a lone frame can wait up to that long
+//!   before the socket even polls readable.
+//! - **Transmit**: a ring of fixed-size frames (the TPACKET_V3 layout, which the kernel handles
+//!   frame by frame on transmit). `transmit` lends free slots to the engine and marks them
+//!   ready; [`flush`](Backend::flush) sends them all with one `send(fd, NULL, 0, MSG_DONTWAIT)`.
+//!   When the ring is full, `transmit` kicks once to make room and otherwise stops
+//!   (`tx_blocked`); the socket polls writable once a slot is free again.
+//! - The socket is made with protocol 0 (receiving nothing) and bound to the interface only once
+//!   the rings exist, so no frame of another interface slips in; our own transmissions and the
+//!   kernel's are not looped back (PACKET_IGNORE_OUTGOING, and a PACKET_OUTGOING check for
+//!   kernels without it). Malformed TX frames are skipped by the kernel (PACKET_LOSS) instead of
+//!   stalling the ring. PACKET_QDISC_BYPASS is left off: with it, a busy device drops frames
+//!   instead of queueing them.
+//! - Frames the local kernel sent through a veth peer may carry partial TCP/UDP checksums
+//!   (TP_STATUS_CSUMNOTREADY): they are completed in place before delivery. Frames longer than
+//!   the MTU (GSO super-segments from a peer with TSO/GSO on) cannot be received whole and are
+//!   counted as oversized; turn segmentation offloads off at the peer (`ethtool -K PEER tso off
+//!   gso off`).
+//!
+//! **Sharing the interface with the kernel.** Promiscuous mode stays off: the engine uses the
+//! interface's own MAC (read with SIOCGIFHWADDR) unless told otherwise, and then the kernel
+//! receives the same frames as the engine. That is harmless as long as the kernel has no IP
+//! address on the interface that the engine also uses (it would answer ARP for it and reset the
+//! engine's TCP connections) and does not forward (ip_forward=0), so it drops the engine's
+//! traffic silently. A different engine MAC is added to the interface's unicast filter
+//! (PACKET_MR_UNICAST), which puts NICs without such a filter into promiscuous mode.
+//!
+//! **Link down.** The kernel flags the socket with ENETDOWN (EPOLLERR, level-triggered) when the
+//! interface goes down; [`Backend::handle_poll_error`] clears it. Frames queued in the TX ring
+//! meanwhile go out when the link comes back.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use fbsd_tcp::wire::EthernetAddress;
+
+use super::offload;
+use super::sys::{self, layout, IfIoctl, IfReq, RingMap};
+use super::{
+    check_interface, interface_running, Backend, BackendConfig, BackendError, BackendKind,
+    BackendStats, OpenError, ETHERNET_HEADER,
+};
+
+/// Sizes of the rings shared with the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingConfig {
+    /// Bytes per receive block: a multiple of the page size, with room for one whole frame.
+    pub rx_block_size: usize,
+    /// Receive blocks.
+    pub rx_blocks: usize,
+    /// Milliseconds the kernel waits before handing over a partly filled block (≥ 1).
+    pub rx_block_timeout_ms: u32,
+    /// Transmit slots (rounded up to fill whole blocks).
+    pub tx_frames: usize,
+}
+
+impl Default for RingConfig {
+    /// 8 MiB of receive ring in 64 blocks of 128 KiB (at 10 Gbit/s a block fills in ~0.1 ms),
+    /// a 1 ms block timeout, and 1024 transmit slots.
+    fn default() -> Self {
+        RingConfig {
+            rx_block_size: 128 << 10,
+            rx_blocks: 64,
+            rx_block_timeout_ms: 1,
+            tx_frames: 1024,
+        }
+    }
+}
+
+/// Transmit blocks are this large unless one frame needs more.
+const TX_BLOCK_SIZE: usize = 64 << 10;
+
+/// Where the next frame of a partly consumed receive block is.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    /// Offset of the next frame header from the block's start.
+    offset: usize,
+    /// Frames left in the block.
+    remaining: u32,
+}
+
+#[derive(Debug)]
+struct RxRing {
+    block_size: usize,
+    blocks: usize,
+    /// The block `receive` reads next.
+    next: usize,
+    /// Progress inside `next` when a previous call stopped at `max`.
+    cursor: Option<Cursor>,
+}
+
+#[derive(Debug)]
+struct TxRing {
+    /// Offset of the TX ring in the mapping (the RX ring comes first).
+    base: usize,
+    block_size: usize,
+    frame_size: usize,
+    frames_per_block: usize,
+    frames: usize,
+    /// The slot `transmit` fills next.
+    head: usize,
+    /// Slots marked for sending since the last successful kick.
+    unkicked: usize,
+    blocked: bool,
+}
+
+impl TxRing {
+    fn offset(&self, slot: usize) -> usize {
+        self.base
+            + slot / self.frames_per_block * self.block_size
+            + slot % self.frames_per_block * self.frame_size
+    }
+}
+
+/// An interface bound through PACKET_MMAP rings.
+#[derive(Debug)]
+pub struct AfPacketBackend {
+    // Field order is drop order: the mapping goes before the socket it maps.
+    rings: RingMap,
+    socket: OwnedFd,
+    /// An AF_INET datagram socket in the interface's namespace, for interface ioctls.
+    control: OwnedFd,
+    name: String,
+    ifindex: i32,
+    mac: EthernetAddress,
+    mtu: usize,
+    rx: RxRing,
+    tx: TxRing,
+    stats: BackendStats,
+    /// One warning per backend for each kind of trouble; the counters tell the rest.
+    warned_oversized: bool,
+    warned_corrupt: bool,
+    warned_link_down: bool,
+}
+
+impl AfPacketBackend {
+    /// Binds the existing interface `config.iface` with the default rings.
+    pub fn open(config: &BackendConfig) -> Result<AfPacketBackend, OpenError> {
+        Self::open_with(config, RingConfig::default())
+    }
+
+    /// Binds the existing interface `config.iface` with rings of the given sizes.
+    pub fn open_with(
+        config: &BackendConfig,
+        rings: RingConfig,
+    ) -> Result<AfPacketBackend, OpenError> {
+        config.validate()?;
+        let iface = config.iface.as_str();
+        let invalid =
+            |reason: String| OpenError::InvalidConfig { kind: BackendKind::AfPacket, reason };
+        if config.host_addr.is_some() {
+            return Err(invalid(format!(
+                "host_addr is for the tap backend; give {iface} its kernel-side address yourself"
+            )));
+        }
+        let fail = |step: &'static str| move |source: io::Error| setup_error(iface, step, source);
+
+        let control = sys::socket(libc::AF_INET, libc::SOCK_DGRAM, 0)
+            .map_err(fail("open a control socket"))?;
+        let ioctl = |op: IfIoctl| -> io::Result<IfReq> {
+            let mut req = IfReq::new(iface)?;
+            sys::ioctl_ifreq(control.as_fd(), op, &mut req)?;
+            Ok(req)
+        };
+        let ifindex = ioctl(IfIoctl::GetIndex)
+            .map_err(|source| match source.raw_os_error() {
+                Some(libc::ENODEV) => OpenError::NoSuchInterface {
+                    kind: BackendKind::AfPacket,
+                    iface: iface.to_owned(),
+                },
+                _ => setup_error(iface, "look up the interface (SIOCGIFINDEX)", source),
+            })?
+            .int();
+        let (hw_type, own_mac) =
+            ioctl(IfIoctl::GetHwAddr).map_err(fail("read its MAC (SIOCGIFHWADDR)"))?.hw_addr();
+        if hw_type != libc::ARPHRD_ETHER {
+            return Err(invalid(format!("{iface} is not an Ethernet interface (type {hw_type})")));
+        }
+        let if_mtu = ioctl(IfIoctl::GetMtu).map_err(fail("read its MTU (SIOCGIFMTU)"))?.int();
+        if config.mtu > usize::try_from(if_mtu).unwrap_or(0) {
+            return Err(invalid(format!("MTU {} exceeds {iface}'s MTU of {if_mtu}", config.mtu)));
+        }
+        let own_mac = EthernetAddress(own_mac);
+        let mac = config.mac.unwrap_or(own_mac);
+
+        let geometry = Geometry::new(rings, config.mtu).map_err(invalid)?;
+
+        // Protocol 0: nothing is queued to the socket until `bind_packet` below.
+        let socket = sys::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK, 0)
+            .map_err(|source| match source.raw_os_error() {
+                Some(libc::EPERM | libc::EACCES) => OpenError::NeedsCapability {
+                    kind: BackendKind::AfPacket,
+                    iface: iface.to_owned(),
+                    step: "open a packet socket",
+                    capability: "CAP_NET_RAW",
+                },
+                _ => setup_error(iface, "open a packet socket", source),
+            })?;
+        let fd = socket.as_fd();
+        let sol = libc::SOL_PACKET;
+        sys::setsockopt(
+            fd,
+            sol,
+            libc::PACKET_VERSION,
+            &(libc::tpacket_versions::TPACKET_V3 as i32),
+        )
+        .map_err(fail("select TPACKET_V3 (PACKET_VERSION)"))?;
+        sys::setsockopt(fd, sol, libc::PACKET_LOSS, &1i32)
+            .map_err(fail("skip malformed TX frames (PACKET_LOSS)"))?;
+        if let Err(e) = sys::setsockopt(fd, sol, libc::PACKET_IGNORE_OUTGOING, &1i32) {
+            // Before Linux 4.20: the PACKET_OUTGOING check in `receive` does the same work.
+            tracing::debug!(iface, error = %e, "PACKET_IGNORE_OUTGOING unavailable");
+        }
+        let rx_req = sys::tpacket_req3(
+            geometry.rx_block_size,
+            geometry.rx_blocks,
+            geometry.rx_frame_size,
+            rings.rx_block_timeout_ms,
+        )
+        .map_err(fail("size the RX ring"))?;
+        sys::setsockopt(fd, sol, libc::PACKET_RX_RING, &rx_req)
+            .map_err(fail("set up the RX ring (PACKET_RX_RING)"))?;
+        let tx_req = sys::tpacket_req3(
+            geometry.tx_block_size,
+            geometry.tx_blocks,
+            geometry.tx_frame_size,
+            0,
+        )
+        .map_err(fail("size the TX ring"))?;
+        sys::setsockopt(fd, sol, libc::PACKET_TX_RING, &tx_req)
+            .map_err(fail("set up the TX ring (PACKET_TX_RING)"))?;
+        let map = RingMap::new(fd, geometry.rx_len() + geometry.tx_len())
+            .map_err(fail("map the rings"))?;
+        sys::bind_packet(fd, ifindex, libc::ETH_P_ALL as u16)
+            .map_err(fail("bind to the interface"))?;
+        if mac != own_mac {
+            let mut mreq = libc::packet_mreq {
+                mr_ifindex: ifindex,
+                mr_type: sys::PACKET_MR_UNICAST as u16,
+                mr_alen: 6,
+                mr_address: [0; 8],
+            };
+            mreq.mr_address[..6].copy_from_slice(&mac.0);
+            sys::setsockopt(fd, sol, libc::PACKET_ADD_MEMBERSHIP, &mreq)
+                .map_err(fail("add the engine's MAC to the interface (PACKET_MR_UNICAST)"))?;
+        }
+
+        tracing::info!(iface, ifindex, mtu = config.mtu, %mac,
+            rx_ring = geometry.rx_len(), tx_slots = geometry.tx_frames(), "af-packet backend up");
+        Ok(AfPacketBackend {
+            rings: map,
+            socket,
+            control,
+            name: iface.to_owned(),
+            ifindex,
+            mac,
+            mtu: config.mtu,
+            rx: RxRing {
+                block_size: geometry.rx_block_size,
+                blocks: geometry.rx_blocks,
+                next: 0,
+                cursor: None,
+            },
+            tx: TxRing {
+                base: geometry.rx_len(),
+                block_size: geometry.tx_block_size,
+                frame_size: geometry.tx_frame_size,
+                frames_per_block: geometry.tx_block_size / geometry.tx_frame_size,
+                frames: geometry.tx_frames(),
+                head: 0,
+                unkicked: 0,
+                blocked: false,
+            },
+            stats: BackendStats::default(),
+            warned_oversized: false,
+            warned_corrupt: false,
+            warned_link_down: false,
+        })
+    }
+
+    /// Asks the kernel to send every frame marked ready. Transient refusals (no buffer, link
+    /// down) leave the frames queued for the next kick.
+    fn kick(&mut self) -> Result<(), BackendError> {
+        match sys::kick_tx_ring(self.socket.as_fd()) {
+            Ok(_) => {
+                self.tx.unkicked = 0;
+                self.warned_link_down = false;
+                Ok(())
+            }
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EAGAIN | libc::EINTR | libc::ENOBUFS) => Ok(()),
+                Some(libc::ENETDOWN) => {
+                    if !self.warned_link_down {
+                        self.warned_link_down = true;
+                        tracing::warn!(iface = %self.name,
+                            "link down: transmit frames wait in the ring until it comes back");
+                    }
+                    Ok(())
+                }
+                Some(libc::ENXIO | libc::ENODEV) => {
+                    Err(BackendError::DeviceGone { iface: self.name.clone(), source: e })
+                }
+                _ => Err(BackendError::Io {
+                    iface: self.name.clone(),
+                    step: "kick the TX ring",
+                    source: e,
+                }),
+            },
+        }
+    }
+}
+
+/// Ring sizes derived from a [`RingConfig`] and the MTU, checked against the kernel's rules.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    rx_block_size: usize,
+    rx_blocks: usize,
+    rx_frame_size: usize,
+    tx_block_size: usize,
+    tx_blocks: usize,
+    tx_frame_size: usize,
+}
+
+impl Geometry {
+    fn new(rings: RingConfig, mtu: usize) -> Result<Geometry, String> {
+        let page = sys::page_size();
+        let frame = mtu + ETHERNET_HEADER;
+        // Each received frame: its header and sockaddr_ll, aligned, then (for IP alignment) the
+        // frame placed so that the network header is aligned; 128 bytes bound all of that.
+        let rx_min = layout::BLOCK_DESC_LEN + 128 + frame;
+        if rings.rx_block_size % page != 0 || rings.rx_block_size < rx_min {
+            return Err(format!(
+                "RX block size {} must be a multiple of the page size ({page}) and at least {rx_min}",
+                rings.rx_block_size
+            ));
+        }
+        if rings.rx_blocks == 0 || rings.tx_frames == 0 || rings.rx_block_timeout_ms == 0 {
+            return Err("rings need at least one block, one TX slot and a 1 ms timeout".to_owned());
+        }
+        // Power-of-two TX slots keep slots from straddling pages needlessly.
+        let tx_frame_size = (layout::TX_DATA + frame).next_power_of_two();
+        let tx_block_size = TX_BLOCK_SIZE.max(tx_frame_size).next_multiple_of(page);
+        let per_block = tx_block_size / tx_frame_size;
+        Ok(Geometry {
+            rx_block_size: rings.rx_block_size,
+            rx_blocks: rings.rx_blocks,
+            // V3 receive packs frames by their real size; the kernel only checks that this
+            // divides blocks into at least one frame.
+            rx_frame_size: tx_frame_size.min(rings.rx_block_size),
+            tx_block_size,
+            tx_blocks: rings.tx_frames.div_ceil(per_block),
+            tx_frame_size,
+        })
+    }
+
+    fn rx_len(&self) -> usize {
+        self.rx_block_size * self.rx_blocks
+    }
+
+    fn tx_len(&self) -> usize {
+        self.tx_block_size * self.tx_blocks
+    }
+
+    fn tx_frames(&self) -> usize {
+        self.tx_blocks * (self.tx_block_size / self.tx_frame_size)
+    }
+}
+
+fn setup_error(iface: &str, step: &'static str, source: io::Error) -> OpenError {
+    match source.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => OpenError::NeedsCapability {
+            kind: BackendKind::AfPacket,
+            iface: iface.to_owned(),
+            step,
+            capability: "CAP_NET_RAW",
+        },
+        _ => {
+            OpenError::System { kind: BackendKind::AfPacket, iface: iface.to_owned(), step, source }
+        }
+    }
+}
+
+/// One frame of a receive block, as the kernel described it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RxFrame {
+    /// Offset of the Ethernet header from the block's start.
+    data: usize,
+    /// Bytes present.
+    snaplen: usize,
+    /// Bytes the frame had.
+    len: usize,
+    status: u32,
+    pkttype: u8,
+    /// Offset to the next frame header (0 for the last).
+    next: usize,
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(bytes.get(at..at.checked_add(4)?)?.try_into().ok()?))
+}
+
+fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(bytes.get(at..at.checked_add(2)?)?.try_into().ok()?))
+}
+
+/// The frame count and first frame offset of a block; `None` if they do not fit the block.
+fn parse_block(block: &[u8]) -> Option<Cursor> {
+    let remaining = u32_at(block, layout::BLOCK_NUM_PKTS)?;
+    let offset = u32_at(block, layout::BLOCK_FIRST_PKT)? as usize;
+    (offset >= layout::BLOCK_DESC_LEN && offset < block.len())
+        .then_some(Cursor { offset, remaining })
+}
+
+/// The frame whose header is at `at`; `None` if any part of it falls outside the block.
+fn parse_frame(block: &[u8], at: usize) -> Option<RxFrame> {
+    let ll = at.checked_add(layout::FRAME_LL)?;
+    let pkttype = *block.get(ll.checked_add(layout::LL_PKTTYPE)?)?;
+    let data = at.checked_add(usize::from(u16_at(block, at + layout::FRAME_MAC)?))?;
+    let snaplen = u32_at(block, at + layout::FRAME_SNAPLEN)? as usize;
+    if data < at + layout::FRAME_HDR_LEN || data.checked_add(snaplen)? > block.len() {
+        return None;
+    }
+    Some(RxFrame {
+        data,
+        snaplen,
+        len: u32_at(block, at + layout::FRAME_LEN)? as usize,
+        status: u32_at(block, at + layout::FRAME_STATUS)?,
+        pkttype,
+        next: u32_at(block, at + layout::FRAME_NEXT)? as usize,
+    })
+}
+
+impl Backend for AfPacketBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::AfPacket
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn mac(&self) -> EthernetAddress {
+        self.mac
+    }
+    fn mtu(&self) -> usize {
+        self.mtu
+    }
+    fn link_up(&self) -> bool {
+        interface_running(self.control.as_fd(), &self.name)
+    }
+    fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.socket.as_fd())
+    }
+
+    fn receive(
+        &mut self,
+        max: usize,
+        deliver: &mut dyn FnMut(&[u8]),
+    ) -> Result<usize, BackendError> {
+        let max_frame = self.mtu + ETHERNET_HEADER;
+        let mut delivered = 0;
+        while delivered < max {
+            let offset = self.rx.next * self.rx.block_size;
+            let Some(mut block) = self.rings.rx_block(offset, self.rx.block_size) else {
+                break;
+            };
+            let mut cursor = match self.rx.cursor {
+                Some(cursor) => cursor,
+                None => {
+                    if block.status() & libc::TP_STATUS_LOSING != 0 {
+                        self.stats.rx_dropped += read_drops(&self.socket, &self.name);
+                    }
+                    parse_block(block.bytes()).unwrap_or(Cursor { offset: 0, remaining: 0 })
+                }
+            };
+            while cursor.remaining > 0 && delivered < max {
+                let Some(frame) = parse_frame(block.bytes(), cursor.offset) else {
+                    if !self.warned_corrupt {
+                        self.warned_corrupt = true;
+                        tracing::error!(iface = %self.name, block = self.rx.next,
+                            "receive block describes frames outside itself; skipping the rest");
+                    }
+                    self.stats.rx_dropped += u64::from(cursor.remaining);
+                    cursor.remaining = 0;
+                    break;
+                };
+                cursor.remaining -= 1;
+                cursor.offset = cursor.offset.saturating_add(frame.next);
+                if frame.pkttype == libc::PACKET_OUTGOING {
+                    self.stats.rx_ignored += 1;
+                    continue;
+                }
+                if frame.snaplen < frame.len || frame.len > max_frame {
+                    self.stats.rx_oversized += 1;
+                    if !self.warned_oversized {
+                        self.warned_oversized = true;
+                        tracing::warn!(iface = %self.name, len = frame.len, mtu = self.mtu,
+                            "dropping a frame longer than the MTU: if the peer is a veth or \
+                             bridge port, turn its segmentation offloads off \
+                             (ethtool -K PEER tso off gso off); further drops are only counted");
+                    }
+                    continue;
+                }
+                let bytes = &mut block.bytes_mut()[frame.data..frame.data + frame.snaplen];
+                if frame.status & libc::TP_STATUS_CSUMNOTREADY != 0 {
+                    offload::complete_l4_checksum(bytes);
+                }
+                deliver(bytes);
+                self.stats.rx_frames += 1;
+                self.stats.rx_bytes += frame.snaplen as u64;
+                delivered += 1;
+            }
+            if cursor.remaining > 0 {
+                self.rx.cursor = Some(cursor);
+                break;
+            }
+            block.release();
+            self.rx.cursor = None;
+            self.rx.next = (self.rx.next + 1) % self.rx.blocks;
+        }
+        Ok(delivered)
+    }
+
+    fn transmit(
+        &mut self,
+        build: &mut dyn FnMut(&mut [u8]) -> Option<usize>,
+    ) -> Result<usize, BackendError> {
+        let capacity = self.mtu + ETHERNET_HEADER;
+        let mut accepted = 0;
+        self.tx.blocked = false;
+        loop {
+            let offset = self.tx.offset(self.tx.head);
+            if self.rings.tx_frame(offset, self.tx.frame_size).is_none() && self.tx.unkicked > 0 {
+                // Full: sending what is queued frees slots (at once on most devices).
+                self.kick()?;
+            }
+            let Some(mut slot) = self.rings.tx_frame(offset, self.tx.frame_size) else {
+                self.tx.blocked = true;
+                return Ok(accepted);
+            };
+            let Some(len) = build(&mut slot.data()[..capacity]) else {
+                return Ok(accepted);
+            };
+            if len > capacity {
+                return Err(BackendError::FrameTooLong { iface: self.name.clone(), len, capacity });
+            }
+            if slot.was_refused() {
+                self.stats.tx_dropped += 1;
+            }
+            slot.submit(len);
+            self.tx.head = (self.tx.head + 1) % self.tx.frames;
+            self.tx.unkicked += 1;
+            self.stats.tx_frames += 1;
+            self.stats.tx_bytes += len as u64;
+            accepted += 1;
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), BackendError> {
+        if self.tx.unkicked > 0 {
+            self.kick()?;
+        }
+        let head = self.tx.offset(self.tx.head);
+        self.tx.blocked = self.rings.tx_frame(head, self.tx.frame_size).is_none();
+        Ok(())
+    }
+
+    fn tx_blocked(&self) -> bool {
+        self.tx.blocked
+    }
+
+    fn handle_poll_error(&mut self) -> Result<(), BackendError> {
+        // Reading SO_ERROR clears it.
+        let error: i32 = sys::getsockopt(self.socket.as_fd(), libc::SOL_SOCKET, libc::SO_ERROR)
+            .map_err(|source| BackendError::Io {
+                iface: self.name.clone(),
+                step: "read the socket error (SO_ERROR)",
+                source,
+            })?;
+        check_interface(self.control.as_fd(), &self.name, self.ifindex)?;
+        if error != 0 {
+            tracing::warn!(iface = %self.name, error = %io::Error::from_raw_os_error(error),
+                link_up = self.link_up(), "packet socket reported an error");
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> BackendStats {
+        self.stats
+    }
+}
+
+/// Reads and resets the kernel's drop counter (PACKET_STATISTICS).
+fn read_drops(socket: &OwnedFd, name: &str) -> u64 {
+    match sys::getsockopt::<libc::tpacket_stats_v3>(
+        socket.as_fd(),
+        libc::SOL_PACKET,
+        libc::PACKET_STATISTICS,
+    ) {
+        Ok(kernel) => u64::from(kernel.tp_drops),
+        Err(e) => {
+            tracing::debug!(iface = name, error = %e, "PACKET_STATISTICS");
+            0
+        }
+    }
+}
