@@ -335,7 +335,7 @@ impl Geometry {
         // Each received frame: its header and sockaddr_ll, aligned, then (for IP alignment) the
         // frame placed so that the network header is aligned; 128 bytes bound all of that.
         let rx_min = layout::BLOCK_DESC_LEN + 128 + frame;
-        if rings.rx_block_size % page != 0 || rings.rx_block_size < rx_min {
+        if !rings.rx_block_size.is_multiple_of(page) || rings.rx_block_size < rx_min {
             return Err(format!(
                 "RX block size {} must be a multiple of the page size ({page}) and at least {rx_min}",
                 rings.rx_block_size
@@ -507,8 +507,10 @@ impl Backend for AfPacketBackend {
                     continue;
                 }
                 let bytes = &mut block.bytes_mut()[frame.data..frame.data + frame.snaplen];
-                if frame.status & libc::TP_STATUS_CSUMNOTREADY != 0 {
-                    offload::complete_l4_checksum(bytes);
+                if frame.status & libc::TP_STATUS_CSUMNOTREADY != 0
+                    && offload::complete_l4_checksum(bytes)
+                {
+                    self.stats.rx_checksum_completed += 1;
                 }
                 deliver(bytes);
                 self.stats.rx_frames += 1;
@@ -607,5 +609,301 @@ fn read_drops(socket: &OwnedFd, name: &str) -> u64 {
             tracing::debug!(iface = name, error = %e, "PACKET_STATISTICS");
             0
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use fbsd_tcp::wire::{ChecksumPolicy, Ipv4Packet, UdpPacket, UdpRepr};
+
+    use super::*;
+    use crate::backend::testnet::{
+        echo_request, kernel_cidr, parse, privileged, Engine, NetNs, Seen, ENGINE_IP,
+    };
+
+    fn open_in(ns: &NetNs, iface: &str, rings: RingConfig) -> AfPacketBackend {
+        let config = BackendConfig::new(BackendKind::AfPacket, iface);
+        ns.run(|| AfPacketBackend::open_with(&config, rings)).expect("open the af-packet backend")
+    }
+
+    /// The MAC `ip` reports for `iface`.
+    fn link_mac(ns: &NetNs, iface: &str) -> String {
+        let (_, out) = ns.ip_output(&format!("-o link show dev {iface}"));
+        let after = out.split("link/ether ").nth(1).expect("an Ethernet link");
+        after.split_whitespace().next().unwrap().to_owned()
+    }
+
+    #[test]
+    fn arp_and_ping_the_kernel_through_a_veth() {
+        if !privileged("af-packet exchange") {
+            return;
+        }
+        let ns = NetNs::new("afp");
+        ns.veth_pair("veth0", "veth1");
+        let mut backend = open_in(&ns, "veth0", RingConfig::default());
+        assert_eq!(
+            (backend.name(), backend.mtu(), backend.kind()),
+            ("veth0", 1500, BackendKind::AfPacket)
+        );
+        assert_eq!(backend.mac().to_string(), link_mac(&ns, "veth0"), "the interface's own MAC");
+        assert!(backend.link_up());
+        let engine = Engine { mac: backend.mac(), ip: ENGINE_IP };
+        let kernel_mac = engine.arp_then_ping(&mut backend, kernel_cidr().addr);
+        assert_eq!(kernel_mac.to_string(), link_mac(&ns, "veth1"));
+        let stats = backend.stats();
+        assert_eq!((stats.tx_frames, stats.tx_bytes), (2, 42 + 98));
+        assert!(stats.rx_frames >= 2, "{stats:?}");
+        assert_eq!((stats.rx_dropped, stats.rx_oversized), (0, 0));
+        let (_, promisc) = ns.ip_output("-d -o link show dev veth0");
+        assert!(promisc.contains("promiscuity 0"), "{promisc}");
+    }
+
+    /// A ring small enough that 10,000 frames wrap both rings many times.
+    fn tiny_rings() -> RingConfig {
+        RingConfig {
+            rx_block_size: sys::page_size(),
+            rx_blocks: 4,
+            rx_block_timeout_ms: 1,
+            tx_frames: 32,
+        }
+    }
+
+    #[test]
+    fn ten_thousand_echoes_wrap_both_rings() {
+        if !privileged("af-packet burst") {
+            return;
+        }
+        const COUNT: usize = 10_000;
+        const WINDOW: usize = 24;
+        let ns = NetNs::new("afpburst");
+        ns.veth_pair("veth0", "veth1");
+        let mut backend = open_in(&ns, "veth0", tiny_rings());
+        assert_eq!(backend.tx.frames, 32);
+        let engine = Engine { mac: backend.mac(), ip: ENGINE_IP };
+        let kernel = kernel_cidr().addr;
+        let kernel_mac = engine.arp_then_ping(&mut backend, kernel);
+
+        let mut answered = vec![false; COUNT];
+        let (mut sent, mut received, mut duplicates) = (0usize, 0usize, 0usize);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while received < COUNT && Instant::now() < deadline {
+            let mut frames = Vec::new();
+            backend.receive(64, &mut |f| frames.push(parse(f))).unwrap();
+            for seen in &frames {
+                engine.answer_arp(&mut backend, seen);
+                if let Seen::EchoReply { ident: 0x0b0b, seq, data, .. } = seen {
+                    let seq = usize::from(*seq);
+                    assert_eq!(data.as_slice(), &seq.to_be_bytes()[..], "payload echoed");
+                    if std::mem::replace(&mut answered[seq], true) {
+                        duplicates += 1;
+                    } else {
+                        received += 1;
+                    }
+                }
+            }
+            let accepted = backend
+                .transmit(&mut |buf| {
+                    if sent >= COUNT || sent - received >= WINDOW {
+                        return None;
+                    }
+                    let frame = echo_request(
+                        engine.mac,
+                        engine.ip,
+                        kernel_mac,
+                        kernel,
+                        0x0b0b,
+                        sent as u16,
+                        &sent.to_be_bytes(),
+                    );
+                    buf[..frame.len()].copy_from_slice(&frame);
+                    sent += 1;
+                    Some(frame.len())
+                })
+                .unwrap();
+            backend.flush().unwrap();
+            if frames.is_empty() && accepted == 0 {
+                sys::wait_readable(backend.poll_fd().unwrap(), Duration::from_millis(20)).unwrap();
+            }
+        }
+        let stats = backend.stats();
+        assert_eq!((received, duplicates), (COUNT, 0), "every echo answered once; {stats:?}");
+        assert_eq!(stats.tx_frames, COUNT as u64 + 2);
+        assert!(stats.rx_frames >= COUNT as u64 + 2);
+        assert_eq!(stats.rx_dropped, 0);
+        assert!(
+            stats.rx_frames > (tiny_rings().rx_blocks * 21) as u64 * 10,
+            "the receive ring wrapped many times"
+        );
+    }
+
+    #[test]
+    fn receive_stops_at_max_inside_a_block_and_resumes_there() {
+        if !privileged("af-packet max") {
+            return;
+        }
+        let ns = NetNs::new("afpmax");
+        ns.veth_pair("veth0", "veth1");
+        let mut backend = open_in(&ns, "veth0", RingConfig::default());
+        let engine = Engine { mac: backend.mac(), ip: ENGINE_IP };
+        let kernel = kernel_cidr().addr;
+        let kernel_mac = engine.arp_then_ping(&mut backend, kernel);
+        let requests: Vec<Vec<u8>> = (0..8u16)
+            .map(|seq| {
+                echo_request(engine.mac, engine.ip, kernel_mac, kernel, 0x0c0c, seq, &[0; 8])
+            })
+            .collect();
+        crate::backend::testnet::send(&mut backend, &requests);
+        let mut seqs = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seqs.len() < 8 && Instant::now() < deadline {
+            let n = backend
+                .receive(1, &mut |f| {
+                    if let Seen::EchoReply { ident: 0x0c0c, seq, .. } = parse(f) {
+                        seqs.push(seq);
+                    }
+                })
+                .unwrap();
+            assert!(n <= 1);
+            if n == 0 {
+                sys::wait_readable(backend.poll_fd().unwrap(), Duration::from_millis(20)).unwrap();
+            }
+        }
+        assert_eq!(seqs, (0..8).collect::<Vec<u16>>(), "one at a time, in order, none lost");
+    }
+
+    #[test]
+    fn open_errors_say_what_is_wrong() {
+        if !privileged("af-packet open errors") {
+            return;
+        }
+        let ns = NetNs::new("afperr");
+        ns.veth_pair("veth0", "veth1");
+        let open = |config: BackendConfig| {
+            ns.run(|| AfPacketBackend::open(&config)).unwrap_err().to_string()
+        };
+        let base = BackendConfig::new(BackendKind::AfPacket, "veth0");
+        assert_eq!(
+            open(BackendConfig { iface: "nosuch0".into(), ..base.clone() }),
+            "af-packet backend: no interface named nosuch0 (create it first, e.g. a veth pair)"
+        );
+        assert_eq!(
+            open(BackendConfig { mtu: 1600, ..base.clone() }),
+            "af-packet backend: MTU 1600 exceeds veth0's MTU of 1500"
+        );
+        assert_eq!(
+            open(BackendConfig { host_addr: Some(kernel_cidr()), ..base.clone() }),
+            "af-packet backend: host_addr is for the tap backend; give veth0 its kernel-side \
+             address yourself"
+        );
+        assert_eq!(
+            open(BackendConfig { iface: "lo".into(), ..base }),
+            "af-packet backend: lo is not an Ethernet interface (type 772)"
+        );
+        let rings = RingConfig { rx_block_size: 1000, ..RingConfig::default() };
+        let err = ns
+            .run(|| {
+                AfPacketBackend::open_with(
+                    &BackendConfig::new(BackendKind::AfPacket, "veth0"),
+                    rings,
+                )
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("af-packet backend: RX block size 1000 must be a multiple"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn partial_checksums_from_the_kernel_are_completed() {
+        if !privileged("af-packet checksums") {
+            return;
+        }
+        let ns = NetNs::new("afpcsum");
+        ns.veth_pair("veth0", "veth1");
+        let mut backend = open_in(&ns, "veth0", RingConfig::default());
+        let engine = Engine { mac: backend.mac(), ip: ENGINE_IP };
+        let kernel = kernel_cidr().addr;
+        engine.arp_then_ping(&mut backend, kernel);
+        // The kernel sends UDP through veth1 with checksum offload: only the pseudo-header sum
+        // is filled in, and the packet socket on veth0 sees TP_STATUS_CSUMNOTREADY.
+        let payload = b"joyride partial checksum".to_vec();
+        ns.run(|| {
+            let socket = std::net::UdpSocket::bind((kernel, 4000)).unwrap();
+            socket.send_to(&payload, (ENGINE_IP, 5000)).unwrap();
+        });
+        let frame = receive_raw(&mut backend, &engine, |f| {
+            f.len() > 34 && f[12..14] == [0x08, 0x00] && f[23] == 17
+        })
+        .expect("the datagram arrives within 5 s");
+        let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        let repr = UdpRepr::parse(&udp, kernel, ENGINE_IP, ChecksumPolicy::default())
+            .expect("a complete, verifying checksum");
+        assert_eq!((repr.src_port, repr.dst_port, repr.payload), (4000, 5000, &payload[..]));
+        assert_eq!(backend.stats().rx_checksum_completed, 1);
+    }
+
+    /// Receives raw frames until `want` accepts one (answering ARP on the way), for 5 s.
+    fn receive_raw(
+        backend: &mut AfPacketBackend,
+        engine: &Engine,
+        mut want: impl FnMut(&[u8]) -> bool,
+    ) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let mut frames = Vec::new();
+            backend.receive(64, &mut |f| frames.push(f.to_vec())).unwrap();
+            for frame in frames {
+                engine.answer_arp(backend, &parse(&frame));
+                if want(&frame) {
+                    return Some(frame);
+                }
+            }
+            sys::wait_readable(backend.poll_fd().unwrap(), Duration::from_millis(20)).unwrap();
+        }
+        None
+    }
+
+    #[test]
+    fn link_down_raises_a_poll_error_that_is_cleared_and_deletion_is_gone() {
+        if !privileged("af-packet link down") {
+            return;
+        }
+        let ns = NetNs::new("afpdown");
+        ns.veth_pair("veth0", "veth1");
+        let mut backend = open_in(&ns, "veth0", RingConfig::default());
+        let engine = Engine { mac: backend.mac(), ip: ENGINE_IP };
+        let kernel = kernel_cidr().addr;
+        engine.arp_then_ping(&mut backend, kernel);
+        let no_wait = Duration::ZERO;
+        let fd = || backend.poll_fd().unwrap();
+        assert_eq!(sys::poll_events(fd(), libc::POLLIN, no_wait).unwrap() & libc::POLLERR, 0);
+
+        ns.ip("link set veth0 down");
+        assert!(!backend.link_up());
+        let events = sys::poll_events(backend.poll_fd().unwrap(), libc::POLLIN, no_wait).unwrap();
+        assert_ne!(events & libc::POLLERR, 0, "ENETDOWN shows as POLLERR");
+        let events = sys::poll_events(backend.poll_fd().unwrap(), libc::POLLIN, no_wait).unwrap();
+        assert_ne!(events & libc::POLLERR, 0, "and stays until it is read");
+        backend.handle_poll_error().unwrap();
+        let events = sys::poll_events(backend.poll_fd().unwrap(), libc::POLLIN, no_wait).unwrap();
+        assert_eq!(events & libc::POLLERR, 0, "handle_poll_error cleared it");
+        // A frame sent while down waits in the ring.
+        let request = crate::backend::testnet::arp_request(engine.mac, engine.ip, kernel);
+        crate::backend::testnet::send(&mut backend, &[request]);
+
+        assert_eq!((backend.tx.unkicked, backend.stats().tx_dropped), (1, 0));
+
+        ns.ip("link set veth0 up");
+        engine.arp_then_ping(&mut backend, kernel);
+        assert_eq!(backend.tx.unkicked, 0, "the waiting frame went out with the next kick");
+
+        ns.ip("link del veth0");
+        let err = backend.handle_poll_error().unwrap_err();
+        assert!(matches!(err, BackendError::DeviceGone { .. }), "{err:?}");
     }
 }

@@ -141,6 +141,9 @@ pub struct BackendStats {
     /// Frames the device showed us that were not received from the link (our own and the
     /// kernel's transmissions looped back to a packet socket), or were empty.
     pub rx_ignored: u64,
+    /// Received frames whose partial TCP/UDP checksum (left for offload hardware by the local
+    /// kernel) the backend completed before delivery.
+    pub rx_checksum_completed: u64,
     /// Frames accepted from the engine for transmission.
     pub tx_frames: u64,
     /// Bytes of those frames.

@@ -78,12 +78,22 @@ pub(crate) fn page_size() -> usize {
 /// Waits up to `timeout` for `fd` to become readable; true if it is.
 #[cfg(test)]
 pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
-    let mut pollfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    Ok(poll_events(fd, libc::POLLIN, timeout)? & libc::POLLIN != 0)
+}
+
+/// poll(2) on one descriptor: the events it reports within `timeout` (0 if none).
+#[cfg(test)]
+pub(crate) fn poll_events(
+    fd: BorrowedFd<'_>,
+    events: std::ffi::c_short,
+    timeout: Duration,
+) -> io::Result<std::ffi::c_short> {
+    let mut pollfd = libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 };
     let millis = c_int::try_from(timeout.as_millis()).unwrap_or(c_int::MAX);
     // SAFETY: `pollfd` is one valid, exclusively borrowed `struct pollfd`, and we pass a count
     // of 1, so the kernel writes only its `revents` field.
-    let ready = cvt(unsafe { libc::poll(&mut pollfd, 1, millis) })?;
-    Ok(ready > 0 && pollfd.revents & libc::POLLIN != 0)
+    cvt(unsafe { libc::poll(&mut pollfd, 1, millis) })?;
+    Ok(pollfd.revents)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -381,7 +391,10 @@ impl RingMap {
     /// # Panics
     /// If the word is not inside the mapping or not 4-byte aligned (a geometry bug of ours).
     fn status_word(&self, offset: usize) -> &AtomicU32 {
-        assert!(offset % 4 == 0 && offset + 4 <= self.len, "ring status word out of place");
+        assert!(
+            offset.is_multiple_of(4) && offset + 4 <= self.len,
+            "ring status word out of place"
+        );
         // SAFETY: the word is inside the live mapping and aligned (checked above; the mapping
         // is page-aligned). Status words are only ever accessed atomically — by us through
         // here, by the kernel with its own barriers — while no slice lent by this map covers
