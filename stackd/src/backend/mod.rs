@@ -25,6 +25,8 @@ use std::str::FromStr;
 use fbsd_tcp::wire::{EthernetAddress, Ipv4Cidr};
 
 pub mod af_packet;
+#[cfg(test)]
+mod engine_tests;
 mod framed;
 mod offload;
 pub mod pair;
