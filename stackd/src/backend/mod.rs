@@ -136,7 +136,8 @@ pub struct BackendStats {
     pub rx_frames: u64,
     /// Bytes of those frames.
     pub rx_bytes: u64,
-    /// Frames the kernel dropped because the receive ring or queue was full.
+    /// Frames the kernel dropped because the receive ring was full. The kernel reports drops
+    /// with the next frame it hands over, so the count can lag until traffic resumes.
     pub rx_dropped: u64,
     /// Frames too long for the MTU (or for the receive slot), dropped undelivered.
     pub rx_oversized: u64,

@@ -304,48 +304,83 @@ pub(crate) fn kick_tx_ring(fd: BorrowedFd<'_>) -> io::Result<usize> {
 // ---------------------------------------------------------------------------------------------
 // PACKET_MMAP rings
 
-/// Where the kernel puts things in TPACKET_V3 rings, as byte offsets derived from the raw
+/// Where the kernel puts things in PACKET_MMAP rings, as byte offsets derived from the raw
 /// structures, so that the ring walkers read them from plain byte slices.
 pub(crate) mod layout {
+    use std::ffi::c_int;
     use std::mem::{offset_of, size_of};
 
-    /// Block descriptor: `block_status`.
+    /// V3 block descriptor: `block_status`.
     pub(crate) const BLOCK_STATUS: usize =
         offset_of!(libc::tpacket_block_desc, hdr) + offset_of!(libc::tpacket_hdr_v1, block_status);
-    /// Block descriptor: `num_pkts`.
+    /// V3 block descriptor: `num_pkts`.
     pub(crate) const BLOCK_NUM_PKTS: usize =
         offset_of!(libc::tpacket_block_desc, hdr) + offset_of!(libc::tpacket_hdr_v1, num_pkts);
-    /// Block descriptor: `offset_to_first_pkt`.
+    /// V3 block descriptor: `offset_to_first_pkt`.
     pub(crate) const BLOCK_FIRST_PKT: usize = offset_of!(libc::tpacket_block_desc, hdr)
         + offset_of!(libc::tpacket_hdr_v1, offset_to_first_pkt);
-    /// Size of the block descriptor.
+    /// Size of the V3 block descriptor.
     pub(crate) const BLOCK_DESC_LEN: usize = size_of::<libc::tpacket_block_desc>();
-    /// Frame header: `tp_next_offset` (from this header to the next one in the block).
-    pub(crate) const FRAME_NEXT: usize = offset_of!(libc::tpacket3_hdr, tp_next_offset);
-    /// Frame header: `tp_snaplen` (bytes present).
-    pub(crate) const FRAME_SNAPLEN: usize = offset_of!(libc::tpacket3_hdr, tp_snaplen);
-    /// Frame header: `tp_len` (bytes the frame had on the wire).
-    pub(crate) const FRAME_LEN: usize = offset_of!(libc::tpacket3_hdr, tp_len);
-    /// Frame header: `tp_status`.
-    pub(crate) const FRAME_STATUS: usize = offset_of!(libc::tpacket3_hdr, tp_status);
-    /// Frame header: `tp_mac` (from the header to the Ethernet header).
-    pub(crate) const FRAME_MAC: usize = offset_of!(libc::tpacket3_hdr, tp_mac);
-    /// Size of the fixed frame header.
-    pub(crate) const FRAME_HDR_LEN: usize = size_of::<libc::tpacket3_hdr>();
-    /// Where the `sockaddr_ll` describing a received frame follows its header.
-    pub(crate) const FRAME_LL: usize = (size_of::<libc::tpacket3_hdr>() + libc::TPACKET_ALIGNMENT
-        - 1)
-        & !(libc::TPACKET_ALIGNMENT - 1);
     /// `sockaddr_ll::sll_pkttype`, from the start of the `sockaddr_ll`.
     pub(crate) const LL_PKTTYPE: usize = offset_of!(libc::sockaddr_ll, sll_pkttype);
-    /// Where a TX frame's data starts: the kernel reads it at `tp_hdrlen - sizeof(sockaddr_ll)`,
-    /// right after the aligned `tpacket3_hdr`, unless PACKET_TX_HAS_OFF is set (it is not).
-    pub(crate) const TX_DATA: usize = libc::TPACKET3_HDRLEN - size_of::<libc::sockaddr_ll>();
+
+    const fn align(len: usize) -> usize {
+        (len + libc::TPACKET_ALIGNMENT - 1) & !(libc::TPACKET_ALIGNMENT - 1)
+    }
+
+    /// Where one TPACKET version's frame header keeps its fields.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) struct FrameFormat {
+        /// The PACKET_VERSION value.
+        pub(crate) version: c_int,
+        /// `tp_status`.
+        pub(crate) status: usize,
+        /// `tp_len`: bytes the frame had.
+        pub(crate) len: usize,
+        /// `tp_snaplen`: bytes present.
+        pub(crate) snaplen: usize,
+        /// `tp_mac`: from the header to the Ethernet header.
+        pub(crate) mac: usize,
+        /// `tp_next_offset` (V3 only): from this header to the next one in the block.
+        pub(crate) next: Option<usize>,
+        /// Size of the fixed header.
+        pub(crate) header_len: usize,
+        /// Where the `sockaddr_ll` describing a received frame follows the header.
+        pub(crate) ll: usize,
+        /// Where a TX frame's data starts: the kernel reads it at `tp_hdrlen -
+        /// sizeof(sockaddr_ll)`, right after the aligned header, unless PACKET_TX_HAS_OFF is set
+        /// (it is not).
+        pub(crate) tx_data: usize,
+    }
+
+    /// `struct tpacket3_hdr`.
+    pub(crate) const V3: FrameFormat = FrameFormat {
+        version: libc::tpacket_versions::TPACKET_V3 as c_int,
+        status: offset_of!(libc::tpacket3_hdr, tp_status),
+        len: offset_of!(libc::tpacket3_hdr, tp_len),
+        snaplen: offset_of!(libc::tpacket3_hdr, tp_snaplen),
+        mac: offset_of!(libc::tpacket3_hdr, tp_mac),
+        next: Some(offset_of!(libc::tpacket3_hdr, tp_next_offset)),
+        header_len: size_of::<libc::tpacket3_hdr>(),
+        ll: align(size_of::<libc::tpacket3_hdr>()),
+        tx_data: libc::TPACKET3_HDRLEN - size_of::<libc::sockaddr_ll>(),
+    };
+
+    /// `struct tpacket2_hdr`.
+    pub(crate) const V2: FrameFormat = FrameFormat {
+        version: libc::tpacket_versions::TPACKET_V2 as c_int,
+        status: offset_of!(libc::tpacket2_hdr, tp_status),
+        len: offset_of!(libc::tpacket2_hdr, tp_len),
+        snaplen: offset_of!(libc::tpacket2_hdr, tp_snaplen),
+        mac: offset_of!(libc::tpacket2_hdr, tp_mac),
+        next: None,
+        header_len: size_of::<libc::tpacket2_hdr>(),
+        ll: align(size_of::<libc::tpacket2_hdr>()),
+        tx_data: libc::TPACKET2_HDRLEN - size_of::<libc::sockaddr_ll>(),
+    };
 }
 
-use layout::{
-    BLOCK_STATUS, FRAME_LEN, FRAME_NEXT, FRAME_SNAPLEN, FRAME_STATUS, TX_DATA as TX_DATA_OFFSET,
-};
+use layout::{FrameFormat, BLOCK_STATUS};
 
 /// The shared mapping of a packet socket's rings (the RX ring first, then the TX ring, as the
 /// kernel lays them out), unmapped on drop.
@@ -419,36 +454,51 @@ impl RingMap {
     }
 
     /// The TPACKET_V3 receive block of `len` bytes at `offset`, if the kernel has retired it to
-    /// user space (TP_STATUS_USER). The block stays ours until [`RxBlock::release`]; a block
+    /// user space (TP_STATUS_USER). The block stays ours until [`RxArea::release`]; a block
     /// dropped without release is found again, still ours, by the next call.
-    pub(crate) fn rx_block(&mut self, offset: usize, len: usize) -> Option<RxBlock<'_>> {
-        let status = self.status_word(offset + BLOCK_STATUS).load(Ordering::Acquire);
+    pub(crate) fn rx_block(&mut self, offset: usize, len: usize) -> Option<RxArea<'_>> {
+        self.rx_owned(offset, len, BLOCK_STATUS)
+    }
+
+    /// The TPACKET_V2 receive slot of `len` bytes at `offset`, if the kernel has filled it and
+    /// handed it to user space (TP_STATUS_USER); ours until [`RxArea::release`].
+    pub(crate) fn rx_frame(&mut self, offset: usize, len: usize) -> Option<RxArea<'_>> {
+        self.rx_owned(offset, len, layout::V2.status)
+    }
+
+    fn rx_owned(&mut self, offset: usize, len: usize, status_at: usize) -> Option<RxArea<'_>> {
+        let status = self.status_word(offset + status_at).load(Ordering::Acquire);
         if status & libc::TP_STATUS_USER == 0 {
             return None;
         }
-        // SAFETY: the block's status says user space owns it, and the acquire load makes the
-        // kernel's writes to it visible. The kernel neither reads nor writes an owned block
-        // until its status is set back to TP_STATUS_KERNEL, which only `RxBlock::release` does,
-        // after the slice's last use.
+        // SAFETY: the area's status says user space owns it, and the acquire load makes the
+        // kernel's writes to it visible. The kernel neither reads nor writes an owned block or
+        // frame until its status is set back to TP_STATUS_KERNEL, which only `RxArea::release`
+        // does, after the slice's last use.
         let bytes = unsafe { self.lend(offset, len) };
-        Some(RxBlock { bytes, status })
+        Some(RxArea { bytes, status, status_at })
     }
 
-    /// The TX-ring frame of `len` bytes at `offset`, if it is free for us to fill
-    /// (TP_STATUS_AVAILABLE, or TP_STATUS_WRONG_FORMAT: a frame the kernel refused, which it will
-    /// not look at again until we mark it for sending).
-    pub(crate) fn tx_frame(&mut self, offset: usize, len: usize) -> Option<TxFrame<'_>> {
-        let status = self.status_word(offset + FRAME_STATUS).load(Ordering::Acquire);
+    /// The TX-ring frame of `len` bytes at `offset`, laid out as `format`, if it is free for us
+    /// to fill (TP_STATUS_AVAILABLE, or TP_STATUS_WRONG_FORMAT: a frame the kernel refused,
+    /// which it will not look at again until we mark it for sending).
+    pub(crate) fn tx_frame(
+        &mut self,
+        offset: usize,
+        len: usize,
+        format: &'static FrameFormat,
+    ) -> Option<TxFrame<'_>> {
+        let status = self.status_word(offset + format.status).load(Ordering::Acquire);
         let refused = status == libc::TP_STATUS_WRONG_FORMAT;
         if status != libc::TP_STATUS_AVAILABLE && !refused {
             return None;
         }
-        assert!(len > TX_DATA_OFFSET, "TX frame smaller than its header");
+        assert!(len > format.tx_data, "TX frame smaller than its header");
         // SAFETY: the frame's status says the kernel is done with it (available, or refused and
         // parked); the kernel only looks at it again once its status is TP_STATUS_SEND_REQUEST,
         // which only `TxFrame::submit` stores, after the slice's last use.
         let bytes = unsafe { self.lend(offset, len) };
-        Some(TxFrame { bytes, refused })
+        Some(TxFrame { bytes, refused, format })
     }
 }
 
@@ -460,37 +510,41 @@ impl Drop for RingMap {
     }
 }
 
-/// A receive block user space owns: its bytes (block descriptor included) are ours to read.
+/// A receive block (V3) or frame slot (V2) user space owns: its bytes, header included, are
+/// ours to read and write.
 #[derive(Debug)]
-pub(crate) struct RxBlock<'a> {
+pub(crate) struct RxArea<'a> {
     bytes: &'a mut [u8],
     status: u32,
+    /// Where the status word is in `bytes`.
+    status_at: usize,
 }
 
-impl RxBlock<'_> {
-    /// The whole block: descriptor, then frames.
+impl RxArea<'_> {
+    /// The whole area, from its header on.
     pub(crate) fn bytes(&self) -> &[u8] {
         self.bytes
     }
 
-    /// The whole block, writable (to complete checksums in place before delivery).
+    /// The whole area, writable (to complete checksums in place before delivery).
     pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
         self.bytes
     }
 
-    /// The block status the kernel handed it over with (TP_STATUS_LOSING means it dropped
-    /// frames since the last PACKET_STATISTICS read).
+    /// The status the kernel handed it over with (TP_STATUS_LOSING means it dropped frames
+    /// since the last PACKET_STATISTICS read).
     pub(crate) fn status(&self) -> u32 {
         self.status
     }
 
-    /// Hands the block back to the kernel for refilling.
+    /// Hands the area back to the kernel for refilling.
     pub(crate) fn release(self) {
-        let word = self.bytes[BLOCK_STATUS..BLOCK_STATUS + 4].as_mut_ptr();
-        // SAFETY: the pointer comes from our exclusive slice, is in bounds and 4-aligned (block
-        // starts are page-aligned and BLOCK_STATUS is a multiple of 4); the slice is not used
-        // after this store, which is the handover: the release ordering keeps our reads and
-        // writes of the block before the point where the kernel may refill it.
+        let word = self.bytes[self.status_at..self.status_at + 4].as_mut_ptr();
+        // SAFETY: the pointer comes from our exclusive slice, is in bounds and 4-aligned (areas
+        // start at page or TPACKET_ALIGNMENT boundaries and status words sit at multiples of 4);
+        // the slice is not used after this store, which is the handover: the release ordering
+        // keeps our reads and writes of the area before the point where the kernel may refill
+        // it.
         unsafe { AtomicU32::from_ptr(word.cast()) }
             .store(libc::TP_STATUS_KERNEL, Ordering::Release);
     }
@@ -501,6 +555,7 @@ impl RxBlock<'_> {
 pub(crate) struct TxFrame<'a> {
     bytes: &'a mut [u8],
     refused: bool,
+    format: &'static FrameFormat,
 }
 
 impl TxFrame<'_> {
@@ -511,7 +566,7 @@ impl TxFrame<'_> {
 
     /// Where the frame's bytes go.
     pub(crate) fn data(&mut self) -> &mut [u8] {
-        &mut self.bytes[TX_DATA_OFFSET..]
+        &mut self.bytes[self.format.tx_data..]
     }
 
     /// Marks the first `len` data bytes for sending (the next kick transmits them).
@@ -519,12 +574,15 @@ impl TxFrame<'_> {
     /// # Panics
     /// If `len` exceeds the data area (callers check first).
     pub(crate) fn submit(self, len: usize) {
-        assert!(len <= self.bytes.len() - TX_DATA_OFFSET, "TX frame overflows its slot");
+        let format = self.format;
+        assert!(len <= self.bytes.len() - format.tx_data, "TX frame overflows its slot");
         let len = len as u32;
-        self.bytes[FRAME_LEN..FRAME_LEN + 4].copy_from_slice(&len.to_ne_bytes());
-        self.bytes[FRAME_SNAPLEN..FRAME_SNAPLEN + 4].copy_from_slice(&len.to_ne_bytes());
-        self.bytes[FRAME_NEXT..FRAME_NEXT + 4].copy_from_slice(&0u32.to_ne_bytes());
-        let word = self.bytes[FRAME_STATUS..FRAME_STATUS + 4].as_mut_ptr();
+        self.bytes[format.len..format.len + 4].copy_from_slice(&len.to_ne_bytes());
+        self.bytes[format.snaplen..format.snaplen + 4].copy_from_slice(&len.to_ne_bytes());
+        if let Some(next) = format.next {
+            self.bytes[next..next + 4].copy_from_slice(&0u32.to_ne_bytes());
+        }
+        let word = self.bytes[format.status..format.status + 4].as_mut_ptr();
         // SAFETY: the pointer comes from our exclusive slice, is in bounds and 4-aligned (frames
         // start at multiples of TPACKET_ALIGNMENT); the slice is not used after this store. The
         // release ordering makes the frame's bytes and length visible to the kernel before it
@@ -534,7 +592,8 @@ impl TxFrame<'_> {
     }
 }
 
-/// The ring sizes in a `tpacket_req3` (plain values; see `af_packet::RingConfig`).
+/// The ring sizes in a `tpacket_req3` (plain values; see `af_packet::RingConfig`). A TPACKET_V2
+/// socket reads only the leading `tpacket_req` and ignores the rest.
 pub(crate) fn tpacket_req3(
     block_size: usize,
     block_nr: usize,
