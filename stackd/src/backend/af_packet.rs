@@ -634,9 +634,6 @@ fn parse_frame(area: &[u8], at: usize, format: &FrameFormat) -> Option<RxFrame> 
 }
 
 impl Backend for AfPacketBackend {
-    fn kind(&self) -> BackendKind {
-        BackendKind::AfPacket
-    }
     fn name(&self) -> &str {
         &self.name
     }
@@ -789,10 +786,7 @@ mod tests {
         let ns = NetNs::new("afp");
         ns.veth_pair("veth0", "veth1");
         let mut backend = open_in(&ns, "veth0", rings);
-        assert_eq!(
-            (backend.name(), backend.mtu(), backend.kind()),
-            ("veth0", 1500, BackendKind::AfPacket)
-        );
+        assert_eq!((backend.name(), backend.mtu()), ("veth0", 1500));
         assert_eq!(backend.mac().to_string(), link_mac(&ns, "veth0"), "the interface's own MAC");
         assert!(backend.link_up());
         let engine = Engine { mac: backend.mac(), ip: ENGINE_IP };

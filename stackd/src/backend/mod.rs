@@ -57,7 +57,8 @@ pub const MAX_MTU: usize = 9000;
 ///    if the loop wants to drain completely;
 /// 2. `transmit(|buf| stack.poll_transmit(now, buf))`, then `flush()`;
 /// 3. sleep on `poll_fd()` for readable (and writable while [`tx_blocked`](Self::tx_blocked)),
-///    application requests and the engine's next deadline.
+///    application requests and the engine's next deadline; on an error condition, call
+///    [`handle_poll_error`](Self::handle_poll_error).
 ///
 /// # Backpressure
 /// A backend calls the transmit closure only when it holds a free buffer the device will accept,
@@ -72,9 +73,6 @@ pub const MAX_MTU: usize = 9000;
 /// early), a link that is down (frames are dropped and counted in [`stats`](Self::stats), as a
 /// NIC with no carrier would).
 pub trait Backend: Send + fmt::Debug {
-    /// The backend's kind.
-    fn kind(&self) -> BackendKind;
-
     /// The interface name (the TAP's, or the bound interface's).
     fn name(&self) -> &str;
 

@@ -46,10 +46,6 @@ fn classify(e: &io::Error) -> Verdict {
 }
 
 impl Backend for PairBackend {
-    fn kind(&self) -> BackendKind {
-        // Not openable by name; it stands in for a TAP, which it behaves like.
-        BackendKind::Tap
-    }
     fn name(&self) -> &str {
         &self.framed.name
     }

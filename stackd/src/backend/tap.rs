@@ -177,9 +177,6 @@ fn classify(e: &io::Error) -> Verdict {
 }
 
 impl Backend for TapBackend {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Tap
-    }
     fn name(&self) -> &str {
         &self.framed.name
     }
@@ -242,7 +239,7 @@ mod tests {
         }
         let ns = NetNs::new("tap");
         let mut tap = ns.run(|| TapBackend::open(&config("jrtap0"))).unwrap();
-        assert_eq!((tap.name(), tap.mtu(), tap.kind()), ("jrtap0", 1500, BackendKind::Tap));
+        assert_eq!((tap.name(), tap.mtu()), ("jrtap0", 1500));
         assert!(tap.link_up());
         assert_eq!(tap.mac().0[0], 0x02, "a locally administered MAC");
         assert_ne!(tap.mac(), tap.host_mac());
@@ -329,5 +326,45 @@ mod tests {
         assert!(matches!(err, BackendError::DeviceGone { .. }), "{err:?}");
         let err = tap.handle_poll_error().unwrap_err();
         assert!(matches!(err, BackendError::DeviceGone { .. }), "{err:?}");
+    }
+
+    /// Set in the child process that runs as `nobody`.
+    const UNPRIVILEGED_CHILD: &str = "STACKD_TEST_UNPRIVILEGED_CHILD";
+
+    #[test]
+    fn without_privileges_the_error_says_to_run_as_root() {
+        if std::env::var_os(UNPRIVILEGED_CHILD).is_some() {
+            let err = TapBackend::open(&config("jrtap9")).unwrap_err();
+            assert!(matches!(err, OpenError::NeedsCapability { .. }), "{err:?}");
+            assert_eq!(
+                err.to_string(),
+                "tap backend on jrtap9: open /dev/net/tun needs CAP_NET_ADMIN: run as root"
+            );
+            return;
+        }
+        if !privileged("tap unprivileged") {
+            return;
+        }
+        // This very test again, in a child stripped of root and every capability.
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+            .args(["--bounding-set=-all", "--"])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "backend::tap::tests::without_privileges_the_error_says_to_run_as_root",
+            ])
+            .env(UNPRIVILEGED_CHILD, "1")
+            .output();
+        let Ok(out) = out else {
+            eprintln!("skipping the unprivileged check: setpriv (util-linux) is not installed");
+            return;
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "child failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
