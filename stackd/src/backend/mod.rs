@@ -10,7 +10,7 @@
 //!   (the default; later with IFF_VNET_HDR/TUNSETOFFLOAD for 64 KiB segments).
 //! - [`af_packet`]: an existing interface (one end of a veth pair, a NIC) through PACKET_MMAP
 //!   rings.
-//! - [`pair`]: two in-memory ends connected to each other, for tests of the event loop.
+//! - [`pair()`]: two in-memory ends connected to each other, for tests of the event loop.
 //! - dpdk: behind the `dpdk` cargo feature, built by its own issue.
 //!
 //! The only `unsafe` code of the crate is in `sys`, which also keeps the raw kernel structures

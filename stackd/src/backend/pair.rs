@@ -12,7 +12,7 @@ use std::os::unix::net::UnixDatagram;
 use fbsd_tcp::wire::EthernetAddress;
 
 use super::framed::{Framed, Verdict};
-use super::{Backend, BackendError, BackendKind, BackendStats};
+use super::{Backend, BackendError, BackendStats};
 
 /// One end of a [`pair`].
 #[derive(Debug)]
