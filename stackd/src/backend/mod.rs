@@ -70,8 +70,8 @@ pub const MAX_MTU: usize = 9000;
 /// # Errors
 /// An `Err` means the device is gone or failed in a way a retry will not fix. Transient
 /// conditions are not errors: no frames (`receive` returns 0), a full device (`transmit` stops
-/// early), a link that is down (frames are dropped and counted in [`stats`](Self::stats), as a
-/// NIC with no carrier would).
+/// early), a link that is down (as on a NIC without carrier, frames are dropped and counted in
+/// [`stats`](Self::stats), or wait in a transmit ring until the link is back).
 pub trait Backend: Send + fmt::Debug {
     /// The interface name (the TAP's, or the bound interface's).
     fn name(&self) -> &str;

@@ -85,9 +85,9 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result
 #[cfg(test)]
 pub(crate) fn poll_events(
     fd: BorrowedFd<'_>,
-    events: std::ffi::c_short,
+    events: c_short,
     timeout: Duration,
-) -> io::Result<std::ffi::c_short> {
+) -> io::Result<c_short> {
     let mut pollfd = libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 };
     let millis = c_int::try_from(timeout.as_millis()).unwrap_or(c_int::MAX);
     // SAFETY: `pollfd` is one valid, exclusively borrowed `struct pollfd`, and we pass a count
@@ -403,7 +403,8 @@ impl RingMap {
     /// Maps the `len` bytes of rings configured on packet socket `fd`.
     pub(crate) fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<RingMap> {
         // SAFETY: a new shared mapping at an address the kernel chooses overlaps no Rust object;
-        // the kernel refuses lengths larger than the rings configured on `fd`.
+        // the kernel refuses any length other than the size of the rings configured on `fd`,
+        // so the mapping is exactly the ring memory.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
