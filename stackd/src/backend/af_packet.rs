@@ -400,11 +400,17 @@ impl AfPacketBackend {
                     if block.status() & libc::TP_STATUS_LOSING != 0 {
                         self.book.stats.rx_dropped += read_drops(&self.socket, &self.name);
                     }
-                    parse_block(block.bytes()).unwrap_or(Cursor { offset: 0, remaining: 0 })
+                    parse_block(block.bytes()).unwrap_or_else(|| {
+                        self.book.corrupt(&self.name, self.rx.next);
+                        Cursor { offset: 0, remaining: 0 }
+                    })
                 }
             };
             while cursor.remaining > 0 && delivered < max {
-                let Some(frame) = parse_frame(block.bytes(), cursor.offset, &layout::V3) else {
+                let frame = parse_frame(block.bytes(), cursor.offset, &layout::V3)
+                    // Every frame but the last must point past itself.
+                    .filter(|frame| cursor.remaining == 1 || frame.next > 0);
+                let Some(frame) = frame else {
                     self.book.corrupt(&self.name, self.rx.next);
                     self.book.stats.rx_dropped += u64::from(cursor.remaining);
                     cursor.remaining = 0;
@@ -1180,5 +1186,36 @@ mod tests {
             "{replies} replies + {dropped} dropped for {} requests",
             count + 1
         );
+    }
+
+    #[test]
+    fn ring_headers_pointing_anywhere_never_panic_or_escape_their_area() {
+        // xorshift64*: deterministic bytes, offsets and lengths.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        for round in 0..20_000 {
+            let len = (next() % 300) as usize;
+            let mut area: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            // Half the time, make the lengths plausible so deeper checks are reached.
+            if round % 2 == 0 && len >= 64 {
+                area[12..16].copy_from_slice(&((next() % 64) as u32).to_ne_bytes());
+                area[24..26].copy_from_slice(&((next() % 80) as u16).to_ne_bytes());
+            }
+            let at = (next() % 320) as usize;
+            for format in [&layout::V3, &layout::V2] {
+                if let Some(frame) = parse_frame(&area, at, format) {
+                    assert!(frame.data >= at + format.header_len);
+                    assert!(frame.data + frame.snaplen <= area.len());
+                }
+            }
+            if let Some(cursor) = parse_block(&area) {
+                assert!(cursor.offset < area.len());
+            }
+        }
     }
 }
