@@ -300,7 +300,10 @@ impl TcpSocket {
         update_window: bool,
     ) {
         let old_wnd = self.snd_wnd;
+        // RFC 9293: only an ACK at or above SND.UNA says where the window is now (the window
+        // counts from the ACK number), and only the newest such segment (SND.WL1, SND.WL2).
         if update_window
+            && ack >= self.snd_una
             && (self.snd_wl1 < seg.seq_number
                 || (self.snd_wl1 == seg.seq_number && self.snd_wl2 <= ack))
         {

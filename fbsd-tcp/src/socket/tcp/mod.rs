@@ -12,6 +12,21 @@
 //! the stack finds the TCB for a segment, creates TCBs for SYNs that reach a listener, and wraps
 //! emitted segments in IP and Ethernet. The TCB is a pure function of the segments, user calls and
 //! instants given to it.
+//!
+//! Choices where the RFCs leave room or where practice departs from them:
+//! - RFC 5961 challenge ACKs are limited per connection (10 a second), not globally.
+//! - A segment without a timestamp on a connection that negotiated them is accepted (Linux and
+//!   FreeBSD do; RFC 7323 §3.2 says SHOULD drop).
+//! - TIME-WAIT ignores RSTs (RFC 1337, as FreeBSD). A SYN may reopen it per RFC 6191.
+//! - A bare FIN is accepted at RCV.NXT even into a zero window, and our own FIN needs none.
+//! - Data arriving for an orphaned connection (after `close`) is answered with RST, as on Linux.
+//! - Readiness follows Linux's `tcp_poll`: a closed or write-shut socket polls writable.
+//! - SACK recovery (RFC 6675) uses NextSeg rules 1 and 2; rules 3 and 4 (rescue retransmission)
+//!   and D-SACK are not implemented, and a timeout clears the scoreboard and goes back to
+//!   SND.UNA. Eifel (RFC 3522) undoes spurious timeouts only: undoing a spurious fast
+//!   retransmit would also abandon the recovery of other holes in that window.
+//! - Not implemented: urgent data (the pointer is ignored), ECN, TCP Fast Open, SYN cookies
+//!   (the stack's business), the RFC 5681 one-segment window after a lost SYN.
 
 pub mod assembler;
 pub mod congestion;

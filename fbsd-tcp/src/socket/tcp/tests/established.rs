@@ -702,6 +702,26 @@ fn peer_window_limits_sending_and_updates_reopen_it() {
 }
 
 #[test]
+fn window_from_an_old_ack_is_ignored() {
+    let mut tcb = established();
+    tcb.send(&pattern(0, 1000)).unwrap();
+    tcb.emitted_all();
+    send!(tcb, TcpRepr { ack_number: Some(LOCAL_SEQ + 1001), window_len: 1000, ..SEND_TEMPL });
+    // Newer in sequence but acknowledging less: its window is not about SND.UNA.
+    send!(
+        tcb,
+        TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            window_len: 50_000,
+            payload: b"x",
+            ..SEND_TEMPL
+        }
+    );
+    assert_eq!(tcb.info().snd_wnd, 1000);
+}
+
+#[test]
 fn peer_window_is_scaled_by_its_shift() {
     let mut tcb = established_sack();
     send!(tcb, TcpRepr { window_len: 100, options: ts(502, 0), ..SEND_TEMPL });

@@ -139,7 +139,10 @@ fn with_timestamps() -> Tcb {
     let config = config();
     let mut tcb = syn_received_with(&config, &options(&config), &their_full_syn(500));
     tcb.emitted_all();
-    send!(tcb, TcpRepr { options: TcpOptions { timestamp: Some((501, 0)), ..NO_OPTIONS }, ..SEND_TEMPL });
+    send!(
+        tcb,
+        TcpRepr { options: TcpOptions { timestamp: Some((501, 0)), ..NO_OPTIONS }, ..SEND_TEMPL }
+    );
     tcb
 }
 
