@@ -820,3 +820,53 @@ fn info_reports_counters() {
     assert_eq!(info.rcv_wnd, 63_998);
     assert_eq!(tcb.endpoints(), (LOCAL, REMOTE));
 }
+
+#[test]
+fn peer_keepalive_probe_is_answered() {
+    let mut tcb = established();
+    send!(tcb, TcpRepr { seq_number: REMOTE_SEQ, ..SEND_TEMPL });
+    recv!(tcb, RECV_TEMPL);
+}
+
+/// poll(2) through a connection's life, as a program sees it.
+#[test]
+fn readiness_through_a_connection() {
+    use crate::socket::Readiness;
+    let none = Readiness::default();
+    let mut tcb = syn_sent();
+    assert_eq!(tcb.readiness(), none, "connecting");
+    send!(tcb, TcpRepr { seq_number: REMOTE_SEQ, flags: SYN | ACK, options: TcpOptions { mss: Some(1460), ..NO_OPTIONS }, ..SEND_TEMPL });
+    tcb.emitted_all();
+    let writable = Readiness { writable: true, ..none };
+    assert_eq!(tcb.readiness(), writable, "connected");
+    send!(tcb, TcpRepr { payload: b"data", ..SEND_TEMPL });
+    assert_eq!(tcb.readiness(), Readiness { readable: true, ..writable }, "data to read");
+    assert_eq!(read_all(&mut tcb), b"data");
+    assert_eq!(tcb.readiness(), writable);
+    send!(tcb, TcpRepr { seq_number: REMOTE_SEQ + 5, flags: ACK | FIN, ..SEND_TEMPL });
+    let eof = Readiness { readable: true, writable: true, read_closed: true, ..none };
+    assert_eq!(tcb.readiness(), eof, "end of stream");
+    let now = tcb.now;
+    tcb.shutdown_write(now).unwrap();
+    assert_eq!(tcb.readiness(), Readiness { hangup: true, ..eof }, "both directions done");
+    tcb.emitted_all();
+    send!(tcb, TcpRepr { seq_number: REMOTE_SEQ + 6, ack_number: Some(LOCAL_SEQ + 2), ..SEND_TEMPL });
+    assert_eq!(tcb.state(), TcpState::Closed);
+    assert_eq!(tcb.readiness(), Readiness { hangup: true, ..eof });
+}
+
+#[test]
+fn readiness_after_reset() {
+    let mut tcb = established();
+    send!(tcb, TcpRepr { flags: RST, ack_number: None, ..SEND_TEMPL });
+    let all = crate::socket::Readiness {
+        readable: true,
+        writable: true,
+        read_closed: true,
+        hangup: true,
+        error: true,
+    };
+    assert_eq!(tcb.readiness(), all);
+    assert_eq!(tcb.take_error(), Some(Errno::ConnectionReset));
+    assert_eq!(tcb.readiness(), crate::socket::Readiness { error: false, ..all });
+}

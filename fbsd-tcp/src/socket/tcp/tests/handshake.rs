@@ -506,3 +506,11 @@ fn syn_received_abort_sends_reset() {
     recv!(tcb, TcpRepr { flags: RST | ACK, window_len: 0, ..RECV_TEMPL });
     assert!(tcb.is_finished());
 }
+
+#[test]
+fn syn_received_ack_with_fin_goes_to_close_wait() {
+    let mut tcb = syn_received();
+    send!(tcb, TcpRepr { flags: ACK | FIN, payload: b"only", ..SEND_TEMPL });
+    assert_eq!(tcb.state(), TcpState::CloseWait);
+    recv!(tcb, TcpRepr { ack_number: Some(REMOTE_SEQ + 6), window_len: 63_995, ..RECV_TEMPL });
+}
