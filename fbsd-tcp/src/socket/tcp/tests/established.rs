@@ -835,7 +835,15 @@ fn readiness_through_a_connection() {
     let none = Readiness::default();
     let mut tcb = syn_sent();
     assert_eq!(tcb.readiness(), none, "connecting");
-    send!(tcb, TcpRepr { seq_number: REMOTE_SEQ, flags: SYN | ACK, options: TcpOptions { mss: Some(1460), ..NO_OPTIONS }, ..SEND_TEMPL });
+    send!(
+        tcb,
+        TcpRepr {
+            seq_number: REMOTE_SEQ,
+            flags: SYN | ACK,
+            options: TcpOptions { mss: Some(1460), ..NO_OPTIONS },
+            ..SEND_TEMPL
+        }
+    );
     tcb.emitted_all();
     let writable = Readiness { writable: true, ..none };
     assert_eq!(tcb.readiness(), writable, "connected");
@@ -850,7 +858,10 @@ fn readiness_through_a_connection() {
     tcb.shutdown_write(now).unwrap();
     assert_eq!(tcb.readiness(), Readiness { hangup: true, ..eof }, "both directions done");
     tcb.emitted_all();
-    send!(tcb, TcpRepr { seq_number: REMOTE_SEQ + 6, ack_number: Some(LOCAL_SEQ + 2), ..SEND_TEMPL });
+    send!(
+        tcb,
+        TcpRepr { seq_number: REMOTE_SEQ + 6, ack_number: Some(LOCAL_SEQ + 2), ..SEND_TEMPL }
+    );
     assert_eq!(tcb.state(), TcpState::Closed);
     assert_eq!(tcb.readiness(), Readiness { hangup: true, ..eof });
 }

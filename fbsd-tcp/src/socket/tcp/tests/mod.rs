@@ -14,6 +14,7 @@ mod established;
 mod handshake;
 mod loss;
 mod pair;
+mod robustness;
 mod teardown;
 mod timers;
 mod windows;
