@@ -134,10 +134,11 @@ impl TcpSocket {
                     self.give_up();
                     return;
                 }
-                if self.snd_wnd == 0 {
+                if self.snd_wnd == 0 && self.data_end() > self.snd_una {
                     // The receiver shrank its window to zero under outstanding data: what was
                     // beyond SND.UNA is dropped there. Probe like the persist timer does, and do
-                    // not count a peer that keeps answering "zero window" as lost.
+                    // not count a peer that keeps answering "zero window" as lost. (A lone FIN
+                    // needs no window: it is retransmitted, and counted, as usual.)
                     self.snd_nxt = self.snd_una;
                     self.force_probe = true;
                     self.rto_episode_start = None;
@@ -214,8 +215,9 @@ impl TcpSocket {
             self.timers.set(Timer::KeepAlive, idle_deadline);
             return;
         }
-        if self.snd_una != self.snd_max {
-            // Data is outstanding: the retransmission timer watches the peer.
+        if self.snd_una != self.snd_max || self.data_end() != self.snd_una {
+            // Data is outstanding or waiting: the retransmission or persist timer watches the
+            // peer.
             self.keepalive_probes = 0;
             self.timers.set(Timer::KeepAlive, now + self.options.keep_idle);
             return;

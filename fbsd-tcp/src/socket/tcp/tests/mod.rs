@@ -1,6 +1,10 @@
 //! Tests of the TCB, driven by hand-built segments and virtual time.
 //!
-//! Read RFC 9293 §3.10 first: the tests are grouped the way it describes event processing, by
+//! Read first: RFC 9293 §3.10 (event processing), RFC 5961 (challenge ACKs), RFC 7323 (window
+//! scale, timestamps, PAWS), RFC 2018 and RFC 6675 (SACK), RFC 5681 and RFC 6582 (fast
+//! retransmit, NewReno), RFC 6298 (RTO), RFC 1122 §4.2.3 (delayed ACK, SWS, keepalive).
+//!
+//! The tests are grouped the way RFC 9293 §3.10 describes event processing, by
 //! state (banners below and one file per group) and then by mechanism (windows, SACK, timers,
 //! loss recovery). Each test reads as a segment exchange: `send!` hands the TCB a segment from
 //! the peer, `recv!` asserts the exact segment it emits next, `recv_nothing!` that it is quiet.

@@ -285,6 +285,23 @@ fn window_shrunk_to_zero_under_outstanding_data_is_probed() {
     );
 }
 
+#[test]
+fn lone_fin_into_a_zero_window_is_retransmitted_and_given_up() {
+    let config = TcpConfig { max_retransmits: 2, ..config() };
+    let mut tcb = established_with(&config, &options(&config));
+    send!(tcb, ack(1, 0));
+    let now = tcb.now;
+    tcb.shutdown_write(now).unwrap();
+    let fin = TcpRepr { flags: ACK | FIN, ..RECV_TEMPL };
+    recv!(tcb, fin);
+    for wait in [200, 400] {
+        assert_eq!(tcb.advance_to_next_timer(), Duration::from_millis(wait));
+        recv!(tcb, fin);
+    }
+    tcb.advance_to_next_timer();
+    assert_eq!(tcb.state(), TcpState::Closed);
+}
+
 // ===================================================================================
 // Keepalive
 // ===================================================================================
