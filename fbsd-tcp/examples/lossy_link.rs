@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release -p fbsd-tcp --example lossy_link -- [--loss P] [--size BYTES] [--seed N]
 //!     [--delay-ms N] [--mtu N] [--path-mtu N] [--bandwidth-mbps N] [--reorder P]
-//!     [--duplicate P] [--corrupt P] [--cc reno|cubic] [--no-sack] [--both-ways]
+//!     [--duplicate P] [--corrupt P] [--cc reno|cubic] [--no-sack] [--one-way]
 //! ```
 
 use std::process::ExitCode;
@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 const USAGE: &str = "\
 usage: lossy_link [options]
-  --loss P             probability a frame is lost, 0..1 or a percentage like 2% (default 1%)
+  --loss P             probability a frame is lost, 0..1 or a percentage like 2% (default 5%)
   --size BYTES         bytes to move, with an optional k/M/G (binary) suffix (default 64M)
   --seed N             seed of the impairment model and the payload (default 1)
   --delay-ms N         one-way delay in milliseconds (default 5)
@@ -30,7 +30,7 @@ usage: lossy_link [options]
   --corrupt P          probability one bit of a frame is flipped (default 0)
   --cc reno|cubic      congestion control (default cubic)
   --no-sack            turn SACK off on both stacks
-  --both-ways          move --size bytes in each direction at once";
+  --one-way            move --size bytes from A to B only (default: each way at once)";
 
 struct Options {
     loss: f64,
@@ -83,7 +83,7 @@ fn parse_number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, Strin
 
 fn parse_args() -> Result<Options, String> {
     let mut options = Options {
-        loss: 0.01,
+        loss: 0.05,
         size: 64 << 20,
         seed: 1,
         delay: Duration::from_millis(5),
@@ -95,7 +95,7 @@ fn parse_args() -> Result<Options, String> {
         corrupt: 0.0,
         congestion: CongestionAlgorithm::Cubic,
         sack: true,
-        both_ways: false,
+        both_ways: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -120,7 +120,7 @@ fn parse_args() -> Result<Options, String> {
                     .ok_or(format!("--cc: unknown algorithm {name}"))?;
             }
             "--no-sack" => options.sack = false,
-            "--both-ways" => options.both_ways = true,
+            "--one-way" => options.both_ways = false,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown option {other}")),
         }

@@ -170,10 +170,12 @@ impl Pair {
         self.steps
     }
 
-    /// One step without an application: advance to the next event, deliver frames, fire
-    /// timers, send. Readiness events stay queued in the stacks for the next application turn.
-    /// `Ok(false)` when there was nothing to do.
+    /// One step without an application: send what socket calls made since the last step left
+    /// waiting, advance to the next event, deliver frames, fire timers, send. Readiness events
+    /// stay queued in the stacks for the next application turn. `Ok(false)` when there was
+    /// nothing to do.
     pub fn step(&mut self) -> Result<bool, DriveError> {
+        self.transmit();
         if !self.advance(None)? {
             return Ok(false);
         }
@@ -185,6 +187,7 @@ impl Pair {
     /// left to do; the clock still moves to the end). For letting timers run out.
     pub fn run_for(&mut self, duration: Duration) -> Result<(), DriveError> {
         let end = self.now + duration;
+        self.transmit();
         while self.advance(Some(end))? {
             self.transmit();
         }
@@ -281,5 +284,134 @@ impl Pair {
         let now = self.now;
         while self.link.send_with(now, Side::A, |buf| self.a.poll_transmit(now, buf)) {}
         while self.link.send_with(now, Side::B, |buf| self.b.poll_transmit(now, buf)) {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{SocketAddr, SocketAddrV4};
+
+    use super::*;
+    use crate::sim::Impairments;
+    use crate::socket::{AddressFamily, SocketType};
+
+    fn link(delay: Duration) -> Link {
+        Link::symmetric(1, Impairments { delay, ..Impairments::default() }).unwrap()
+    }
+
+    fn udp_socket(pair: &mut Pair, side: Side, port: u16) -> (SocketHandle, SocketAddr) {
+        let addr = SocketAddr::V4(SocketAddrV4::new(Pair::addr(side), port));
+        let stack = pair.stack_mut(side);
+        let handle = stack.socket(AddressFamily::Inet, SocketType::Datagram).unwrap();
+        stack.bind(handle, addr).unwrap();
+        (handle, addr)
+    }
+
+    #[test]
+    fn a_datagram_waits_for_arp_then_crosses() {
+        let mut pair = Pair::new(link(Duration::from_millis(3)));
+        let (a, _) = udp_socket(&mut pair, Side::A, 1000);
+        let (b, b_addr) = udp_socket(&mut pair, Side::B, 2000);
+        pair.stack_mut(Side::A).send_to(a, b"hello", Some(b_addr)).unwrap();
+        let mut got = Vec::new();
+        let finished = pair
+            .drive_until(Duration::from_secs(1), |pair, events| {
+                if events.contains(&(Side::B, b)) {
+                    let mut buf = [0u8; 16];
+                    let (len, _, _) = pair.stack_mut(Side::B).recv_from(b, &mut buf).unwrap();
+                    got.extend_from_slice(&buf[..len]);
+                }
+                !got.is_empty()
+            })
+            .unwrap();
+        assert_eq!(got, b"hello");
+        // B's gratuitous ARP at start reaches A at 3 ms (before A's own request is answered);
+        // the datagram A held for it then takes 3 ms.
+        assert_eq!(finished, Instant::from_millis(6));
+        assert_eq!(pair.now(), finished);
+    }
+
+    #[test]
+    fn what_the_application_sends_leaves_in_the_same_step() {
+        let mut pair = Pair::new(link(Duration::from_millis(1)));
+        let (a, a_addr) = udp_socket(&mut pair, Side::A, 1000);
+        let (b, b_addr) = udp_socket(&mut pair, Side::B, 2000);
+        // Resolve ARP both ways first.
+        pair.stack_mut(Side::A).send_to(a, b"x", Some(b_addr)).unwrap();
+        pair.stack_mut(Side::B).send_to(b, b"x", Some(a_addr)).unwrap();
+        pair.run_for(Duration::from_millis(10)).unwrap();
+        let mut buf = [0u8; 16];
+        pair.stack_mut(Side::A).recv_from(a, &mut buf).unwrap();
+        pair.stack_mut(Side::B).recv_from(b, &mut buf).unwrap();
+        let start = pair.now();
+        let mut bounces = 0;
+        // Ping-pong: each side answers at once, so each bounce takes exactly one delay.
+        pair.stack_mut(Side::A).send_to(a, b"ping", Some(b_addr)).unwrap();
+        let end = pair
+            .drive_until(Duration::from_secs(1), |pair, events| {
+                for &(side, handle) in events {
+                    let peer = if side == Side::A { b_addr } else { a_addr };
+                    while pair.stack_mut(side).recv_from(handle, &mut buf).is_ok() {
+                        bounces += 1;
+                        if bounces < 10 {
+                            pair.stack_mut(side).send_to(handle, b"pong", Some(peer)).unwrap();
+                        }
+                    }
+                }
+                bounces >= 10
+            })
+            .unwrap();
+        assert_eq!(end - start, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn a_zero_delay_ping_pong_is_reported_as_livelock() {
+        let mut pair = Pair::new(link(Duration::ZERO));
+        pair.set_livelock_limit(500);
+        let (a, a_addr) = udp_socket(&mut pair, Side::A, 1000);
+        let (b, b_addr) = udp_socket(&mut pair, Side::B, 2000);
+        pair.stack_mut(Side::A).send_to(a, b"ping", Some(b_addr)).unwrap();
+        let mut buf = [0u8; 16];
+        let error = pair
+            .drive_until(Duration::from_secs(1), |pair, _| {
+                for (side, handle, peer) in [(Side::A, a, b_addr), (Side::B, b, a_addr)] {
+                    while pair.stack_mut(side).recv_from(handle, &mut buf).is_ok() {
+                        pair.stack_mut(side).send_to(handle, b"pong", Some(peer)).unwrap();
+                    }
+                }
+                false
+            })
+            .unwrap_err();
+        assert_eq!(error, DriveError::Livelock { at: Instant::ZERO, steps: 501 });
+    }
+
+    #[test]
+    fn an_application_waiting_for_nothing_is_reported_idle() {
+        let mut pair = Pair::new(link(Duration::from_millis(1)));
+        let error = pair.drive_until(Duration::from_secs(1), |_, _| false).unwrap_err();
+        assert!(matches!(error, DriveError::Idle { .. }), "{error}");
+    }
+
+    #[test]
+    fn the_deadline_stops_a_slow_application_before_its_wake_up() {
+        let mut pair = Pair::new(link(Duration::from_millis(1)));
+        let mut turns = 0;
+        let error = pair
+            .drive_until(Duration::from_millis(25), |pair, _| {
+                turns += 1;
+                pair.wake_at(pair.now() + Duration::from_millis(10));
+                false
+            })
+            .unwrap_err();
+        assert_eq!(
+            error,
+            DriveError::Deadline {
+                deadline: Instant::from_millis(25),
+                at: Instant::from_millis(20)
+            }
+        );
+        // At 0, at 1 ms (the gratuitous ARPs arrive), at 10 and at 20 ms.
+        assert_eq!(turns, 4);
+        assert!(pair.now() <= Instant::from_millis(25));
     }
 }
