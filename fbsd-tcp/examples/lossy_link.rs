@@ -81,7 +81,8 @@ fn parse_number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, Strin
     text.parse().map_err(|_| format!("{flag}: not a number: {text}"))
 }
 
-fn parse_args() -> Result<Options, String> {
+/// The options, or `None` for `--help`.
+fn parse_args() -> Result<Option<Options>, String> {
     let mut options = Options {
         loss: 0.05,
         size: 64 << 20,
@@ -121,14 +122,14 @@ fn parse_args() -> Result<Options, String> {
             }
             "--no-sack" => options.sack = false,
             "--one-way" => options.both_ways = false,
-            "-h" | "--help" => return Err(String::new()),
+            "-h" | "--help" => return Ok(None),
             other => return Err(format!("unknown option {other}")),
         }
     }
     if !(576..=9000).contains(&options.mtu) {
         return Err(format!("--mtu {} is outside 576..=9000", options.mtu));
     }
-    Ok(options)
+    Ok(Some(options))
 }
 
 /// One transfer with the hashes of both of its ends.
@@ -141,12 +142,13 @@ struct Run {
 
 fn main() -> ExitCode {
     let options = match parse_args() {
-        Ok(options) => options,
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(message) => {
-            if !message.is_empty() {
-                eprintln!("lossy_link: {message}");
-            }
-            eprintln!("{USAGE}");
+            eprintln!("lossy_link: {message}\n{USAGE}");
             return ExitCode::from(2);
         }
     };

@@ -34,6 +34,17 @@ pub enum DriveError {
         /// When it went quiet.
         at: Instant,
     },
+    /// One stack kept producing frames at one instant: far more than any window could hold,
+    /// so `poll_transmit` would likely never have returned `None`.
+    #[error("flood at {at}: side {side:?} sent {frames} frames in one step")]
+    Flood {
+        /// The instant.
+        at: Instant,
+        /// The stack.
+        side: Side,
+        /// Frames it had sent when the driver stopped it.
+        frames: u64,
+    },
     /// The application was not done when the next event lay beyond the time limit.
     #[error("not done by {deadline} of virtual time (now {at})")]
     Deadline {
@@ -49,6 +60,10 @@ pub enum DriveError {
 /// always later because the link has a delay. A link with no delay at all puts every exchange
 /// at the same instant and needs [`Pair::set_livelock_limit`].
 const DEFAULT_LIVELOCK_LIMIT: u64 = 10_000;
+
+/// Frames one stack may send in one step before [`DriveError::Flood`]: a 64 MiB window of
+/// 536-byte segments is 125 000 frames, so this is well beyond anything legitimate.
+const FLOOD_LIMIT: u64 = 1 << 20;
 
 /// Two stacks on one simulated /24, A = 10.0.0.1 and B = 10.0.0.2, with fixed MAC addresses and
 /// secrets, connected by a [`Link`] and driven in virtual time starting at [`Instant::ZERO`].
@@ -175,11 +190,11 @@ impl Pair {
     /// stay queued in the stacks for the next application turn. `Ok(false)` when there was
     /// nothing to do.
     pub fn step(&mut self) -> Result<bool, DriveError> {
-        self.transmit();
+        self.transmit()?;
         if !self.advance(None)? {
             return Ok(false);
         }
-        self.transmit();
+        self.transmit()?;
         Ok(true)
     }
 
@@ -187,9 +202,9 @@ impl Pair {
     /// left to do; the clock still moves to the end). For letting timers run out.
     pub fn run_for(&mut self, duration: Duration) -> Result<(), DriveError> {
         let end = self.now + duration;
-        self.transmit();
+        self.transmit()?;
         while self.advance(Some(end))? {
-            self.transmit();
+            self.transmit()?;
         }
         self.now = self.now.max(end);
         self.steps_at_now = 0;
@@ -208,7 +223,7 @@ impl Pair {
         let deadline = self.now + limit;
         loop {
             let done = self.run_app(&mut app);
-            self.transmit();
+            self.transmit()?;
             if done {
                 return Ok(self.now);
             }
@@ -280,10 +295,22 @@ impl Pair {
     }
 
     /// Drains both stacks' `poll_transmit` into the link.
-    fn transmit(&mut self) {
+    fn transmit(&mut self) -> Result<(), DriveError> {
         let now = self.now;
-        while self.link.send_with(now, Side::A, |buf| self.a.poll_transmit(now, buf)) {}
-        while self.link.send_with(now, Side::B, |buf| self.b.poll_transmit(now, buf)) {}
+        for side in [Side::A, Side::B] {
+            let stack = match side {
+                Side::A => &mut self.a,
+                Side::B => &mut self.b,
+            };
+            let mut frames = 0;
+            while self.link.send_with(now, side, |buf| stack.poll_transmit(now, buf)) {
+                frames += 1;
+                if frames >= FLOOD_LIMIT {
+                    return Err(DriveError::Flood { at: now, side, frames });
+                }
+            }
+        }
+        Ok(())
     }
 }
 
