@@ -5,7 +5,8 @@
 //! ```text
 //! cargo run --release -p fbsd-tcp --example lossy_link -- [--loss P] [--size BYTES] [--seed N]
 //!     [--delay-ms N] [--mtu N] [--path-mtu N] [--bandwidth-mbps N] [--reorder P]
-//!     [--duplicate P] [--corrupt P] [--cc reno|cubic] [--no-sack] [--one-way]
+//!     [--reorder-us N] [--jitter-us N] [--duplicate P] [--corrupt P] [--cc reno|cubic]
+//!     [--no-sack] [--one-way]
 //! ```
 
 use std::process::ExitCode;
@@ -25,7 +26,10 @@ usage: lossy_link [options]
   --mtu N              the stacks' IP MTU (default 1500)
   --path-mtu N         IP MTU of a router in the middle (default: none)
   --bandwidth-mbps N   link rate in Mbit/s, 0 for unlimited (default 1000)
-  --reorder P          probability a frame is held back by 30 us (default 1%)
+  --reorder P          probability a frame is held back (default 1%)
+  --reorder-us N       how long, in microseconds (default 20)
+  --jitter-us N        largest extra one-way delay, in microseconds (default 20); never
+                       reorders on its own
   --duplicate P        probability a frame arrives twice (default 0.2%)
   --corrupt P          probability one bit of a frame is flipped (default 0)
   --cc reno|cubic      congestion control (default cubic)
@@ -41,6 +45,8 @@ struct Options {
     path_mtu: Option<usize>,
     bandwidth_bps: Option<u64>,
     reorder: f64,
+    reorder_delay: Duration,
+    jitter: Duration,
     duplicate: f64,
     corrupt: f64,
     congestion: CongestionAlgorithm,
@@ -92,6 +98,8 @@ fn parse_args() -> Result<Option<Options>, String> {
         path_mtu: None,
         bandwidth_bps: Some(1_000_000_000),
         reorder: 0.01,
+        reorder_delay: Duration::from_micros(20),
+        jitter: Duration::from_micros(20),
         duplicate: 0.002,
         corrupt: 0.0,
         congestion: CongestionAlgorithm::Cubic,
@@ -113,6 +121,12 @@ fn parse_args() -> Result<Option<Options>, String> {
                 options.bandwidth_bps = (mbps > 0).then(|| mbps * 1_000_000);
             }
             "--reorder" => options.reorder = parse_probability(&value()?)?,
+            "--reorder-us" => {
+                options.reorder_delay = Duration::from_micros(parse_number(&flag, &value()?)?);
+            }
+            "--jitter-us" => {
+                options.jitter = Duration::from_micros(parse_number(&flag, &value()?)?)
+            }
             "--duplicate" => options.duplicate = parse_probability(&value()?)?,
             "--corrupt" => options.corrupt = parse_probability(&value()?)?,
             "--cc" => {
@@ -161,9 +175,9 @@ fn main() -> ExitCode {
         loss: options.loss,
         duplicate: options.duplicate,
         reorder: options.reorder,
-        reorder_delay: Duration::from_micros(30),
+        reorder_delay: options.reorder_delay,
         delay: options.delay,
-        jitter: Duration::from_micros(100),
+        jitter: options.jitter,
         corrupt: options.corrupt,
         path_mtu: options.path_mtu,
         bandwidth_bps: options.bandwidth_bps,
@@ -191,15 +205,17 @@ fn main() -> ExitCode {
     let mut pair = Pair::with_configs(config_a, config_b, link);
 
     println!(
-        "lossy_link: {} bytes {}, loss {:.2}%, reorder {:.2}%, duplicate {:.2}%, corrupt {:.2}%, \
-         delay {} ms each way, {}, MTU {}{}, {} {}, seed {}",
+        "lossy_link: {} bytes {}, loss {:.2}%, reorder {:.2}% by {} us, duplicate {:.2}%, \
+         corrupt {:.2}%, delay {} ms + {} us jitter each way, {}, MTU {}{}, {} {}, seed {}",
         options.size,
         if options.both_ways { "each way" } else { "A→B" },
         options.loss * 100.0,
         options.reorder * 100.0,
+        options.reorder_delay.as_micros(),
         options.duplicate * 100.0,
         options.corrupt * 100.0,
         options.delay.as_millis(),
+        options.jitter.as_micros(),
         options
             .bandwidth_bps
             .map_or("unlimited rate".to_string(), |bps| format!("{} Mbit/s", bps / 1_000_000)),

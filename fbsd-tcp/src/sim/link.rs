@@ -261,6 +261,14 @@ fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Time to clock `len` bytes onto a wire of `bandwidth_bps`, rounded down: used only to keep
+/// bunched frames apart, where rounding up would make back-to-back frames drift later than the
+/// bottleneck's exact departures.
+fn serialisation_ns(len: usize, bandwidth_bps: u64) -> u64 {
+    let bits = (len as u128).saturating_mul(8_000_000_000);
+    u64::try_from(bits / u128::from(bandwidth_bps)).unwrap_or(u64::MAX)
+}
+
 fn instant_ns(instant: Instant) -> u64 {
     instant.total_micros().saturating_mul(1000)
 }
@@ -560,10 +568,14 @@ impl Link {
             0 => 0,
             max => direction.rng.below(max.saturating_add(1)),
         };
+        // Frames that jitter bunched up still arrive one after the other at the link rate, as
+        // they would out of a queue: arriving all at one instant would let a reordered frame
+        // be overtaken by a whole bunch, however short its hold-back.
+        let spacing_ns = impairments.bandwidth_bps.map_or(0, |bps| serialisation_ns(len, bps));
         let mut arrival_ns = departure_ns
             .saturating_add(nanos(impairments.delay))
             .saturating_add(jitter_ns)
-            .max(direction.last_arrival_ns);
+            .max(direction.last_arrival_ns.saturating_add(spacing_ns));
         direction.last_arrival_ns = arrival_ns;
         if direction.rng.chance(impairments.reorder) {
             direction.counters.reordered += 1;
@@ -827,6 +839,27 @@ mod tests {
             link.send(Instant::ZERO, Side::A, &raw_frame(1, 60));
             assert_eq!(drain(&mut link).len(), 1);
             assert_eq!(link.counters(Side::A).queue_drops, 1);
+        }
+
+        #[test]
+        fn jitter_bunches_frames_no_closer_than_the_link_rate() {
+            let impairments = Impairments {
+                delay: Duration::from_millis(1),
+                jitter: Duration::from_micros(500),
+                ..gigabit(1 << 20)
+            };
+            let mut link = Link::symmetric(8, impairments).unwrap();
+            for n in 0..500 {
+                link.send(Instant::ZERO, Side::A, &raw_frame(n, 1500));
+            }
+            let delivered = drain(&mut link);
+            let order: Vec<u32> = delivered.iter().map(|(_, _, f)| number(f)).collect();
+            assert_eq!(order, (0..500).collect::<Vec<_>>());
+            let gaps: Vec<u64> =
+                delivered.windows(2).map(|w| (w[1].0 - w[0].0).as_micros() as u64).collect();
+            // 12 µs per frame, less the rounding of instants to the microsecond.
+            assert!(gaps.iter().all(|&gap| gap >= 11), "{gaps:?}");
+            assert!(gaps.iter().any(|&gap| gap > 13), "jitter spreads some frames further");
         }
 
         #[test]

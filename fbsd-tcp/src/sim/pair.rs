@@ -229,7 +229,7 @@ impl Pair {
             }
             match self.advance(Some(deadline)) {
                 Ok(true) => {}
-                Ok(false) if self.next_event().is_some() => {
+                Ok(false) if self.next_event().0.is_some() => {
                     return Err(DriveError::Deadline { deadline, at: self.now });
                 }
                 Ok(false) => return Err(DriveError::Idle { at: self.now }),
@@ -252,18 +252,19 @@ impl Pair {
         done
     }
 
-    /// The next instant anything is due.
-    fn next_event(&mut self) -> Option<Instant> {
-        [self.link.next_delivery(), self.a.poll_timeout(), self.b.poll_timeout(), self.wake]
-            .into_iter()
-            .flatten()
-            .min()
+    /// The next instant anything is due, and each stack's own deadline.
+    fn next_event(&mut self) -> (Option<Instant>, [Option<Instant>; 2]) {
+        let deadlines = [self.a.poll_timeout(), self.b.poll_timeout()];
+        let next =
+            [self.link.next_delivery(), self.wake].into_iter().chain(deadlines).flatten().min();
+        (next, deadlines)
     }
 
     /// Moves to the next event (unless it lies beyond `until`), delivers the frames due and runs
     /// due timers. `Ok(false)` when there is no event (by `until`).
     fn advance(&mut self, until: Option<Instant>) -> Result<bool, DriveError> {
-        let Some(next) = self.next_event() else { return Ok(false) };
+        let (next, deadlines) = self.next_event();
+        let Some(next) = next else { return Ok(false) };
         if until.is_some_and(|until| next > until) {
             return Ok(false);
         }
@@ -286,8 +287,11 @@ impl Pair {
             Side::A => a.receive_frame(now, frame),
             Side::B => b.receive_frame(now, frame),
         });
-        for stack in [a, b] {
-            if stack.poll_timeout().is_some_and(|due| due <= now) {
+        // The deadlines from before the deliveries: a frame may cancel a timer (then
+        // `handle_timeout` finds nothing due) or arm one for later, never for an instant that
+        // has passed; asking again would double the driver's cost per step.
+        for (stack, deadline) in [a, b].into_iter().zip(deadlines) {
+            if deadline.is_some_and(|due| due <= now) {
                 stack.handle_timeout(now);
             }
         }
