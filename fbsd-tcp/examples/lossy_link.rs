@@ -27,8 +27,8 @@ usage: lossy_link [options]
   --path-mtu N         IP MTU of a router in the middle (default: none)
   --bandwidth-mbps N   link rate in Mbit/s, 0 for unlimited (default 1000)
   --reorder P          probability a frame is held back (default 1%)
-  --reorder-us N       how long, in microseconds (default 20)
-  --jitter-us N        largest extra one-way delay, in microseconds (default 20); never
+  --reorder-us N       how long, in microseconds (default 30)
+  --jitter-us N        largest extra one-way delay, in microseconds (default 100); never
                        reorders on its own
   --duplicate P        probability a frame arrives twice (default 0.2%)
   --corrupt P          probability one bit of a frame is flipped (default 0)
@@ -98,8 +98,8 @@ fn parse_args() -> Result<Option<Options>, String> {
         path_mtu: None,
         bandwidth_bps: Some(1_000_000_000),
         reorder: 0.01,
-        reorder_delay: Duration::from_micros(20),
-        jitter: Duration::from_micros(20),
+        reorder_delay: Duration::from_micros(30),
+        jitter: Duration::from_micros(100),
         duplicate: 0.002,
         corrupt: 0.0,
         congestion: CongestionAlgorithm::Cubic,

@@ -396,6 +396,19 @@ mod tests {
     }
 
     #[test]
+    fn step_goes_from_event_to_event() {
+        let mut pair = Pair::new(link(Duration::from_millis(2)));
+        // The first step sends both gratuitous ARPs and moves to their arrival.
+        assert_eq!(pair.step(), Ok(true));
+        assert_eq!(pair.now(), Instant::from_millis(2));
+        assert_eq!(pair.link().counters(Side::A).frames_delivered, 1);
+        assert_eq!(pair.link().counters(Side::B).frames_delivered, 1);
+        assert_eq!(pair.steps(), 1);
+        pair.run_for(Duration::from_millis(5)).unwrap();
+        assert_eq!(pair.now(), Instant::from_millis(7));
+    }
+
+    #[test]
     fn a_zero_delay_ping_pong_is_reported_as_livelock() {
         let mut pair = Pair::new(link(Duration::ZERO));
         pair.set_livelock_limit(500);
