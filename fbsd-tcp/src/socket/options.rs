@@ -1,6 +1,6 @@
 //! Per-socket options (the setsockopt/getsockopt surface) and readiness.
 
-use crate::socket::tcp::CongestionAlgorithm;
+use crate::socket::tcp::{CongestionAlgorithm, TcpConfig};
 use crate::time::Duration;
 
 /// Options of one socket. Read them with `Stack::options`, change a copy and hand it back with
@@ -43,6 +43,31 @@ pub struct SocketOptions {
     /// TCP_USER_TIMEOUT: abort when sent data stays unacknowledged this long (None: by retry
     /// count alone).
     pub user_timeout: Option<Duration>,
+}
+
+impl SocketOptions {
+    /// The options a new socket starts with: the engine's TCP defaults, Nagle on, keepalive off,
+    /// no linger, dual-stack, broadcast off.
+    pub fn new(tcp: &TcpConfig, ttl: u8) -> SocketOptions {
+        SocketOptions {
+            nodelay: false,
+            keepalive: false,
+            keep_idle: tcp.keep_idle,
+            keep_interval: tcp.keep_interval,
+            keep_count: tcp.keep_count,
+            send_buffer: tcp.send_buffer,
+            recv_buffer: tcp.recv_buffer,
+            linger: None,
+            reuse_addr: false,
+            reuse_port: false,
+            max_segment: None,
+            v6_only: false,
+            broadcast: false,
+            ttl,
+            congestion: tcp.congestion,
+            user_timeout: None,
+        }
+    }
 }
 
 /// What a poll on the socket would report now.
