@@ -104,7 +104,10 @@ impl Stack {
         }
         if header.is_fragment() {
             self.counters.ip_frags_rx += 1;
-            match self.reassembler.add(now, &header, packet.payload()) {
+            let result = self.reassembler.add(now, &header, packet.payload());
+            // Partial datagrams pushed out by the memory cap fail as surely as refused ones.
+            self.counters.ip_reassembly_failures += self.reassembler.take_evictions() as u64;
+            match result {
                 Ok(Some((whole, payload))) => {
                     self.counters.ip_reassembled += 1;
                     self.receive_transport(now, &whole, &payload);

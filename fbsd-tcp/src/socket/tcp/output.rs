@@ -1,0 +1,385 @@
+//! What to send next (FreeBSD's tcp_output.c): one segment per call, in this order of
+//! precedence: a pending RST; SYN or SYN-ACK; loss-recovery retransmissions; data and FIN from
+//! SND.NXT under the windows, Nagle and SWS avoidance (which also covers go-back-N after a
+//! timeout); window probes; keepalive probes; pure ACKs. The payload is copied from the send ring
+//! straight into the caller's buffer.
+
+use super::timer::Timer;
+use super::{seq_dist, Recovery, TcpSocket, TcpState, MAX_WINDOW_SHIFT};
+use crate::time::Instant;
+use crate::wire::{SeqNumber, TcpFlags, TcpOptions, TcpPacket, TcpRepr};
+
+impl TcpSocket {
+    pub(super) fn output(&mut self, now: Instant, buf: &mut [u8], fill: bool) -> Option<usize> {
+        if self.rst_pending {
+            self.rst_pending = false;
+            let flags = if self.irs_known() { TcpFlags::RST | TcpFlags::ACK } else { TcpFlags::RST };
+            return Some(self.emit(now, buf, fill, self.snd_max, flags, 0));
+        }
+        match self.state {
+            TcpState::Closed | TcpState::Listen => return None,
+            TcpState::SynSent => {
+                return (self.snd_nxt == self.iss).then(|| self.output_syn(now, buf, fill));
+            }
+            TcpState::SynReceived if self.snd_nxt == self.iss => {
+                return Some(self.output_syn(now, buf, fill));
+            }
+            TcpState::SynReceived | TcpState::TimeWait => {
+                return self.ack_now.then(|| self.emit_ack(now, buf, fill));
+            }
+            _ => {}
+        }
+        if let Some(len) = self.output_retransmission(now, buf, fill) {
+            return Some(len);
+        }
+        if let Some(len) = self.output_data(now, buf, fill) {
+            return Some(len);
+        }
+        if self.keepalive_due {
+            self.keepalive_due = false;
+            // RFC 1122 §4.2.3.6: an old sequence number makes the peer answer with an ACK.
+            return Some(self.emit(now, buf, fill, self.snd_una - 1, TcpFlags::ACK, 0));
+        }
+        if self.ack_now {
+            return Some(self.emit_ack(now, buf, fill));
+        }
+        None
+    }
+
+    /// True once RCV.NXT means something (we have seen the peer's SYN).
+    fn irs_known(&self) -> bool {
+        self.state != TcpState::SynSent
+    }
+
+    fn emit_ack(&mut self, now: Instant, buf: &mut [u8], fill: bool) -> usize {
+        // SND.MAX rather than a SND.NXT pulled back by go-back-N: the peer's RCV.NXT may be
+        // past SND.NXT, and an ACK below it would be unacceptable there.
+        self.emit(now, buf, fill, self.snd_max, TcpFlags::ACK, 0)
+    }
+
+    fn output_syn(&mut self, now: Instant, buf: &mut [u8], fill: bool) -> usize {
+        let flags =
+            if self.state == TcpState::SynSent { TcpFlags::SYN } else { TcpFlags::SYN | TcpFlags::ACK };
+        let first = self.snd_max == self.iss;
+        if !first && !core::mem::take(&mut self.syn_ack_fresh) {
+            self.stats.total_retrans += 1;
+        }
+        let len = self.emit(now, buf, fill, self.iss, flags, 0);
+        self.snd_nxt = self.iss + 1;
+        self.snd_max = self.snd_max.max(self.snd_nxt);
+        if first {
+            self.rtt_timing = Some((self.iss, now));
+        }
+        if !self.timers.is_armed(Timer::Retransmit) {
+            self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+        }
+        len
+    }
+
+    /// How much of the sequence space at `seq` (up to `max_len` data bytes) is data, and whether
+    /// our FIN follows it.
+    fn segment_at(&self, seq: SeqNumber, max_len: usize) -> (usize, bool) {
+        let data_end = self.data_end();
+        let data = seq_dist(data_end, seq).min(max_len);
+        (data, self.fin_sent() && seq + data == data_end)
+    }
+
+    /// Fast retransmit and recovery (RFC 6582, RFC 6675 §5): the forced retransmission of the
+    /// segment at SND.UNA, then, with SACK, NextSeg rule 1 while `pipe` leaves room in cwnd.
+    /// (Rule 2, new data, is `output_data`'s; rules 3 and 4 are not implemented: RTO recovers
+    /// what they would.)
+    fn output_retransmission(&mut self, now: Instant, buf: &mut [u8], fill: bool) -> Option<usize> {
+        let recovery = self.recovery?;
+        let smss = self.smss();
+        let (seq, max_len) = if self.rtx_una {
+            self.rtx_una = false;
+            (self.snd_una, smss)
+        } else if recovery == Recovery::Sack {
+            let pipe = self.scoreboard.pipe(self.snd_una, self.snd_max, smss);
+            if self.cc.cwnd() < pipe + smss {
+                return None;
+            }
+            self.scoreboard.next_lost_segment(self.snd_una, smss)?
+        } else {
+            return None;
+        };
+        let (data, fin) = self.segment_at(seq, max_len);
+        if data == 0 && !fin {
+            return None;
+        }
+        let flags = if fin { TcpFlags::ACK | TcpFlags::FIN } else { TcpFlags::ACK };
+        let len = self.emit_data(now, buf, fill, seq, data, flags);
+        if recovery == Recovery::Sack {
+            let sent = self.last_emitted_span;
+            self.scoreboard.on_retransmit(seq, sent);
+        }
+        Some(len)
+    }
+
+    /// New data (or data again after a timeout) and FIN from SND.NXT.
+    fn output_data(&mut self, now: Instant, buf: &mut [u8], fill: bool) -> Option<usize> {
+        if !matches!(
+            self.state,
+            TcpState::Established
+                | TcpState::CloseWait
+                | TcpState::FinWait1
+                | TcpState::Closing
+                | TcpState::LastAck
+        ) {
+            return None;
+        }
+        let data_end = self.data_end();
+        let fin_pending = self.write_shutdown
+            && matches!(self.state, TcpState::FinWait1 | TcpState::Closing | TcpState::LastAck)
+            && self.snd_nxt <= data_end;
+        let available = seq_dist(data_end, self.snd_nxt);
+        let force = core::mem::take(&mut self.force_probe);
+        if available == 0 && !fin_pending {
+            self.cwnd_blocked = false;
+            return None;
+        }
+        let smss = self.smss();
+
+        let right_edge = self.snd_una + self.snd_wnd;
+        let rwnd_room = seq_dist(right_edge, self.snd_nxt);
+        if force && rwnd_room == 0 && seq_dist(data_end, self.snd_una) > 0 {
+            return Some(self.output_window_probe(now, buf, fill));
+        }
+
+        let (cwnd, flight) = match self.recovery {
+            Some(Recovery::Sack) => {
+                (self.cc.cwnd(), self.scoreboard.pipe(self.snd_una, self.snd_max, smss))
+            }
+            Some(Recovery::NewReno) => {
+                (self.cc.cwnd() + self.inflation, self.snd_nxt - self.snd_una)
+            }
+            // RFC 3042 limited transmit: one more segment for each of the first two dup ACKs.
+            None => (
+                self.cc.cwnd() + smss * self.dup_acks.min(2) as usize,
+                self.snd_nxt - self.snd_una,
+            ),
+        };
+        let cwnd_room = cwnd.saturating_sub(flight);
+        let wanted = available.min(smss);
+        self.cwnd_blocked = cwnd_room < wanted && rwnd_room >= wanted;
+        let len = if force { wanted.min(rwnd_room) } else { wanted.min(rwnd_room).min(cwnd_room) };
+        let retransmitting = self.snd_nxt < self.snd_max;
+
+        if len == 0 {
+            // A FIN needs no window (RFC 9293 lets it through a closed one; so does Linux).
+            if available == 0 && fin_pending && (cwnd_room > 0 || retransmitting) {
+                let seq = self.snd_nxt;
+                return Some(self.emit_data(now, buf, fill, seq, 0, TcpFlags::ACK | TcpFlags::FIN));
+            }
+            self.arm_persist_if_stalled(now);
+            return None;
+        }
+
+        let completes = self.snd_nxt + len == data_end;
+        let nothing_outstanding = self.snd_una == self.snd_max;
+        // RFC 1122 §4.2.3.4 sender SWS avoidance, with RFC 896 Nagle as its "push" rule.
+        let send = len == smss
+            || retransmitting
+            || force
+            || (completes && (self.options.nodelay || nothing_outstanding || fin_pending))
+            || (self.max_snd_wnd > 0 && len >= self.max_snd_wnd / 2);
+        if !send {
+            self.arm_persist_if_stalled(now);
+            return None;
+        }
+
+        if nothing_outstanding
+            && self.recovery.is_none()
+            && now - self.last_data_sent >= self.rtt.rto()
+        {
+            // RFC 5681 §4.1: after an idle period the old window says nothing about the path.
+            self.cc.on_idle_restart(now, smss);
+        }
+        let mut flags = TcpFlags::ACK;
+        if completes {
+            flags |= TcpFlags::PSH;
+            if fin_pending {
+                flags |= TcpFlags::FIN;
+            }
+        }
+        let seq = self.snd_nxt;
+        Some(self.emit_data(now, buf, fill, seq, len, flags))
+    }
+
+    /// One byte beyond a zero window (RFC 9293 §3.8.6.1), always the first unacknowledged one so
+    /// that repeated probes carry the same byte; the persist timer comes back with backoff.
+    fn output_window_probe(&mut self, now: Instant, buf: &mut [u8], fill: bool) -> usize {
+        self.snd_nxt = self.snd_una;
+        let seq = self.snd_una;
+        let len = self.emit_data(now, buf, fill, seq, 1, TcpFlags::ACK);
+        self.timers.stop(Timer::Retransmit);
+        self.timers.set(Timer::Persist, now + self.persist_interval());
+        len
+    }
+
+    /// Nothing is in flight and nothing may be sent: only the persist timer will get things
+    /// going again (window updates can be lost).
+    fn arm_persist_if_stalled(&mut self, now: Instant) {
+        if self.snd_una == self.snd_max
+            && !self.timers.is_armed(Timer::Retransmit)
+            && !self.timers.is_armed(Timer::Persist)
+        {
+            self.timers.set(Timer::Persist, now + self.persist_interval());
+        }
+    }
+
+    /// Emits a segment carrying sequence space (data, FIN) and does the send-side bookkeeping:
+    /// SND.NXT and SND.MAX, retransmission counting, RTT timing, the retransmission timer.
+    fn emit_data(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        fill: bool,
+        seq: SeqNumber,
+        data: usize,
+        flags: TcpFlags,
+    ) -> usize {
+        let len = self.emit(now, buf, fill, seq, flags, data);
+        let end = seq + self.last_emitted_span;
+        if seq < self.snd_max {
+            self.stats.total_retrans += 1;
+            self.rtt_timing = None;
+        } else if !self.ts_enabled && self.rtt_timing.is_none() {
+            self.rtt_timing = Some((seq, now));
+        }
+        if seq == self.snd_nxt {
+            self.snd_nxt = end;
+        }
+        self.snd_max = self.snd_max.max(end);
+        self.last_data_sent = now;
+        if !self.timers.is_armed(Timer::Retransmit) {
+            self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+        }
+        self.timers.stop(Timer::Persist);
+        len
+    }
+
+    /// Builds one segment into `buf`: header and options, `data` payload bytes copied from the
+    /// send ring at `seq`, checksum. Clips the payload to what fits with the options (SACK
+    /// blocks take room) and drops FIN and PSH if that cut it short. Records in
+    /// `last_emitted_span` how much sequence space the segment took.
+    fn emit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        fill: bool,
+        seq: SeqNumber,
+        flags: TcpFlags,
+        data: usize,
+    ) -> usize {
+        let mut flags = flags;
+        let syn = flags.contains(TcpFlags::SYN);
+        let rst = flags.contains(TcpFlags::RST);
+        let mut options = TcpOptions::default();
+        if syn {
+            options.mss = Some(u16::try_from(self.rcv_mss).unwrap_or(u16::MAX));
+            let offering = self.state == TcpState::SynSent;
+            if (offering && self.config.window_scaling) || (!offering && self.ws_enabled) {
+                options.window_scale = Some(self.rcv_wscale);
+            }
+            options.sack_permitted =
+                if offering { self.config.sack } else { self.sack_enabled };
+        }
+        let timestamps = if self.state == TcpState::SynSent {
+            self.config.timestamps
+        } else {
+            self.ts_enabled
+        };
+        if timestamps && !rst {
+            let echo = if self.state == TcpState::SynSent { 0 } else { self.ts_recent };
+            options.timestamp = Some((self.ts_now(now), echo));
+        }
+        let ack = flags.contains(TcpFlags::ACK);
+        if ack && !syn && !rst && self.sack_enabled && self.sack_report_len > 0 {
+            let room = if options.timestamp.is_some() { 3 } else { 4 };
+            let count = self.sack_report_len.min(room);
+            options.sack_blocks[..count].copy_from_slice(&self.sack_report[..count]);
+            options.sack_len = count as u8;
+        }
+
+        let options_len = options.emitted_len();
+        let mut data = data;
+        let fits = self.eff_mss().saturating_sub(options_len);
+        if data > fits {
+            data = fits;
+            flags = TcpFlags(flags.0 & !(TcpFlags::FIN.0 | TcpFlags::PSH.0));
+        }
+
+        let window_len = if syn {
+            let window = self.rx.free().min(0xffff);
+            self.syn_window = window;
+            if self.irs_known() {
+                self.rcv_adv = self.rcv_adv.max(self.rcv_nxt + window);
+            }
+            window as u16
+        } else if rst {
+            0
+        } else {
+            self.window_field()
+        };
+
+        let repr = TcpRepr {
+            src_port: self.local.port(),
+            dst_port: self.remote.port(),
+            seq_number: seq,
+            ack_number: ack.then_some(self.rcv_nxt),
+            flags,
+            window_len,
+            urgent_pointer: 0,
+            options,
+            payload: &[],
+        };
+        let header_len = repr.header_len();
+        let total = header_len + data;
+        let segment = &mut buf[..total];
+        repr.emit_header(&mut TcpPacket::new_unchecked(&mut *segment));
+        if data > 0 {
+            let (first, second) = self.tx.peek(seq - self.tx_front(), data);
+            debug_assert_eq!(first.len() + second.len(), data);
+            let payload = &mut segment[header_len..];
+            payload[..first.len()].copy_from_slice(first);
+            payload[first.len()..first.len() + second.len()].copy_from_slice(second);
+        }
+        if fill {
+            TcpPacket::new_unchecked(&mut *segment)
+                .fill_checksum(*self.local.ip(), *self.remote.ip());
+        }
+
+        self.stats.segs_out += 1;
+        self.last_emitted_span =
+            data + usize::from(syn) + usize::from(flags.contains(TcpFlags::FIN));
+        if ack && !rst {
+            self.ack_now = false;
+            self.delayed_segs = 0;
+            self.timers.stop(Timer::DelayedAck);
+            self.last_ack_sent = self.rcv_nxt;
+            if !syn {
+                let advertised = usize::from(window_len) << self.rcv_wscale;
+                self.rcv_adv = self.rcv_adv.max(self.rcv_nxt + advertised);
+            }
+        }
+        total
+    }
+
+    /// The window field for a non-SYN segment: the free receive space, scaled, with receiver
+    /// SWS avoidance (RFC 1122 §4.2.3.3: the right edge moves only by min(half the buffer,
+    /// one MSS) or more) and never moving the right edge left (RFC 9293 §3.8.6.2.2; rounded up
+    /// to the scale unit when holding the old edge).
+    pub(super) fn window_field(&self) -> u16 {
+        let shift = self.rcv_wscale.min(MAX_WINDOW_SHIFT);
+        let max = 0xffff_usize << shift;
+        let current = self.rcv_wnd();
+        let mut window = self.rx.free().min(max);
+        if window > current && window - current < (self.rx.capacity() / 2).min(self.rcv_mss) {
+            window = current;
+        }
+        let unit = 1_usize << shift;
+        let field = (window >> shift).max(current.div_ceil(unit));
+        field.min(0xffff) as u16
+    }
+}

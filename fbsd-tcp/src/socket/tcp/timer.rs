@@ -1,0 +1,225 @@
+//! The connection's timers (FreeBSD's tcp_timer.c), kept as a named table of deadlines in the
+//! manner of quinn-proto's `timer.rs`: setting, stopping and finding the earliest one is a scan
+//! of six slots, and the stack asks only for the earliest.
+
+use super::{TcpSocket, TcpState};
+use crate::time::{Duration, Instant};
+
+/// The timers one connection runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Timer {
+    /// RFC 6298 retransmission timeout (also SYN and SYN-ACK retransmission).
+    Retransmit,
+    /// Zero-window probing (RFC 9293 §3.8.6.1) and the sender-SWS override (RFC 1122 §4.2.3.4).
+    Persist,
+    /// RFC 1122 §4.2.3.6 keepalive: idle time, then probe interval.
+    KeepAlive,
+    /// RFC 1122 §4.2.3.2 delayed acknowledgment.
+    DelayedAck,
+    /// 2 × MSL in TIME-WAIT.
+    TimeWait,
+    /// How long an orphaned connection may wait in FIN-WAIT-2 for the peer's FIN.
+    FinWait2,
+}
+
+impl Timer {
+    /// Every timer, in the order `run_timers` handles those due at the same time: losses first,
+    /// then probes, then acknowledgments, then the ends of life.
+    const ALL: [Timer; 6] = [
+        Timer::Retransmit,
+        Timer::Persist,
+        Timer::KeepAlive,
+        Timer::DelayedAck,
+        Timer::TimeWait,
+        Timer::FinWait2,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A deadline per timer; `None` is stopped.
+#[derive(Debug, Clone, Default)]
+pub(super) struct TimerTable {
+    deadlines: [Option<Instant>; 6],
+}
+
+impl TimerTable {
+    pub(super) fn set(&mut self, timer: Timer, deadline: Instant) {
+        self.deadlines[timer.index()] = Some(deadline);
+    }
+
+    pub(super) fn stop(&mut self, timer: Timer) {
+        self.deadlines[timer.index()] = None;
+    }
+
+    pub(super) fn get(&self, timer: Timer) -> Option<Instant> {
+        self.deadlines[timer.index()]
+    }
+
+    pub(super) fn is_armed(&self, timer: Timer) -> bool {
+        self.get(timer).is_some()
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.deadlines = [None; 6];
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.iter().flatten().min().copied()
+    }
+}
+
+impl TcpSocket {
+    pub(super) fn run_timers(&mut self, now: Instant) {
+        for timer in Timer::ALL {
+            match self.timers.get(timer) {
+                Some(deadline) if deadline <= now => {
+                    self.timers.stop(timer);
+                    self.wants_dispatch = true;
+                    match timer {
+                        Timer::Retransmit => self.on_retransmit_timeout(now),
+                        Timer::Persist => self.on_persist_timeout(now),
+                        Timer::KeepAlive => self.on_keepalive_timeout(now),
+                        Timer::DelayedAck => self.ack_now = true,
+                        Timer::TimeWait => self.set_closed(),
+                        Timer::FinWait2 => {
+                            if self.state == TcpState::FinWait2 {
+                                self.set_closed();
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// RFC 6298 §5.4–5.7: retransmit the earliest unacknowledged segment, back off, restart the
+    /// timer. Sending restarts from SND.UNA (go-back-N), since after a timeout nothing beyond it
+    /// is known to have arrived; the scoreboard is cleared because the receiver may have
+    /// reneged.
+    fn on_retransmit_timeout(&mut self, now: Instant) {
+        match self.state {
+            TcpState::SynSent | TcpState::SynReceived => {
+                if self.rto_count >= self.config.syn_retries {
+                    self.give_up();
+                    return;
+                }
+                self.rto_count += 1;
+                self.rtt.back_off();
+                self.stats.timeouts += 1;
+                self.snd_nxt = self.iss;
+                self.rtt_timing = None;
+                self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+            }
+            TcpState::Established
+            | TcpState::CloseWait
+            | TcpState::FinWait1
+            | TcpState::Closing
+            | TcpState::LastAck => {
+                if self.snd_una == self.snd_max {
+                    return;
+                }
+                let start = *self.rto_episode_start.get_or_insert(now);
+                let user_timeout_over =
+                    self.options.user_timeout.is_some_and(|limit| now - start >= limit);
+                if self.rto_count >= self.config.max_retransmits || user_timeout_over {
+                    self.give_up();
+                    return;
+                }
+                if self.snd_wnd == 0 {
+                    // The receiver shrank its window to zero under outstanding data: what was
+                    // beyond SND.UNA is dropped there. Probe like the persist timer does, and do
+                    // not count a peer that keeps answering "zero window" as lost.
+                    self.snd_nxt = self.snd_una;
+                    self.force_probe = true;
+                    self.rto_episode_start = None;
+                    return;
+                }
+                let smss = self.smss();
+                if self.rto_count == 0 {
+                    let flight = self.snd_max - self.snd_una;
+                    self.cc.on_retransmit_timeout(now, flight, smss);
+                }
+                self.rto_count += 1;
+                self.rtt.back_off();
+                self.stats.timeouts += 1;
+                self.recover = self.snd_max;
+                self.recovery = None;
+                self.inflation = 0;
+                self.dup_acks = 0;
+                self.rtx_una = false;
+                self.scoreboard.clear();
+                self.snd_nxt = self.snd_una;
+                self.rtt_timing = None;
+                let mut deadline = now + self.rtt.rto();
+                if let Some(limit) = self.options.user_timeout {
+                    deadline = deadline.min(start + limit).max(now + Duration::from_millis(1));
+                }
+                self.timers.set(Timer::Retransmit, deadline);
+            }
+            _ => {}
+        }
+    }
+
+    /// The persist timer: probe a zero window (or push a segment held back by sender SWS
+    /// avoidance). A peer that keeps answering is never given up on; `max_retransmits` probes
+    /// in a row with no segment at all from the peer end the connection.
+    fn on_persist_timeout(&mut self, _now: Instant) {
+        if !matches!(
+            self.state,
+            TcpState::Established
+                | TcpState::CloseWait
+                | TcpState::FinWait1
+                | TcpState::Closing
+                | TcpState::LastAck
+        ) {
+            return;
+        }
+        if self.persist_probes >= self.config.max_retransmits {
+            self.give_up();
+            return;
+        }
+        self.persist_probes += 1;
+        self.persist_backoff = (self.persist_backoff + 1).min(16);
+        self.force_probe = true;
+    }
+
+    /// The persist interval: the RTO without its backoff, doubled per unanswered probe, within
+    /// [min_rto, max_rto].
+    pub(super) fn persist_interval(&self) -> Duration {
+        let base = self.rtt.base_rto();
+        let backed_off = base.saturating_mul(1 << self.persist_backoff.min(16));
+        backed_off.clamp(self.config.min_rto, self.config.max_rto.max(self.config.min_rto))
+    }
+
+    /// RFC 1122 §4.2.3.6: after `keep_idle` without a segment from the peer, probe every
+    /// `keep_interval`; `keep_count` unanswered probes end the connection with ETIMEDOUT. The
+    /// deadline is not moved on every segment: it is checked against the last arrival when it
+    /// fires, and re-armed from there.
+    fn on_keepalive_timeout(&mut self, now: Instant) {
+        if !self.options.keepalive || !self.keepalive_applies() {
+            return;
+        }
+        let idle_deadline = self.last_recv + self.options.keep_idle;
+        if self.keepalive_probes == 0 && now < idle_deadline {
+            self.timers.set(Timer::KeepAlive, idle_deadline);
+            return;
+        }
+        if self.snd_una != self.snd_max {
+            // Data is outstanding: the retransmission timer watches the peer.
+            self.keepalive_probes = 0;
+            self.timers.set(Timer::KeepAlive, now + self.options.keep_idle);
+            return;
+        }
+        if self.keepalive_probes >= self.options.keep_count {
+            self.give_up();
+            return;
+        }
+        self.keepalive_probes += 1;
+        self.keepalive_due = true;
+        self.timers.set(Timer::KeepAlive, now + self.options.keep_interval);
+    }
+}
