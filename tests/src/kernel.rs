@@ -33,6 +33,7 @@ impl KernelProcess {
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child =
             cmd.spawn().map_err(|e| io::Error::new(e.kind(), format!("starting {what}: {e}")))?;
+        crate::watchdog::register_child(child.id());
         let stdout = child.stdout.take().expect("stdout was piped");
         let stderr_pipe = child.stderr.take().expect("stderr was piped");
         let (tx, lines) = mpsc::channel();
@@ -188,6 +189,7 @@ impl Drop for KernelProcess {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
+        crate::watchdog::unregister_child(self.child.id());
     }
 }
 

@@ -18,6 +18,7 @@ pub mod driver;
 pub mod kernel;
 pub mod netns;
 pub mod tap;
+pub mod watchdog;
 
 mod sys;
 
@@ -25,6 +26,7 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use fbsd_tcp::wire::{EthernetAddress, Ipv4Cidr};
 use fbsd_tcp::StackConfig;
@@ -33,6 +35,11 @@ pub use driver::{Driver, DriverStats};
 pub use kernel::KernelProcess;
 pub use netns::Netns;
 pub use tap::Tap;
+pub use watchdog::Watchdog;
+
+/// How long one test may hold a fixture before the watchdog ends the test process. Far above any
+/// test's own deadlines: it only catches calls that never return.
+pub const TEST_LIMIT: Duration = Duration::from_secs(150);
 
 /// The kernel's address on the test link.
 pub const KERNEL_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -96,6 +103,7 @@ pub struct Fixture {
     pub netns: Netns,
     /// The TAP interface's name (inside `netns`).
     pub tap_name: String,
+    _watchdog: Watchdog,
 }
 
 impl Fixture {
@@ -106,18 +114,22 @@ impl Fixture {
             print_skip(test, &reason);
             return None;
         }
-        Some(Fixture::setup(StackConfig::new(
-            EthernetAddress(ENGINE_MAC),
-            Ipv4Cidr::new(ENGINE_IP, PREFIX_LEN).expect("valid prefix length"),
-            random_secret(),
-        )))
+        let watchdog = Watchdog::arm(test, TEST_LIMIT);
+        Some(Fixture::setup(
+            watchdog,
+            StackConfig::new(
+                EthernetAddress(ENGINE_MAC),
+                Ipv4Cidr::new(ENGINE_IP, PREFIX_LEN).expect("valid prefix length"),
+                random_secret(),
+            ),
+        ))
     }
 
-    fn setup(config: StackConfig) -> Fixture {
+    fn setup(watchdog: Watchdog, config: StackConfig) -> Fixture {
         let (netns, tap) = open_link();
         let tap_name = tap.name().to_owned();
         let driver = Driver::new(tap, config);
-        Fixture { driver, netns, tap_name }
+        Fixture { driver, netns, tap_name, _watchdog: watchdog }
     }
 
     /// Starts `python3 -c script args...` in the namespace.
@@ -142,10 +154,8 @@ fn open_link() -> (Netns, Tap) {
         .unwrap_or_else(|e| panic!("moving the TAP into the namespace: {e}"));
     // IPv6 off on the test link: no router solicitations or DAD probes in the engine's way.
     // Best effort: a kernel without IPv6 has nothing to turn off.
-    let _ = netns.run(
-        "sh",
-        &["-c", &format!("echo 1 > /proc/sys/net/ipv6/conf/{tap_name}/disable_ipv6")],
-    );
+    let _ = netns
+        .run("sh", &["-c", &format!("echo 1 > /proc/sys/net/ipv6/conf/{tap_name}/disable_ipv6")]);
     let kernel_cidr = format!("{KERNEL_IP}/{PREFIX_LEN}");
     for args in [
         &["link", "set", "lo", "up"][..],
@@ -199,7 +209,7 @@ pub fn hex_digest(hasher: sha2::Sha256) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     /// The link itself, without the engine: traffic the kernel sends towards 10.77.0.2 comes out
     /// of the TAP, starting with an ARP request for it from the kernel's side.

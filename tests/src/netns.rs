@@ -14,6 +14,7 @@ impl Netns {
     /// Creates the namespace `name`. The name must be unique among the machine's namespaces.
     pub fn create(name: &str) -> io::Result<Netns> {
         run(Command::new("ip").args(["netns", "add", name]))?;
+        crate::watchdog::register_netns(name);
         Ok(Netns { name: name.to_owned() })
     }
 
@@ -45,6 +46,7 @@ impl Drop for Netns {
         if let Err(e) = run(Command::new("ip").args(["netns", "del", &self.name])) {
             eprintln!("warning: could not delete network namespace {}: {e}", self.name);
         }
+        crate::watchdog::unregister_netns(&self.name);
     }
 }
 
