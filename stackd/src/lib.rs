@@ -5,4 +5,17 @@
 //! module (to come) is the light protocol library that the supervisor and the fast path link.
 //! Must not touch: protocol logic, which belongs to fbsd-tcp.
 //!
-//! Not yet built: this crate is filled by the stackd issue.
+//! Built so far:
+//! - [`backend`]: the NIC backends behind one burst-oriented, zero-copy [`backend::Backend`]
+//!   trait — a TAP the daemon creates, an existing interface through AF_PACKET rings, and an
+//!   in-memory pair for tests. All of the crate's `unsafe` code (system calls, ring memory shared
+//!   with the kernel) is confined to `backend::sys`.
+//! - [`pcap`]: capture files that tcpdump and Wireshark read.
+//!
+//! To come: the event loop, the control plane and the data planes.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod pcap;

@@ -18,6 +18,7 @@ impl Stack {
     /// Processes one received Ethernet frame. Malformed or unwanted frames are counted in
     /// [`counters`](Self::counters) and dropped; nothing in a frame can make this panic.
     pub fn receive_frame(&mut self, now: Instant, frame: &[u8]) {
+        self.advance_clock(now);
         self.counters.rx_frames += 1;
         self.counters.rx_bytes += frame.len() as u64;
         let Ok(frame) = EthernetFrame::new_checked(frame) else {

@@ -79,6 +79,9 @@ pub struct Stack {
     icmp_budget: IcmpBudget,
     /// Retransmissions of connections already freed (live ones are summed on demand).
     retransmits_of_freed: u64,
+    /// The latest `now` any call brought. Calls without a `now` (send, recv...) act at this
+    /// instant.
+    clock: Instant,
 }
 
 /// What kind of socket a slot holds.
@@ -247,6 +250,7 @@ impl Stack {
             ip_ident: u16::from_be_bytes([config.secret[0], config.secret[1]]),
             icmp_budget: IcmpBudget::new(now),
             retransmits_of_freed: 0,
+            clock: now,
             config,
         };
         stack.queue_gratuitous_arp();
@@ -278,6 +282,7 @@ impl Stack {
 
     /// Runs every timer due at `now`: TCP timers, ARP retries and expiry, reassembly timeouts.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance_clock(now);
         while let Some(&Reverse((at, index, generation))) = self.timers.peek() {
             if at > now {
                 break;
@@ -651,6 +656,7 @@ impl Stack {
 
     /// close(2): the handle is released at once; a TCP connection finishes in the background.
     pub fn close(&mut self, now: Instant, handle: SocketHandle) -> Result<(), Errno> {
+        self.advance_clock(now);
         let index = self.table.resolve(handle)?;
         match &mut self.socket_mut(index).kind {
             Kind::TcpConn(tcb) => {
@@ -839,6 +845,10 @@ impl Stack {
 
     // ---- internal plumbing shared by input, output and the API ----
 
+    fn advance_clock(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
+    }
+
     fn socket_ref(&self, index: u32) -> &Socket {
         self.table.get(index).expect("slot resolved by the caller")
     }
@@ -931,7 +941,12 @@ impl Stack {
             }
         }
 
+        // A connection that is queued for output needs no timer for "send now" (a TCB reports
+        // pending output as a deadline that has passed); scheduling one would only make
+        // `handle_timeout` spin on it.
+        let clock = self.clock;
         let socket = self.socket_mut(index);
+        let deadline = deadline.filter(|&at| !(socket.dirty && at <= clock));
         if socket.timer != deadline {
             socket.timer = deadline;
             if let Some(at) = deadline {

@@ -70,6 +70,7 @@ impl Stack {
     /// is waiting. `buf` must hold at least `mtu + 14` bytes.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        self.advance_clock(now);
         assert!(
             buf.len() >= self.config.mtu + ETHERNET_HEADER,
             "poll_transmit needs a buffer of mtu + 14 bytes"

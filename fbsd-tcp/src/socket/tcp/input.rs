@@ -595,9 +595,10 @@ impl TcpSocket {
             return None;
         }
         let offset = seq - self.rcv_nxt;
-        self.assembler.ranges().find(|&(start, end)| start <= offset && offset < end).map(
-            |(start, end)| SackBlock { left: self.rcv_nxt + start, right: self.rcv_nxt + end },
-        )
+        self.assembler
+            .ranges()
+            .find(|&(start, end)| start <= offset && offset < end)
+            .map(|(start, end)| SackBlock { left: self.rcv_nxt + start, right: self.rcv_nxt + end })
     }
 
     /// RFC 2018 §4: the first block reports the segment that just arrived; the others repeat

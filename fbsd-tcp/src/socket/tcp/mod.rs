@@ -1041,7 +1041,8 @@ impl TcpSocket {
         self.irs = syn.seq_number;
         self.rcv_nxt = syn.seq_number + 1;
         self.last_ack_sent = self.rcv_nxt;
-        self.peer_mss = syn.options.mss.map_or(DEFAULT_MSS, |mss| usize::from(mss).max(MIN_PEER_MSS));
+        self.peer_mss =
+            syn.options.mss.map_or(DEFAULT_MSS, |mss| usize::from(mss).max(MIN_PEER_MSS));
         match syn.options.window_scale {
             Some(shift) if self.config.window_scaling => {
                 self.ws_enabled = true;

@@ -13,7 +13,8 @@ impl TcpSocket {
     pub(super) fn output(&mut self, now: Instant, buf: &mut [u8], fill: bool) -> Option<usize> {
         if self.rst_pending {
             self.rst_pending = false;
-            let flags = if self.irs_known() { TcpFlags::RST | TcpFlags::ACK } else { TcpFlags::RST };
+            let flags =
+                if self.irs_known() { TcpFlags::RST | TcpFlags::ACK } else { TcpFlags::RST };
             return Some(self.emit(now, buf, fill, self.snd_max, flags, 0));
         }
         match self.state {
@@ -58,8 +59,11 @@ impl TcpSocket {
     }
 
     fn output_syn(&mut self, now: Instant, buf: &mut [u8], fill: bool) -> usize {
-        let flags =
-            if self.state == TcpState::SynSent { TcpFlags::SYN } else { TcpFlags::SYN | TcpFlags::ACK };
+        let flags = if self.state == TcpState::SynSent {
+            TcpFlags::SYN
+        } else {
+            TcpFlags::SYN | TcpFlags::ACK
+        };
         let first = self.snd_max == self.iss;
         if !first && !core::mem::take(&mut self.syn_ack_fresh) {
             self.stats.total_retrans += 1;
@@ -154,10 +158,9 @@ impl TcpSocket {
                 (self.cc.cwnd() + self.inflation, self.snd_nxt - self.snd_una)
             }
             // RFC 3042 limited transmit: one more segment for each of the first two dup ACKs.
-            None => (
-                self.cc.cwnd() + smss * self.dup_acks.min(2) as usize,
-                self.snd_nxt - self.snd_una,
-            ),
+            None => {
+                (self.cc.cwnd() + smss * self.dup_acks.min(2) as usize, self.snd_nxt - self.snd_una)
+            }
         };
         let cwnd_room = cwnd.saturating_sub(flight);
         let wanted = available.min(smss);
@@ -282,14 +285,10 @@ impl TcpSocket {
             if (offering && self.config.window_scaling) || (!offering && self.ws_enabled) {
                 options.window_scale = Some(self.rcv_wscale);
             }
-            options.sack_permitted =
-                if offering { self.config.sack } else { self.sack_enabled };
+            options.sack_permitted = if offering { self.config.sack } else { self.sack_enabled };
         }
-        let timestamps = if self.state == TcpState::SynSent {
-            self.config.timestamps
-        } else {
-            self.ts_enabled
-        };
+        let timestamps =
+            if self.state == TcpState::SynSent { self.config.timestamps } else { self.ts_enabled };
         if timestamps && !rst {
             let echo = if self.state == TcpState::SynSent { 0 } else { self.ts_recent };
             options.timestamp = Some((self.ts_now(now), echo));
