@@ -726,7 +726,8 @@ recv_to_end(c)
     // Nothing is read: the engine's buffer fills and its window closes.
     let closed = fx.driver.try_run_until(STEP, |stack, _| {
         let info = stack.tcp_info(conn).expect("tcp_info");
-        (info.recv_queue == buffer).then_some(())
+        // Less than a segment of room left: receiver SWS avoidance closes the window there.
+        (info.recv_queue + info.rcv_mss > buffer).then_some(())
     });
     assert!(
         closed.is_some(),
@@ -738,7 +739,7 @@ recv_to_end(c)
     fx.driver.run_for(Duration::from_millis(1500));
     let info = tcp_info(&fx.driver, conn);
     assert_eq!(info.state, "ESTAB", "{info:?}");
-    assert_eq!(info.recv_queue, buffer, "{info:?}");
+    assert!(info.recv_queue <= buffer && info.recv_queue + info.rcv_mss > buffer, "{info:?}");
     // The window is closed but for the rounding of a right edge that is never moved left (each
     // ACK may round it up to the scale unit, as Linux does too): far below a segment's worth
     // per ACK, and nowhere near the buffer.
