@@ -300,7 +300,10 @@ impl TcpSocket {
         update_window: bool,
     ) {
         let old_wnd = self.snd_wnd;
+        // RFC 9293: only an ACK at or above SND.UNA says where the window is now (the window
+        // counts from the ACK number), and only the newest such segment (SND.WL1, SND.WL2).
         if update_window
+            && ack >= self.snd_una
             && (self.snd_wl1 < seg.seq_number
                 || (self.snd_wl1 == seg.seq_number && self.snd_wl2 <= ack))
         {
@@ -308,10 +311,14 @@ impl TcpSocket {
             self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
             self.snd_wl1 = seg.seq_number;
             self.snd_wl2 = ack;
-            if self.snd_wnd > 0 {
-                self.timers.stop(Timer::Persist);
-                self.persist_backoff = 0;
-            }
+        }
+        // The window opened while probing: a probe byte the peer did not take goes again with
+        // what follows it (from SND.UNA, under the retransmission timer from now on).
+        let reopened = self.snd_wnd > 0 && self.timers.is_armed(Timer::Persist);
+        if reopened {
+            self.timers.stop(Timer::Persist);
+            self.persist_backoff = 0;
+            self.snd_nxt = self.snd_una;
         }
 
         let smss = self.smss();
@@ -339,6 +346,13 @@ impl TcpSocket {
             self.rtt.reset_backoff();
             self.rto_count = 0;
             self.rto_episode_start = None;
+            if self.retransmission_was_spurious(seg) {
+                // RFC 3522 / RFC 4015: the timeout was spurious, the original arrived. Undo the
+                // reduction and do not send again what is already there.
+                self.spurious_retransmits += 1;
+                self.cc.on_spurious_congestion_event();
+                self.snd_nxt = self.snd_max;
+            }
 
             match self.recovery {
                 Some(_) if ack >= self.recover => {
@@ -385,9 +399,12 @@ impl TcpSocket {
         } else {
             0
         };
+        // Answers to zero-window probes are not duplicate ACKs (FreeBSD requires an open
+        // window too): nothing is lost, the peer just has no room.
         let outstanding = self.snd_una != self.snd_max;
         let is_dup = ack == self.snd_una
             && outstanding
+            && old_wnd > 0
             && if self.sack_enabled {
                 newly_sacked > 0
             } else {
@@ -411,6 +428,18 @@ impl TcpSocket {
                     self.enter_recovery(now);
                 }
             }
+        }
+    }
+
+    /// RFC 3522: the first ACK of new data after a retransmission echoes a TSval older than the
+    /// retransmission's, so it was the original that arrived. (Only the first such ACK tells.)
+    fn retransmission_was_spurious(&mut self, seg: &TcpRepr<'_>) -> bool {
+        let Some(retransmitted) = self.eifel_tsval.take() else {
+            return false;
+        };
+        match seg.options.timestamp {
+            Some((_, tsecr)) => tsecr != 0 && ts_before(tsecr, retransmitted),
+            None => false,
         }
     }
 
@@ -565,6 +594,13 @@ impl TcpSocket {
     fn receive_out_of_order(&mut self, seq: SeqNumber, offset: usize, payload: &[u8], fin: bool) {
         // Duplicate ACK at once (RFC 5681 §4.2), carrying the SACK news.
         self.ack_now = true;
+        if payload.is_empty() {
+            // A bare FIN beyond a gap.
+            if fin && self.rx_fin.is_none() {
+                self.rx_fin = Some(seq);
+            }
+            return;
+        }
         let stored = self.rx.write_unallocated(offset, payload);
         if stored == 0 || self.assembler.add(offset, stored).is_err() {
             return;

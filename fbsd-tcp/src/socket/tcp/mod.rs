@@ -12,6 +12,21 @@
 //! the stack finds the TCB for a segment, creates TCBs for SYNs that reach a listener, and wraps
 //! emitted segments in IP and Ethernet. The TCB is a pure function of the segments, user calls and
 //! instants given to it.
+//!
+//! Choices where the RFCs leave room or where practice departs from them:
+//! - RFC 5961 challenge ACKs are limited per connection (10 a second), not globally.
+//! - A segment without a timestamp on a connection that negotiated them is accepted (Linux and
+//!   FreeBSD do; RFC 7323 §3.2 says SHOULD drop).
+//! - TIME-WAIT ignores RSTs (RFC 1337, as FreeBSD). A SYN may reopen it per RFC 6191.
+//! - A bare FIN is accepted at RCV.NXT even into a zero window, and our own FIN needs none.
+//! - Data arriving for an orphaned connection (after `close`) is answered with RST, as on Linux.
+//! - Readiness follows Linux's `tcp_poll`: a closed or write-shut socket polls writable.
+//! - SACK recovery (RFC 6675) uses NextSeg rules 1 and 2; rules 3 and 4 (rescue retransmission)
+//!   and D-SACK are not implemented, and a timeout clears the scoreboard and goes back to
+//!   SND.UNA. Eifel (RFC 3522) undoes spurious timeouts only: undoing a spurious fast
+//!   retransmit would also abandon the recovery of other holes in that window.
+//! - Not implemented: urgent data (the pointer is ignored), ECN, TCP Fast Open, SYN cookies
+//!   (the stack's business), the RFC 5681 one-segment window after a lost SYN.
 
 pub mod assembler;
 pub mod congestion;
@@ -386,9 +401,15 @@ pub struct TcpSocket {
     rtx_una: bool,
     /// Output last stopped because of the congestion window (RFC 7661 input to the algorithm).
     cwnd_blocked: bool,
+    /// Eifel (RFC 3522): the TSval carried by the first retransmission of the current timeout
+    /// or recovery episode, until the first ACK of new data shows whether it was needed.
+    eifel_tsval: Option<u32>,
+    /// Retransmissions found spurious.
+    spurious_retransmits: u64,
     /// Consecutive retransmission timeouts without progress.
     rto_count: u32,
-    /// When the current run of timeouts began (for TCP_USER_TIMEOUT).
+    /// During a run of timeouts, when its oldest unacknowledged data was first sent (for
+    /// TCP_USER_TIMEOUT).
     rto_episode_start: Option<Instant>,
     /// The last time data left (idle restart, RFC 5681 §4.1).
     last_data_sent: Instant,
@@ -537,6 +558,8 @@ impl TcpSocket {
             inflation: 0,
             rtx_una: false,
             cwnd_blocked: false,
+            eifel_tsval: None,
+            spurious_retransmits: 0,
             rto_count: 0,
             rto_episode_start: None,
             last_data_sent: now,

@@ -122,7 +122,12 @@ impl TcpSocket {
                 if self.snd_una == self.snd_max {
                     return;
                 }
-                let start = *self.rto_episode_start.get_or_insert(now);
+                // TCP_USER_TIMEOUT counts from the original transmission of the oldest
+                // unacknowledged data, which left one RTO before the first timeout.
+                let sent = Instant::from_micros(
+                    now.total_micros().saturating_sub(self.rtt.rto().as_micros() as u64),
+                );
+                let start = *self.rto_episode_start.get_or_insert(sent);
                 let user_timeout_over =
                     self.options.user_timeout.is_some_and(|limit| now - start >= limit);
                 if self.rto_count >= self.config.max_retransmits || user_timeout_over {
@@ -142,6 +147,7 @@ impl TcpSocket {
                 if self.rto_count == 0 {
                     let flight = self.snd_max - self.snd_una;
                     self.cc.on_retransmit_timeout(now, flight, smss);
+                    self.eifel_tsval = self.ts_enabled.then(|| self.ts_now(now));
                 }
                 self.rto_count += 1;
                 self.rtt.back_off();
