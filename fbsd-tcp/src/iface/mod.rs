@@ -1,4 +1,4 @@
-//! The interface: one Ethernet port with one IPv4 address, and every socket on it. [`Stack`] is
+//! The interface: one Ethernet port with one IPv4 address, and every socket on it. [`Stack`](crate::Stack) is
 //! the engine's entry point: frames and time in; frames, socket events and deadlines out.
 
 mod arp_cache;
@@ -15,7 +15,7 @@ use crate::socket::tcp::TcpConfig;
 use crate::time::Duration;
 use crate::wire::{ChecksumPolicy, EthernetAddress, Ipv4Cidr};
 
-/// Everything a [`Stack`] is configured with.
+/// Everything a [`Stack`](crate::Stack) is configured with.
 #[derive(Debug, Clone)]
 pub struct StackConfig {
     /// Our MAC address.

@@ -941,12 +941,14 @@ impl Stack {
             }
         }
 
-        // A connection that is queued for output needs no timer for "send now" (a TCB reports
-        // pending output as a deadline that has passed); scheduling one would only make
-        // `handle_timeout` spin on it.
+        // A TCB reports pending output as a deadline that has passed. A connection already queued
+        // for output, or waiting for its neighbour to resolve (it is queued again then), needs
+        // no timer for that; scheduling one would only make the driver spin on it.
         let clock = self.clock;
+        let waiting_for_neighbour = self.arp_waiters.iter().any(|&(_, waiter)| waiter == index);
         let socket = self.socket_mut(index);
-        let deadline = deadline.filter(|&at| !(socket.dirty && at <= clock));
+        let deadline =
+            deadline.filter(|&at| at > clock || !(socket.dirty || waiting_for_neighbour));
         if socket.timer != deadline {
             socket.timer = deadline;
             if let Some(at) = deadline {

@@ -14,8 +14,8 @@ use crate::socket::Errno;
 use crate::time::Instant;
 use crate::wire::{
     ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetAddress, EthernetFrame, EthernetRepr,
-    Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket, TcpRepr, UdpPacket,
-    UdpRepr,
+    Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr, TcpFlags, TcpPacket, TcpRepr,
+    UdpPacket, UdpRepr,
 };
 
 /// Bytes of ready frames the stack holds before UDP senders see `WouldBlock`.
@@ -137,6 +137,9 @@ impl Stack {
         let (ip, segment) = rest[..mtu].split_at_mut(IPV4_HEADER);
         let Kind::TcpConn(tcb) = &mut self.socket_mut(index).kind else { return None };
         let tcp_len = tcb.dispatch(now, segment, fill_checksum)?;
+        if TcpPacket::new_unchecked(&segment[..tcp_len]).flags().contains(TcpFlags::RST) {
+            self.counters.tcp_rst_tx += 1; // an abort (linger 0, close with unread data)
+        }
         let header = Ipv4Repr {
             src_addr: *local.ip(),
             dst_addr: *remote.ip(),

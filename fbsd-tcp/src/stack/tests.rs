@@ -2,7 +2,7 @@
 //! UDP, demultiplexing, listeners, ports, handles). The TCP machine has its own tests; the
 //! simulated-link tests in `tests/` exercise the two together.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 
 use super::Stack;
 use crate::iface::StackConfig;

@@ -313,7 +313,10 @@ impl TcpSocket {
             let window = self.rx.free().min(0xffff);
             self.syn_window = window;
             if self.irs_known() {
-                self.rcv_adv = self.rcv_adv.max(self.rcv_nxt + window);
+                // The first window we announce sets the right edge; `rcv_adv` has no meaning
+                // before it (a serial-number max against its initial value would keep garbage
+                // for half of all peer ISNs).
+                self.rcv_adv = self.rcv_nxt + window;
             }
             window as u16
         } else if rst {
