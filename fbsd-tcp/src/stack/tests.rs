@@ -565,3 +565,73 @@ fn timers_drive_syn_retransmission() {
     let len = stack.poll_transmit(deadline, &mut buf).expect("SYN retransmitted");
     assert_eq!(parse_tcp(&buf[..len]).0, TcpFlags::SYN);
 }
+
+#[test]
+fn a_new_syn_reuses_a_four_tuple_in_time_wait() {
+    let mut stack = stack();
+    learn_peer(&mut stack);
+    let listener = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
+    stack.bind(listener, "0.0.0.0:8000".parse().unwrap()).unwrap();
+    stack.listen(listener, 8).unwrap();
+
+    // Handshake, then the stack closes first and the peer answers with its own FIN: the stack's
+    // side ends in TIME-WAIT.
+    stack.receive_frame(Instant::ZERO, &tcp_frame(40000, 8000, TcpFlags::SYN, 1000, None, b""));
+    let (_, _, isn, _) = parse_tcp(&drain(&mut stack)[0]);
+    stack.receive_frame(
+        Instant::ZERO,
+        &tcp_frame(40000, 8000, TcpFlags::default(), 1001, Some(isn.0 + 1), b""),
+    );
+    let (connection, _) = stack.accept(listener).unwrap();
+    stack.close(Instant::ZERO, connection).unwrap();
+    let (flags, _, fin_seq, _) = parse_tcp(&drain(&mut stack)[0]);
+    assert!(flags.contains(TcpFlags::FIN));
+    stack.receive_frame(
+        Instant::ZERO,
+        &tcp_frame(40000, 8000, TcpFlags::FIN, 1001, Some(fin_seq.0 + 1), b""),
+    );
+    drain(&mut stack);
+    let states: Vec<&str> = stack.sockets().iter().map(|s| s.state).collect();
+    assert_eq!(states, vec!["LISTEN", "TIME-WAIT"]);
+
+    // A SYN above the old incarnation's sequence space opens a new connection at once.
+    stack.receive_frame(Instant::ZERO, &tcp_frame(40000, 8000, TcpFlags::SYN, 500_000, None, b""));
+    let frames = drain(&mut stack);
+    assert_eq!(frames.len(), 1);
+    let (flags, ack, _, _) = parse_tcp(&frames[0]);
+    assert_eq!(flags, TcpFlags::SYN | TcpFlags::ACK);
+    assert_eq!(ack, Some(SeqNumber(500_001)));
+    let states: Vec<&str> = stack.sockets().iter().map(|s| s.state).collect();
+    assert_eq!(states, vec!["LISTEN", "SYN-RECV"], "the TIME-WAIT incarnation is gone");
+}
+
+#[test]
+fn time_wait_ends_after_two_msl_and_frees_the_connection() {
+    let mut stack = stack();
+    learn_peer(&mut stack);
+    let socket = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
+    let _ = stack.connect(Instant::ZERO, socket, "10.77.0.1:80".parse().unwrap());
+    let (_, _, isn, _) = parse_tcp(&drain(&mut stack)[0]);
+    let port = stack.local_addr(socket).unwrap().port();
+    stack.receive_frame(
+        Instant::ZERO,
+        &tcp_frame(80, port, TcpFlags::SYN, 7000, Some(isn.0 + 1), b""),
+    );
+    drain(&mut stack);
+    stack.close(Instant::ZERO, socket).unwrap();
+    let (_, _, fin_seq, _) = parse_tcp(&drain(&mut stack)[0]);
+    stack.receive_frame(
+        Instant::ZERO,
+        &tcp_frame(80, port, TcpFlags::FIN, 7001, Some(fin_seq.0 + 1), b""),
+    );
+    drain(&mut stack);
+    assert_eq!(stack.socket_count(), 1, "the orphan waits in TIME-WAIT");
+    let mut now = Instant::ZERO;
+    for _ in 0..100 {
+        let Some(deadline) = stack.poll_timeout() else { break };
+        now = deadline;
+        stack.handle_timeout(now);
+    }
+    assert_eq!(stack.socket_count(), 0);
+    assert_eq!(now, Instant::ZERO + Duration::from_secs(60), "2 × MSL of 30 s");
+}
