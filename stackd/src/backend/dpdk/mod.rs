@@ -80,22 +80,7 @@ impl DpdkBackend {
             source,
         };
         let args = eal_args(&config.dpdk_args).map_err(invalid)?;
-        let eal = Eal::init(&args).map_err(|e| match e {
-            EalInitError::Nul(arg) => invalid(format!("DPDK argument {arg:?} contains a NUL byte")),
-            EalInitError::AlreadyUsed { running, failed } => {
-                system("initialise DPDK's EAL", io::Error::other(already_used(running, failed)))
-            }
-            EalInitError::Failed(e) => system(
-                "initialise DPDK's EAL (rte_eal_init)",
-                io::Error::new(
-                    io::Error::from(e).kind(),
-                    format!(
-                        "{e}; DPDK's log above says why (the EAL arguments were {:?})",
-                        config.dpdk_args
-                    ),
-                ),
-            ),
-        })?;
+        let eal = Eal::init(&args).map_err(|e| eal_error(config, e))?;
 
         let port = select_port(&eal, &config.iface).map_err(invalid)?;
         let name = eal.port_name(port).map_err(|e| system("name the port", e.into()))?;
@@ -170,16 +155,51 @@ fn eal_args(dpdk_args: &str) -> Result<Vec<String>, String> {
     Ok(args)
 }
 
-fn already_used(running: bool, failed: bool) -> &'static str {
-    if running {
-        "DPDK's EAL is already initialised by another DPDK backend of this process; EAL \
-         initialises once per process, so a process drives one DPDK backend"
-    } else if failed {
-        "DPDK's EAL failed to initialise earlier in this process and cannot be retried: \
-         restart the process"
-    } else {
-        "DPDK's EAL was initialised and cleaned up earlier in this process and cannot \
-         initialise again: restart the process to reopen a DPDK backend"
+/// What an [`Eal::init`] failure means to the operator.
+fn eal_error(config: &BackendConfig, e: EalInitError) -> OpenError {
+    let system = |step: &'static str, source: io::Error| OpenError::System {
+        kind: BackendKind::Dpdk,
+        iface: config.iface.clone(),
+        step,
+        source,
+    };
+    match e {
+        EalInitError::Nul(arg) => OpenError::InvalidConfig {
+            kind: BackendKind::Dpdk,
+            reason: format!("DPDK argument {arg:?} contains a NUL byte"),
+        },
+        EalInitError::InUse => system(
+            "initialise DPDK's EAL",
+            io::Error::other(
+                "DPDK's EAL is already initialised by another DPDK backend of this \
+                 process; EAL initialises once per process, so a process drives one DPDK \
+                 backend",
+            ),
+        ),
+        EalInitError::FailedBefore => system(
+            "initialise DPDK's EAL",
+            io::Error::other(
+                "DPDK's EAL failed to initialise earlier in this process and cannot be \
+                 retried: restart the process",
+            ),
+        ),
+        EalInitError::CleanedUp => system(
+            "initialise DPDK's EAL",
+            io::Error::other(
+                "DPDK's EAL was initialised and cleaned up earlier in this process and \
+                 cannot initialise again: restart the process to reopen a DPDK backend",
+            ),
+        ),
+        EalInitError::Failed(e) => system(
+            "initialise DPDK's EAL (rte_eal_init)",
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!(
+                    "{e}; DPDK's log above says why (the EAL arguments were {:?})",
+                    config.dpdk_args
+                ),
+            ),
+        ),
     }
 }
 

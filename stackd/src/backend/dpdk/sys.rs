@@ -113,8 +113,12 @@ static EAL: Mutex<EalState> = Mutex::new(EalState::Fresh);
 pub(super) enum EalInitError {
     /// An argument contains a NUL byte.
     Nul(String),
-    /// The process already initialised EAL (its state then).
-    AlreadyUsed { running: bool, failed: bool },
+    /// Another [`Eal`] of this process is alive.
+    InUse,
+    /// An earlier `rte_eal_init` of this process failed.
+    FailedBefore,
+    /// EAL ran in this process and was cleaned up.
+    CleanedUp,
     /// `rte_eal_init` failed.
     Failed(RteError),
 }
@@ -133,15 +137,9 @@ impl Eal {
         let mut state = EAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match *state {
             EalState::Fresh => {}
-            EalState::Running => {
-                return Err(EalInitError::AlreadyUsed { running: true, failed: false })
-            }
-            EalState::Failed => {
-                return Err(EalInitError::AlreadyUsed { running: false, failed: true })
-            }
-            EalState::CleanedUp => {
-                return Err(EalInitError::AlreadyUsed { running: false, failed: false })
-            }
+            EalState::Running => return Err(EalInitError::InUse),
+            EalState::Failed => return Err(EalInitError::FailedBefore),
+            EalState::CleanedUp => return Err(EalInitError::CleanedUp),
         }
         let args = args
             .iter()

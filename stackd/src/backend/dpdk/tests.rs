@@ -92,6 +92,11 @@ mod before_eal {
         );
         let err = DpdkBackend::open(&dpdk_config("0", "--no-huge --help")).unwrap_err();
         assert!(matches!(err, OpenError::InvalidConfig { .. }), "{err:?}");
+        let err = DpdkBackend::open(&dpdk_config("0", "--vdev=net_tap0,iface=a\0b")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "dpdk backend: DPDK argument \"--vdev=net_tap0,iface=a\\0b\" contains a NUL byte"
+        );
         let multicast = EthernetAddress([0x01, 0, 0x5e, 0, 0, 1]);
         let config = BackendConfig { mac: Some(multicast), ..dpdk_config("0", "") };
         assert!(DpdkBackend::open(&config).unwrap_err().to_string().contains("not a unicast"));
@@ -552,5 +557,85 @@ mod net_memif {
         let stats = backend.stats();
         assert_eq!(stats.tx_frames, u64::from(FRAMES) + 1);
         assert_eq!(stats.rx_frames, u64::from(FRAMES), "{stats:?}");
+    }
+}
+
+mod refusals {
+    //! What is refused once EAL runs: each case needs a process of its own, since a refused
+    //! open cleans EAL up for good.
+    use super::*;
+
+    const TEST: &str = "backend::dpdk::tests::refusals::each_refusal_says_what_to_fix";
+
+    #[test]
+    fn each_refusal_says_what_to_fix() {
+        if child_scenario().as_deref() == Some(TEST) {
+            return child(&child_env(CHILD_ARGS), &child_env(CHILD_PARAM));
+        }
+        if !privileged("dpdk refusals") {
+            return;
+        }
+        let ns = NetNs::new("dpdkno");
+        for case in ["port", "mtu", "args"] {
+            let prefix = FilePrefix::new();
+            let device = if case == "args" { "--no-such-eal-option" } else { "--vdev=net_tap0" };
+            let args = format!("-l 0 --no-huge --no-pci --file-prefix={} {device}", prefix.0);
+            if !child_passed(spawn_child(TEST, &ns, &args, case), &format!("dpdk refusal {case}")) {
+                return;
+            }
+        }
+    }
+
+    /// The error opening `config` gives, or `None` (skip) if EAL cannot run here.
+    fn refused(config: &BackendConfig) -> Option<OpenError> {
+        match DpdkBackend::open(config) {
+            Ok(backend) => panic!("{backend:?} opened"),
+            Err(OpenError::System { step, source, .. }) if step.contains("rte_eal_init") => {
+                println!("{SKIP_MARK} EAL cannot initialise here: {source}");
+                None
+            }
+            Err(e) => Some(e),
+        }
+    }
+
+    fn child(args: &str, case: &str) {
+        match case {
+            "port" => {
+                let Some(err) = refused(&dpdk_config("jr0", args)) else { return };
+                assert_eq!(
+                    err.to_string(),
+                    "dpdk backend: no DPDK port \"jr0\"; the ports are 0 (net_tap0)"
+                );
+            }
+            "mtu" => {
+                let config = BackendConfig { mtu: 9000, ..dpdk_config("0", args) };
+                let Some(err) = refused(&config) else { return };
+                assert_eq!(
+                    err.to_string(),
+                    "dpdk backend: MTU 9000 is outside the 46..=1504 that port 0 (net_tap0, \
+                     driver net_tap) takes"
+                );
+            }
+            "args" => {
+                let config = dpdk_config("0", args);
+                let err = DpdkBackend::open(&config).unwrap_err();
+                assert!(
+                    matches!(&err, OpenError::System { step, .. } if step.contains("rte_eal_init")),
+                    "{err:?}"
+                );
+                let text = err.to_string();
+                assert!(
+                    text.starts_with("dpdk backend on 0: initialise DPDK's EAL (rte_eal_init): ")
+                        && text.contains(&format!("the EAL arguments were {:?}", config.dpdk_args)),
+                    "{text}"
+                );
+                assert_eq!(
+                    DpdkBackend::open(&config).unwrap_err().to_string(),
+                    "dpdk backend on 0: initialise DPDK's EAL: DPDK's EAL failed to initialise \
+                     earlier in this process and cannot be retried: restart the process"
+                );
+            }
+            _ => unreachable!("unknown case {case}"),
+        }
     }
 }
