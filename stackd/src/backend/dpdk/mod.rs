@@ -1,7 +1,7 @@
 //! The DPDK backend: a DPDK port — a NIC bound to a user-space driver in production, a virtual
 //! device (net_tap, net_memif, net_af_packet) in tests — polled by the event loop.
 //!
-//! Opening initialises DPDK's EAL with `--dpdk-args` (split on whitespace, after an argv[0] of
+//! Opening initialises DPDK's EAL with `--dpdk-args` (split on whitespace, after an `argv[0]` of
 //! `joyride-stackd`), so the same code drives `-a 0000:00:04.0` on a server and
 //! `--no-huge --no-pci --vdev=net_tap0` on a laptop. It then picks the port the interface name
 //! designates (a device name such as the PCI address or `net_tap0`, or a port number), gives it
@@ -14,6 +14,16 @@
 //! opens at most one DPDK backend in its lifetime: a second open is refused with a message that
 //! says so. Two DPDK processes on one host need distinct `--file-prefix` values and disjoint
 //! lcore lists (`-l`). EAL pins the thread that opens the backend to the first lcore of `-l`.
+//!
+//! # Virtual devices
+//! With `--no-huge --no-pci` and a vdev, DPDK runs without hugepages or a NIC (the tests do):
+//! - `--vdev=net_tap0,iface=NAME`: a TAP interface `NAME` (default `dtap0`) in the namespace of
+//!   the opening thread, brought up by the port's start and removed by its close. net_tap gives
+//!   it the port's own MAC, so the engine and the kernel share one on that link (neither
+//!   minds); its address is the operator's to give (`ip addr add ... dev NAME`).
+//! - `--vdev=net_memif0,role=server|client,socket=PATH,socket-abstract=no`: shared memory with
+//!   another process. An abstract socket (memif's default) only reaches peers in the same
+//!   network namespace; a path reaches any that see the file.
 //!
 //! # Polling
 //! A DPDK port has no descriptor to sleep on: [`Backend::poll_fd`] is `None`, and the event loop
@@ -40,7 +50,7 @@ mod sys;
 
 use sys::{Device, Eal, EalInitError, PortSpec, RX_BURST, TX_BURST};
 
-/// argv[0] of EAL's command line, as it shows in DPDK's logs.
+/// `argv[0]` of EAL's command line, as it shows in DPDK's logs.
 const PROGRAM: &str = "joyride-stackd";
 
 /// Receive and transmit descriptors asked for; the driver fits them to its limits.
@@ -79,6 +89,14 @@ impl DpdkBackend {
             step,
             source,
         };
+        if config.host_addr.is_some() {
+            // Not even net_tap's kernel side: its name is in the EAL arguments, not ours.
+            return Err(invalid(
+                "host_addr is for the tap backend; a DPDK port's peer (net_tap's kernel side \
+                 included) gets its address from whoever runs it"
+                    .to_owned(),
+            ));
+        }
         let args = eal_args(&config.dpdk_args).map_err(invalid)?;
         let eal = Eal::init(&args).map_err(|e| eal_error(config, e))?;
 
@@ -139,7 +157,7 @@ impl DpdkBackend {
     }
 }
 
-/// EAL's command line: argv[0], then `dpdk_args` split on whitespace.
+/// EAL's command line: `argv[0]`, then `dpdk_args` split on whitespace.
 fn eal_args(dpdk_args: &str) -> Result<Vec<String>, String> {
     let mut args = vec![PROGRAM.to_owned()];
     for arg in dpdk_args.split_whitespace() {

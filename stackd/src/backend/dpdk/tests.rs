@@ -97,6 +97,8 @@ mod before_eal {
             err.to_string(),
             "dpdk backend: DPDK argument \"--vdev=net_tap0,iface=a\\0b\" contains a NUL byte"
         );
+        let config = BackendConfig { host_addr: Some(kernel_cidr()), ..dpdk_config("0", "") };
+        assert!(DpdkBackend::open(&config).unwrap_err().to_string().contains("host_addr is for"));
         let multicast = EthernetAddress([0x01, 0, 0x5e, 0, 0, 1]);
         let config = BackendConfig { mac: Some(multicast), ..dpdk_config("0", "") };
         assert!(DpdkBackend::open(&config).unwrap_err().to_string().contains("not a unicast"));
@@ -637,5 +639,43 @@ mod refusals {
             }
             _ => unreachable!("unknown case {case}"),
         }
+    }
+}
+
+mod net_af_packet {
+    //! A net_af_packet port on one end of a veth pair, the kernel on the other.
+    use super::*;
+
+    const TEST: &str = "backend::dpdk::tests::net_af_packet::arp_and_ping_the_kernel_across_a_veth";
+
+    #[test]
+    fn arp_and_ping_the_kernel_across_a_veth() {
+        if child_scenario().as_deref() == Some(TEST) {
+            return child(&child_env(CHILD_ARGS), &child_env(CHILD_PARAM));
+        }
+        if !privileged("dpdk net_af_packet") {
+            return;
+        }
+        let ns = NetNs::new("dpdkpkt");
+        ns.veth_pair("veth0", "veth1");
+        let prefix = FilePrefix::new();
+        let args = format!(
+            "-l 0 --no-huge --no-pci --file-prefix={} --vdev=net_af_packet0,iface=veth0",
+            prefix.0
+        );
+        child_passed(spawn_child(TEST, &ns, &args, "veth0"), "dpdk net_af_packet");
+    }
+
+    fn child(args: &str, iface: &str) {
+        let Some(backend) = open_or_skip(&dpdk_config("net_af_packet0", args)) else { return };
+        assert_eq!(backend.driver(), "net_af_packet");
+        let link = ip(&format!("-o link show dev {iface}"));
+        assert!(link.contains(&format!("link/ether {}", backend.mac())), "the veth's MAC: {link}");
+        let mut backend = Paced::new(backend);
+        let engine = Engine { mac: backend.mac(), ip: ENGINE_IP };
+        let kernel_mac = engine.arp_then_ping(&mut backend, kernel_cidr().addr);
+        assert_ne!(kernel_mac, engine.mac);
+        let stats = backend.stats();
+        assert_eq!((stats.tx_frames, stats.tx_bytes), (2, 42 + 98), "{stats:?}");
     }
 }
