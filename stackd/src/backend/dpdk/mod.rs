@@ -133,7 +133,7 @@ impl DpdkBackend {
             return Err(invalid(format!("port {port} ({name}) kept MTU {port_mtu}, not {mtu}")));
         }
         tracing::info!(port, name = %name, driver = %info.driver, %mac, mtu = config.mtu,
-            "DPDK backend up");
+            built_with = concat!("DPDK ", env!("JOYRIDE_DPDK_VERSION")), "DPDK backend up");
         Ok(DpdkBackend {
             device,
             name,

@@ -384,9 +384,10 @@ impl Device {
             _eal: eal,
         };
         // The unsafe calls below share one contract: EAL is initialised (the device holds the
-        // Eal), `port` is a probed port (the caller found it through Eal), and every pointer
-        // passed is to a live local of the type DPDK expects, or NULL where DPDK documents
-        // NULL as "the driver's defaults".
+        // Eal); every one of them checks `port` and fails on a port DPDK does not know (so the
+        // Device this returns has a valid, started port for the burst calls, which do not
+        // check); and every pointer passed is to a live local of the type DPDK expects, or NULL
+        // where DPDK documents NULL as "the driver's defaults".
 
         // SAFETY: the shared contract.
         let socket = unsafe { raw::rte_eth_dev_socket_id(port) };
