@@ -12,10 +12,20 @@
 //!   with the kernel) is confined to `backend::sys`.
 //! - [`pcap`]: capture files that tcpdump and Wireshark read.
 //!
-//! To come: the event loop, the control plane and the data planes.
+//! - [`config`]: defaults, the TOML file and command-line settings.
+//! - [`daemon`]: the event loop that drives the NIC, the engine and the control socket.
+//! - [`control`], [`proto`] and [`client`]: the control socket, its protocol (version 1:
+//!   hello, counters, the socket list) and the light blocking client other crates link.
+//!
+//! To come: sessions and the socket operations of the control protocol, and the data planes.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod client;
+pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod pcap;
+pub mod proto;

@@ -1,0 +1,325 @@
+//! The control socket: a unix `SOCK_SEQPACKET` listener at `--control` (mode 0660), its
+//! connections, and the decoding and answering of requests. What a request does is the
+//! daemon's business (a handler closure); this module owns the sockets and the protocol's edges:
+//! garbage, oversized or truncated messages, unknown versions and clients that vanish get an
+//! error or are dropped, and never stop the daemon.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    self, sockopt, AddressFamily, Backlog, MsgFlags, SockFlag, SockType, UnixAddr,
+};
+
+use crate::proto::{
+    Operation, ProtocolError, Reply, Request, Response, MAX_MESSAGE, PROTOCOL_VERSION,
+};
+
+/// Connections served at once; more are refused (closed at once) and logged.
+const MAX_CLIENTS: usize = 1024;
+/// Messages read from one connection per turn, so one chatty client cannot starve the rest.
+const MESSAGES_PER_TURN: usize = 16;
+
+/// Who is on the other end of a control connection, as the kernel vouches (SO_PEERCRED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// Process id at connect time.
+    pub pid: i32,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+#[derive(Debug)]
+struct Connection {
+    socket: OwnedFd,
+    peer: Peer,
+}
+
+/// The listener and its connections.
+#[derive(Debug)]
+pub struct ControlServer {
+    listener: OwnedFd,
+    path: PathBuf,
+    connections: HashMap<usize, Connection>,
+    next_key: usize,
+}
+
+/// Why the control socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Another daemon answers at the path.
+    #[error("control socket {path} is in use: another joyride-stackd is running (stop it, or pass --control with another path)")]
+    InUse {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A system call failed.
+    #[error("control socket {path}: {step}: {source}")]
+    System {
+        /// The path.
+        path: PathBuf,
+        /// Which step.
+        step: &'static str,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// What became of a connection after serving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// Still open.
+    Open,
+    /// Closed (by the client, or dropped for misbehaving); deregister and forget it.
+    Closed,
+}
+
+impl ControlServer {
+    /// Listens at `path`: creates the parent directory if needed, replaces a stale socket file
+    /// left by a daemon that died, refuses if a live daemon answers there.
+    pub fn bind(path: &Path) -> Result<ControlServer, ControlError> {
+        let system = |step: &'static str| {
+            move |source: io::Error| ControlError::System { path: path.to_owned(), step, source }
+        };
+        let nix_system = |step: &'static str| {
+            move |errno: Errno| ControlError::System {
+                path: path.to_owned(),
+                step,
+                source: errno.into(),
+            }
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(system("create its directory"))?;
+        }
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() || seqpacket_answers(path) {
+                return Err(ControlError::InUse { path: path.to_owned() });
+            }
+            std::fs::remove_file(path).map_err(system("remove the stale socket file"))?;
+        }
+        let listener = socket::socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .map_err(nix_system("socket"))?;
+        let address = UnixAddr::new(path).map_err(nix_system("address"))?;
+        socket::bind(listener.as_raw_fd(), &address).map_err(nix_system("bind"))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+            .map_err(system("chmod 0660"))?;
+        socket::listen(&listener, Backlog::new(128).unwrap_or(Backlog::MAXCONN))
+            .map_err(nix_system("listen"))?;
+        Ok(ControlServer {
+            listener,
+            path: path.to_owned(),
+            connections: HashMap::new(),
+            next_key: 0,
+        })
+    }
+
+    /// The listener, for the event loop to wait on.
+    pub fn listener_fd(&self) -> RawFd {
+        self.listener.as_raw_fd()
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Connections open now.
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// Accepts every pending connection; returns (key, fd) of each for the event loop to
+    /// register.
+    pub fn accept_pending(&mut self) -> Vec<(usize, RawFd)> {
+        let mut accepted = Vec::new();
+        loop {
+            let socket = match socket::accept4(
+                &self.listener,
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            ) {
+                Ok(socket) => socket,
+                Err(Errno::EAGAIN) => break,
+                Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
+                Err(error) => {
+                    tracing::warn!(%error, "control socket: accept failed");
+                    break;
+                }
+            };
+            if self.connections.len() >= MAX_CLIENTS {
+                tracing::warn!(
+                    limit = MAX_CLIENTS,
+                    "control socket: too many connections, refusing one"
+                );
+                continue;
+            }
+            let peer = match socket::getsockopt(&socket, sockopt::PeerCredentials) {
+                Ok(cred) => Peer { pid: cred.pid(), uid: cred.uid(), gid: cred.gid() },
+                Err(error) => {
+                    tracing::warn!(%error, "control socket: no peer credentials, refusing the connection");
+                    continue;
+                }
+            };
+            tracing::debug!(pid = peer.pid, uid = peer.uid, "control connection");
+            let key = self.next_key;
+            self.next_key += 1;
+            accepted.push((key, socket.as_raw_fd()));
+            self.connections.insert(key, Connection { socket, peer });
+        }
+        accepted
+    }
+
+    /// Reads and answers the requests waiting on connection `key`.
+    pub fn serve(
+        &mut self,
+        key: usize,
+        mut handle: impl FnMut(&Peer, Operation) -> Result<Reply, ProtocolError>,
+    ) -> Served {
+        let Some(connection) = self.connections.get(&key) else { return Served::Closed };
+        let fd = connection.socket.as_raw_fd();
+        let peer = connection.peer;
+        let mut buffer = vec![0u8; MAX_MESSAGE + 1];
+        for _ in 0..MESSAGES_PER_TURN {
+            let len = match socket::recv(fd, &mut buffer, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => return self.close(key, "closed by the client"),
+                Ok(len) => len,
+                Err(Errno::EAGAIN) => return Served::Open,
+                Err(Errno::EINTR) => continue,
+                Err(_) => return self.close(key, "receive failed"),
+            };
+            let response = answer(&buffer[..len], |op| handle(&peer, op));
+            let Ok(encoded) = serde_json::to_vec(&response) else {
+                return self.close(key, "reply could not be encoded");
+            };
+            match socket::send(fd, &encoded, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
+                Ok(_) => {}
+                // A client that does not read its replies is not waited for.
+                Err(Errno::EAGAIN) => return self.close(key, "client does not read its replies"),
+                Err(_) => return self.close(key, "client gone before its reply"),
+            }
+        }
+        Served::Open
+    }
+
+    /// Closes connection `key` (the event loop could not watch it).
+    pub fn drop_connection(&mut self, key: usize) {
+        self.close(key, "dropped by the daemon");
+    }
+
+    fn close(&mut self, key: usize, why: &'static str) -> Served {
+        if let Some(connection) = self.connections.remove(&key) {
+            tracing::debug!(pid = connection.peer.pid, why, "control connection ends");
+        }
+        Served::Closed
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Decodes one message and answers it.
+fn answer(
+    message: &[u8],
+    handle: impl FnOnce(Operation) -> Result<Reply, ProtocolError>,
+) -> Response {
+    if message.len() > MAX_MESSAGE {
+        let message = format!("message longer than {MAX_MESSAGE} bytes");
+        return Response { id: 0, result: Err(ProtocolError::BadRequest { message }) };
+    }
+    let request: Request = match serde_json::from_slice(message) {
+        Ok(request) => request,
+        Err(error) => {
+            // Answer with the id if the envelope at least had one.
+            let id = serde_json::from_slice::<serde_json::Value>(message)
+                .ok()
+                .and_then(|value| value.get("id").and_then(|id| id.as_u64()))
+                .unwrap_or(0);
+            return Response {
+                id,
+                result: Err(ProtocolError::BadRequest { message: error.to_string() }),
+            };
+        }
+    };
+    if request.version != PROTOCOL_VERSION {
+        let error =
+            ProtocolError::UnsupportedVersion { client: request.version, daemon: PROTOCOL_VERSION };
+        return Response { id: request.id, result: Err(error) };
+    }
+    Response { id: request.id, result: handle(request.op) }
+}
+
+/// True if a SOCK_SEQPACKET connect to `path` succeeds (a live daemon is listening).
+fn seqpacket_answers(path: &Path) -> bool {
+    let Ok(probe) =
+        socket::socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None)
+    else {
+        return false;
+    };
+    let Ok(address) = UnixAddr::new(path) else { return false };
+    socket::connect(probe.as_raw_fd(), &address).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok_handler(op: Operation) -> Result<Reply, ProtocolError> {
+        match op {
+            Operation::Counters => Ok(Reply::Counters { counters: vec![("rx_frames".into(), 7)] }),
+            _ => Ok(Reply::Sockets { total: 0, sockets: vec![] }),
+        }
+    }
+
+    #[test]
+    fn a_well_formed_request_is_answered_under_its_id() {
+        let request = br#"{"version":1,"id":42,"op":{"op":"counters"}}"#;
+        let response = answer(request, ok_handler);
+        assert_eq!(response.id, 42);
+        assert_eq!(
+            response.result,
+            Ok(Reply::Counters { counters: vec![("rx_frames".into(), 7)] })
+        );
+    }
+
+    #[test]
+    fn garbage_and_unknown_versions_get_clear_errors() {
+        let response = answer(b"\x00\xffnot json", ok_handler);
+        assert_eq!(response.id, 0);
+        assert!(matches!(response.result, Err(ProtocolError::BadRequest { .. })));
+
+        let response = answer(br#"{"version":1,"id":9,"op":{"op":"launch-missiles"}}"#, ok_handler);
+        assert_eq!(response.id, 9, "the id is echoed even when the operation is unknown");
+        let Err(ProtocolError::BadRequest { message }) = response.result else {
+            panic!("{response:?}")
+        };
+        assert!(message.contains("launch-missiles"), "{message}");
+
+        let response = answer(br#"{"version":7,"id":3,"op":{"op":"counters"}}"#, ok_handler);
+        assert_eq!(
+            response.result,
+            Err(ProtocolError::UnsupportedVersion { client: 7, daemon: 1 })
+        );
+
+        let response = answer(br#"{"version":1,"id":5,"op""#, ok_handler);
+        assert!(matches!(response.result, Err(ProtocolError::BadRequest { .. })), "truncated JSON");
+
+        let oversized = vec![b' '; MAX_MESSAGE + 1];
+        assert!(matches!(
+            answer(&oversized, ok_handler).result,
+            Err(ProtocolError::BadRequest { .. })
+        ));
+    }
+}

@@ -1,0 +1,468 @@
+//! The event loop: one thread drives the NIC, the engine, its timers and the control socket.
+//!
+//! Each turn receives a burst of frames, runs the engine's due timers, serves control requests,
+//! and transmits until the engine has nothing left; then it sleeps in epoll until a frame, a
+//! request, a signal or the engine's next deadline. A machine with two cores shares them between
+//! the daemon and its applications, so an idle daemon sleeps instead of spinning; under load the
+//! turns run back to back without sleeping. A backend with nothing to wait on (DPDK) is polled
+//! with a short sleep when idle.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, SystemTime};
+
+use fbsd_tcp::time::Instant;
+use fbsd_tcp::{Shutdown, Stack, StackConfig};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::backend::{self, Backend, BackendConfig, BackendError, OpenError};
+use crate::config::Config;
+use crate::control::{ControlError, ControlServer, Served};
+use crate::pcap::PcapWriter;
+use crate::proto::{
+    Operation, ProtocolError, Reply, SocketLine, PROTOCOL_VERSION, SOCKETS_PER_PAGE,
+};
+
+const BACKEND: Token = Token(0);
+const LISTENER: Token = Token(1);
+const SIGNALS: Token = Token(2);
+/// Control connections use tokens from here on (token = FIRST_CLIENT + key).
+const FIRST_CLIENT: usize = 16;
+/// Frames received per turn before the loop transmits and serves the control socket.
+const RECEIVE_BURST: usize = 256;
+/// How long a polled backend (no descriptor) sleeps when idle.
+const POLLED_IDLE_SLEEP: Duration = Duration::from_micros(100);
+/// Frames the engine may still emit at shutdown (RSTs for every connection, then nothing).
+const SHUTDOWN_FRAMES: usize = 65536;
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The NIC backend could not be opened.
+    #[error(transparent)]
+    Backend(#[from] OpenError),
+    /// The control socket could not be set up.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// The pcap file could not be created.
+    #[error("cannot capture to {path}: {source}")]
+    Pcap {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: crate::pcap::PcapError,
+    },
+    /// The device failed while running.
+    #[error("the {iface} backend failed: {source}")]
+    Device {
+        /// The interface.
+        iface: String,
+        /// Why.
+        source: BackendError,
+    },
+    /// epoll or the signal pipe failed.
+    #[error("event loop: {step}: {source}")]
+    EventLoop {
+        /// Which step.
+        step: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Microseconds since the daemon started, as the engine's clock.
+#[derive(Debug)]
+struct Clock {
+    origin: std::time::Instant,
+}
+
+impl Clock {
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.origin.elapsed().as_micros() as u64)
+    }
+
+    /// How long from now until `deadline`.
+    fn until(&self, deadline: Instant) -> Duration {
+        deadline.saturating_duration_since(self.now())
+    }
+}
+
+/// The running daemon.
+#[derive(Debug)]
+pub struct Daemon {
+    config: Config,
+    stack: Stack,
+    backend: Box<dyn Backend>,
+    pcap: Option<PcapWriter>,
+    control: ControlServer,
+    poll: Poll,
+    /// Receives a byte per SIGINT/SIGTERM (written by signal-hook's handler).
+    signals: UnixStream,
+    clock: Clock,
+    stopping: bool,
+}
+
+impl Daemon {
+    /// Opens the NIC, the control socket and the capture file, and builds the engine.
+    pub fn start(config: Config) -> Result<Daemon, DaemonError> {
+        let event_loop = |step| move |source| DaemonError::EventLoop { step, source };
+        // Signals first: a SIGTERM during start-up must still end in a clean stop.
+        let (signals, signal_writer) = UnixStream::pair().map_err(event_loop("signal pipe"))?;
+        signals.set_nonblocking(true).map_err(event_loop("signal pipe"))?;
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let writer = signal_writer.try_clone().map_err(event_loop("signal pipe"))?;
+            signal_hook::low_level::pipe::register(signal, writer)
+                .map_err(event_loop("install signal handler"))?;
+        }
+
+        let mut backend_config = BackendConfig::new(config.backend, config.iface.clone());
+        backend_config.mtu = config.mtu;
+        backend_config.host_addr = config.host_addr;
+        backend_config.dpdk_args = config.dpdk_args.clone();
+        let backend = backend::open(&backend_config)?;
+        let control = ControlServer::bind(&config.control)?;
+        let pcap = match &config.pcap {
+            Some(path) => Some(
+                PcapWriter::create(path)
+                    .map_err(|source| DaemonError::Pcap { path: path.clone(), source })?,
+            ),
+            None => None,
+        };
+
+        let clock = Clock { origin: std::time::Instant::now() };
+        let mut stack_config = StackConfig::new(backend.mac(), config.addr, random_secret());
+        stack_config.gateway = config.gateway;
+        stack_config.mtu = backend.mtu();
+        let stack = Stack::new(stack_config, clock.now());
+
+        let poll = Poll::new().map_err(event_loop("epoll"))?;
+        let registry = poll.registry();
+        if let Some(fd) = backend.poll_fd() {
+            registry
+                .register(
+                    &mut SourceFd(&fd.as_raw_fd()),
+                    BACKEND,
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .map_err(event_loop("watch the NIC"))?;
+        }
+        registry
+            .register(&mut SourceFd(&control.listener_fd()), LISTENER, Interest::READABLE)
+            .map_err(event_loop("watch the control socket"))?;
+        registry
+            .register(&mut SourceFd(&signals.as_raw_fd()), SIGNALS, Interest::READABLE)
+            .map_err(event_loop("watch signals"))?;
+
+        tracing::info!(
+            backend = %config.backend,
+            iface = backend.name(),
+            mac = %backend.mac(),
+            addr = %format_args!("{}/{}", config.addr.addr, config.addr.prefix_len),
+            mtu = backend.mtu(),
+            control = %config.control.display(),
+            "joyride-stackd serving"
+        );
+        Ok(Daemon { config, stack, backend, pcap, control, poll, signals, clock, stopping: false })
+    }
+
+    /// Runs until SIGINT or SIGTERM, then stops cleanly: every connection is reset, the last
+    /// frames go out, the control socket is unlinked, and the TAP disappears with the backend.
+    pub fn run(mut self) -> Result<(), DaemonError> {
+        let mut events = Events::with_capacity(256);
+        let result = self.serve(&mut events);
+        self.stop();
+        result
+    }
+
+    fn serve(&mut self, events: &mut Events) -> Result<(), DaemonError> {
+        while !self.stopping {
+            let busy = self.turn()?;
+            let timeout = if busy { Some(Duration::ZERO) } else { self.idle_timeout() };
+            if let Err(error) = self.poll.poll(events, timeout) {
+                if error.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(DaemonError::EventLoop { step: "epoll_wait", source: error });
+                }
+            }
+            for event in events.iter() {
+                match event.token() {
+                    BACKEND if event.is_error() => self
+                        .backend
+                        .handle_poll_error()
+                        .map_err(|source| self.device_error(source))?,
+                    BACKEND => {}
+                    LISTENER => self.accept_clients(),
+                    SIGNALS => self.take_signals(),
+                    Token(token) => self.serve_client(token - FIRST_CLIENT),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One turn of receive, timers, transmit. Returns true if there may be more work at once
+    /// (a full receive burst, or a device that refused frames).
+    fn turn(&mut self) -> Result<bool, DaemonError> {
+        let now = self.clock.now();
+        let stack = &mut self.stack;
+        let pcap = &mut self.pcap;
+        let received = self
+            .backend
+            .receive(RECEIVE_BURST, &mut |frame| {
+                capture(pcap, frame);
+                stack.receive_frame(now, frame);
+            })
+            .map_err(|source| DaemonError::Device { iface: self.config.iface.clone(), source })?;
+
+        let now = self.clock.now();
+        if self.stack.poll_timeout().is_some_and(|deadline| deadline <= now) {
+            self.stack.handle_timeout(now);
+        }
+        // The data planes will consume readiness events; until then they only need draining.
+        while self.stack.poll_event().is_some() {}
+
+        self.transmit(now)?;
+        Ok(received == RECEIVE_BURST || self.backend.tx_blocked())
+    }
+
+    fn transmit(&mut self, now: Instant) -> Result<(), DaemonError> {
+        let stack = &mut self.stack;
+        let pcap = &mut self.pcap;
+        let result = self.backend.transmit(&mut |buf| {
+            let len = stack.poll_transmit(now, buf)?;
+            capture(pcap, &buf[..len]);
+            Some(len)
+        });
+        result.and_then(|_| self.backend.flush()).map_err(|source| self.device_error(source))
+    }
+
+    fn device_error(&self, source: BackendError) -> DaemonError {
+        DaemonError::Device { iface: self.config.iface.clone(), source }
+    }
+
+    /// How long to sleep: until the engine's next deadline, or briefly for a polled backend.
+    fn idle_timeout(&mut self) -> Option<Duration> {
+        let until_deadline = self.stack.poll_timeout().map(|deadline| self.clock.until(deadline));
+        if self.backend.poll_fd().is_none() {
+            return Some(until_deadline.map_or(POLLED_IDLE_SLEEP, |d| d.min(POLLED_IDLE_SLEEP)));
+        }
+        until_deadline
+    }
+
+    fn accept_clients(&mut self) {
+        for (key, fd) in self.control.accept_pending() {
+            let registered = self.poll.registry().register(
+                &mut SourceFd(&fd),
+                Token(FIRST_CLIENT + key),
+                Interest::READABLE,
+            );
+            if let Err(error) = registered {
+                tracing::warn!(%error, "cannot watch a control connection; dropping it");
+                self.forget_client(key, fd);
+            }
+        }
+    }
+
+    fn serve_client(&mut self, key: usize) {
+        let stack = &self.stack;
+        let config = &self.config;
+        let backend = &*self.backend;
+        let served = self.control.serve(key, |_peer, op| handle(stack, config, backend, op));
+        if served == Served::Closed {
+            // The descriptor is closed with the connection; epoll forgets it then.
+            tracing::trace!(key, "control connection closed");
+        }
+    }
+
+    fn forget_client(&mut self, key: usize, fd: RawFd) {
+        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        self.control.drop_connection(key);
+    }
+
+    fn take_signals(&mut self) {
+        let mut bytes = [0u8; 16];
+        while matches!((&self.signals).read(&mut bytes), Ok(n) if n > 0) {
+            self.stopping = true;
+        }
+        if self.stopping {
+            tracing::info!("signal received: stopping");
+        }
+    }
+
+    /// Resets every connection, sends what the engine still has, and flushes the capture.
+    fn stop(&mut self) {
+        let now = self.clock.now();
+        for socket in self.stack.sockets() {
+            let Some(handle) = socket.handle else { continue };
+            if let Ok(options) = self.stack.options(handle) {
+                let options =
+                    fbsd_tcp::SocketOptions { linger: Some(Duration::ZERO), ..options.clone() };
+                let _ = self.stack.set_options(now, handle, options);
+            }
+            let _ = self.stack.shutdown(now, handle, Shutdown::Both);
+            let _ = self.stack.close(now, handle);
+        }
+        let mut budget = SHUTDOWN_FRAMES;
+        let stack = &mut self.stack;
+        let pcap = &mut self.pcap;
+        let _ = self.backend.transmit(&mut |buf| {
+            budget = budget.checked_sub(1)?;
+            let len = stack.poll_transmit(now, buf)?;
+            capture(pcap, &buf[..len]);
+            Some(len)
+        });
+        let _ = self.backend.flush();
+        if let Some(pcap) = &mut self.pcap {
+            if let Err(error) = pcap.flush() {
+                tracing::warn!(%error, "capture file incomplete");
+            }
+        }
+        let counters = self.stack.counters();
+        tracing::info!(
+            rx_frames = counters.rx_frames,
+            tx_frames = counters.tx_frames,
+            tcp_retransmits = counters.tcp_retransmits,
+            "joyride-stackd stopped"
+        );
+    }
+}
+
+/// Writes a frame to the capture file, if capturing. A failed write disables capture (the
+/// writer logs it once); the daemon keeps serving.
+fn capture(pcap: &mut Option<PcapWriter>, frame: &[u8]) {
+    if let Some(writer) = pcap {
+        if writer.write(SystemTime::now(), frame).is_err() && writer.is_disabled() {
+            *pcap = None;
+        }
+    }
+}
+
+/// Answers one control request.
+fn handle(
+    stack: &Stack,
+    config: &Config,
+    backend: &dyn Backend,
+    op: Operation,
+) -> Result<Reply, ProtocolError> {
+    Ok(match op {
+        Operation::Hello { client } => {
+            tracing::debug!(client, "hello");
+            Reply::Hello {
+                version: PROTOCOL_VERSION,
+                pid: std::process::id(),
+                interface: format!(
+                    "{} {}/{}",
+                    backend.name(),
+                    config.addr.addr,
+                    config.addr.prefix_len
+                ),
+            }
+        }
+        Operation::Counters => Reply::Counters { counters: counter_list(stack, backend) },
+        Operation::Sockets { offset } => {
+            let all = stack.sockets();
+            let sockets = all.iter().skip(offset).take(SOCKETS_PER_PAGE).map(socket_line).collect();
+            Reply::Sockets { total: all.len(), sockets }
+        }
+    })
+}
+
+fn socket_line(socket: &fbsd_tcp::socket::SocketSummary) -> SocketLine {
+    let details = socket.tcp.as_ref().map_or_else(String::new, |info| {
+        format!(
+            "{} wscale:{},{} rto:{} rtt:{:.3}/{:.3} mss:{} cwnd:{} ssthresh:{} bytes_acked:{} bytes_received:{} segs_out:{} segs_in:{} retrans:{}",
+            info.congestion,
+            info.snd_wscale,
+            info.rcv_wscale,
+            info.rto.as_millis(),
+            info.rtt.as_secs_f64() * 1e3,
+            info.rttvar.as_secs_f64() * 1e3,
+            info.snd_mss,
+            info.snd_cwnd / info.snd_mss.max(1),
+            if info.snd_ssthresh == usize::MAX { 0 } else { info.snd_ssthresh / info.snd_mss.max(1) },
+            info.bytes_acked,
+            info.bytes_received,
+            info.segs_out,
+            info.segs_in,
+            info.total_retrans,
+        )
+    });
+    SocketLine {
+        protocol: match socket.kind {
+            fbsd_tcp::SocketType::Stream => "tcp".into(),
+            fbsd_tcp::SocketType::Datagram => "udp".into(),
+        },
+        state: socket.state.into(),
+        recv_queue: socket.recv_queue,
+        send_queue: socket.send_queue,
+        local: socket.local.to_string(),
+        peer: socket.peer.to_string(),
+        details,
+    }
+}
+
+/// The engine's and the backend's counters as (name, value) pairs.
+fn counter_list(stack: &Stack, backend: &dyn Backend) -> Vec<(String, u64)> {
+    let c = stack.counters();
+    let b = backend.stats();
+    let pairs: [(&str, u64); 38] = [
+        ("rx_frames", c.rx_frames),
+        ("rx_bytes", c.rx_bytes),
+        ("tx_frames", c.tx_frames),
+        ("tx_bytes", c.tx_bytes),
+        ("eth_dropped", c.eth_dropped),
+        ("eth_unknown_type", c.eth_unknown_type),
+        ("arp_rx", c.arp_rx),
+        ("arp_tx", c.arp_tx),
+        ("arp_dropped", c.arp_dropped),
+        ("arp_unresolved_drops", c.arp_unresolved_drops),
+        ("ip_rx", c.ip_rx),
+        ("ip_tx", c.ip_tx),
+        ("ip_malformed", c.ip_malformed),
+        ("ip_checksum_errors", c.ip_checksum_errors),
+        ("ip_not_for_us", c.ip_not_for_us),
+        ("ip_frags_rx", c.ip_frags_rx),
+        ("ip_reassembled", c.ip_reassembled),
+        ("ip_reassembly_failures", c.ip_reassembly_failures),
+        ("ip_frags_tx", c.ip_frags_tx),
+        ("icmp_rx", c.icmp_rx),
+        ("icmp_tx", c.icmp_tx),
+        ("icmp_dropped", c.icmp_dropped),
+        ("udp_rx", c.udp_rx),
+        ("udp_tx", c.udp_tx),
+        ("udp_checksum_errors", c.udp_checksum_errors),
+        ("udp_no_port", c.udp_no_port),
+        ("udp_queue_full", c.udp_queue_full),
+        ("tcp_rx", c.tcp_rx),
+        ("tcp_tx", c.tcp_tx),
+        ("tcp_checksum_errors", c.tcp_checksum_errors),
+        ("tcp_malformed", c.tcp_malformed),
+        ("tcp_no_socket", c.tcp_no_socket),
+        ("tcp_rst_tx", c.tcp_rst_tx),
+        ("tcp_retransmits", c.tcp_retransmits),
+        ("nic_rx_dropped", b.rx_dropped),
+        ("nic_rx_oversized", b.rx_oversized),
+        ("nic_tx_dropped", b.tx_dropped),
+        ("nic_rx_checksum_completed", b.rx_checksum_completed),
+    ];
+    pairs.into_iter().map(|(name, value)| (name.to_owned(), value)).collect()
+}
+
+/// 16 bytes from the kernel's random source for ISNs and ephemeral ports (RFC 6528). Falls back
+/// to time and pid mixed, with a warning, if /dev/urandom cannot be read (a chroot without /dev).
+fn random_secret() -> [u8; 16] {
+    let mut secret = [0u8; 16];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut secret)) {
+        Ok(()) => secret,
+        Err(error) => {
+            tracing::warn!(%error, "no /dev/urandom: sequence numbers will be more predictable");
+            let seed = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+                ^ (u128::from(std::process::id()) << 64);
+            seed.to_le_bytes()
+        }
+    }
+}
