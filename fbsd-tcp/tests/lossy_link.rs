@@ -164,7 +164,8 @@ mod loss_matrix {
     //!   line-rate time; we allow 1.5 times it;
     //! - a retransmission is itself lost with probability p, and SACK recovery (RFC 6675)
     //!   cannot see that: only the RTO repairs it. That is p² of all segments, each waiting at
-    //!   least the 200 ms minimum RTO; we allow twice that (backoff);
+    //!   least the 200 ms minimum RTO; we allow three times that (the backoff when the
+    //!   retransmission after the timeout is lost too, and the restart from one segment);
     //! - plus 5 s for the handshake, slow start and the tail.
     //!
     //! A stack that stalled on an RTO for every loss would need at least p × segments × 200 ms;
@@ -190,7 +191,7 @@ mod loss_matrix {
             0.0
         };
         let lost_retransmission_time = segments * loss * loss * MIN_RTO_SECS;
-        let bound = 1.5 * line_time.max(mathis_time) + 2.0 * lost_retransmission_time + 5.0;
+        let bound = 1.5 * line_time.max(mathis_time) + 3.0 * lost_retransmission_time + 5.0;
         let rto_per_loss = segments * loss * MIN_RTO_SECS;
         println!(
             "{label}: bound {bound:.1} s virtual (line rate {line_time:.2} s, Mathis \
