@@ -8,6 +8,7 @@ packages=(
   iproute2 iputils-ping        # namespaces, veth, TAP set-up; ping as a peer in tests
   python3                      # kernel-side peers in the interop tests
   procps                       # ps/pgrep in test clean-up
+  tcpdump                      # reads back the pcap files stackd writes, in its tests
 )
 missing=()
 for p in "${packages[@]}"; do
