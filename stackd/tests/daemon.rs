@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use stackd::client::{Client, ClientError};
-use stackd::proto::{Operation, ProtocolError, Reply};
+use stackd::proto::{Operation, Reply};
 
 const STACKD: &str = env!("CARGO_BIN_EXE_joyride-stackd");
 
