@@ -35,6 +35,9 @@ pub struct Counters {
     pub ip_checksum_errors: u64,
     /// IPv4 packets for another host.
     pub ip_not_for_us: u64,
+    /// IPv4 packets from a source no real host can have (our own address, broadcast,
+    /// multicast, 0.0.0.0, loopback), discarded per RFC 1122 §3.2.1.3.
+    pub ip_martian_sources: u64,
     /// IPv4 packets of an unknown protocol (answered with protocol unreachable).
     pub ip_unknown_protocol: u64,
     /// Fragments received.

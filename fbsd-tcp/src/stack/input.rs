@@ -18,7 +18,6 @@ impl Stack {
     /// Processes one received Ethernet frame. Malformed or unwanted frames are counted in
     /// [`counters`](Self::counters) and dropped; nothing in a frame can make this panic.
     pub fn receive_frame(&mut self, now: Instant, frame: &[u8]) {
-        self.advance_clock(now);
         self.counters.rx_frames += 1;
         self.counters.rx_bytes += frame.len() as u64;
         let Ok(frame) = EthernetFrame::new_checked(frame) else {
@@ -95,6 +94,10 @@ impl Stack {
             }
         };
         self.counters.ip_rx += 1;
+        if self.is_martian_source(header.src_addr) {
+            self.counters.ip_martian_sources += 1;
+            return;
+        }
         let dst = header.dst_addr;
         if dst != self.config.addr.addr
             && !dst.is_broadcast()
@@ -119,6 +122,18 @@ impl Stack {
             return;
         }
         self.receive_transport(now, &header, packet.payload());
+    }
+
+    /// RFC 1122 §3.2.1.3: a source that cannot be a real host (ourselves, a broadcast or
+    /// multicast address, 0.0.0.0, loopback) is silently discarded; answering it would reach
+    /// everyone on the link, or nobody.
+    fn is_martian_source(&self, src: std::net::Ipv4Addr) -> bool {
+        src == self.config.addr.addr
+            || src.is_unspecified()
+            || src.is_loopback()
+            || src.is_multicast()
+            || src.is_broadcast()
+            || src == self.config.addr.broadcast()
     }
 
     fn receive_transport(&mut self, now: Instant, header: &Ipv4Repr, payload: &[u8]) {
@@ -351,14 +366,15 @@ impl Stack {
             }
         }
 
-        match self.tcp_listener_for(local) {
+        match self.tcp_listener_for(local, remote) {
             Some(listener)
                 if segment.control() == TcpControl::Syn && segment.ack_number.is_none() =>
             {
                 self.accept_syn(now, listener, local, remote, &segment);
             }
-            // A listener ignores RSTs and answers stray ACKs with RST (RFC 9293 §3.10.7.2); the
-            // generic no-socket path below does both.
+            // RFC 9293 §3.10.7.2: a listener ignores RSTs, answers ACKs with RST, and drops
+            // anything else (no SYN, no ACK).
+            Some(_) if segment.ack_number.is_none() => {}
             _ => {
                 if !segment.flags.contains(TcpFlags::RST) {
                     self.counters.tcp_no_socket += 1;
@@ -368,17 +384,35 @@ impl Stack {
         }
     }
 
-    /// The listener for a local address: one bound to exactly that address before a wildcard.
-    fn tcp_listener_for(&self, local: SocketAddrV4) -> Option<u32> {
+    /// The listener for a connection to `local`: those bound to exactly that address before
+    /// wildcard ones; among several SO_REUSEPORT listeners, one picked by a hash of the remote
+    /// end, so that each connection sticks to one listener and they share the load.
+    fn tcp_listener_for(&self, local: SocketAddrV4, remote: SocketAddrV4) -> Option<u32> {
         let candidates = self.listeners.get(&local.port())?;
-        let specific =
-            candidates.iter().copied().find(|&l| self.socket_ref(l).local() == Some(local));
-        specific.or_else(|| {
-            candidates
-                .iter()
-                .copied()
-                .find(|&l| self.socket_ref(l).local().is_some_and(|a| a.ip().is_unspecified()))
-        })
+        let bound_to = |exact: bool| {
+            candidates.iter().copied().filter(move |&l| {
+                self.socket_ref(l).local().is_some_and(|a| {
+                    if exact {
+                        a == local
+                    } else {
+                        a.ip().is_unspecified()
+                    }
+                })
+            })
+        };
+        let mut matching: Vec<u32> = bound_to(true).collect();
+        if matching.is_empty() {
+            matching = bound_to(false).collect();
+        }
+        match matching.len() {
+            0 => None,
+            1 => Some(matching[0]),
+            n => {
+                let spread =
+                    u32::from(*remote.ip()).wrapping_mul(0x9e37_79b9) ^ u32::from(remote.port());
+                Some(matching[spread as usize % n])
+            }
+        }
     }
 
     /// A SYN reached a listener: create an embryonic connection in SYN-RECEIVED, unless the
@@ -391,6 +425,11 @@ impl Stack {
         remote: SocketAddrV4,
         syn: &TcpRepr<'_>,
     ) {
+        if self.next_hop(*remote.ip()).is_err() {
+            // We could never answer it: a SYN-ACK with no route would only sit in the table.
+            self.counters.ip_tx_dropped += 1;
+            return;
+        }
         let listening = self.socket_ref(listener);
         let Kind::TcpListener(state) = &listening.kind else { return };
         let embryonic_limit = state.backlog.max(64);

@@ -79,9 +79,6 @@ pub struct Stack {
     icmp_budget: IcmpBudget,
     /// Retransmissions of connections already freed (live ones are summed on demand).
     retransmits_of_freed: u64,
-    /// The latest `now` any call brought. Calls without a `now` (send, recv...) act at this
-    /// instant.
-    clock: Instant,
 }
 
 /// What kind of socket a slot holds.
@@ -123,8 +120,11 @@ struct Socket {
     dirty: bool,
     /// In `Stack::events`.
     event_pending: bool,
-    /// The deadline this socket has in `Stack::timers`.
-    timer: Option<Instant>,
+    /// The earliest entry this socket has in `Stack::timers`. A later deadline gets no entry of
+    /// its own: when this one pops early, the real deadline is pushed then. That keeps the heap
+    /// at about one entry per connection however often its timers move (an RTO restarts with
+    /// every ACK).
+    scheduled: Option<Instant>,
 }
 
 impl Socket {
@@ -138,7 +138,7 @@ impl Socket {
             queued_for_accept: false,
             dirty: false,
             event_pending: false,
-            timer: None,
+            scheduled: None,
         }
     }
 
@@ -250,7 +250,6 @@ impl Stack {
             ip_ident: u16::from_be_bytes([config.secret[0], config.secret[1]]),
             icmp_budget: IcmpBudget::new(now),
             retransmits_of_freed: 0,
-            clock: now,
             config,
         };
         stack.queue_gratuitous_arp();
@@ -277,12 +276,11 @@ impl Stack {
 
     fn timer_entry_is_current(&self, at: Instant, index: u32, generation: u32) -> bool {
         self.table.generation(index) == generation
-            && self.table.get(index).is_some_and(|socket| socket.timer == Some(at))
+            && self.table.get(index).is_some_and(|socket| socket.scheduled == Some(at))
     }
 
     /// Runs every timer due at `now`: TCP timers, ARP retries and expiry, reassembly timeouts.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.advance_clock(now);
         while let Some(&Reverse((at, index, generation))) = self.timers.peek() {
             if at > now {
                 break;
@@ -291,13 +289,16 @@ impl Stack {
             if !self.timer_entry_is_current(at, index, generation) {
                 continue;
             }
-            if let Some(socket) = self.table.get_mut(index) {
-                socket.timer = None;
-                if let Kind::TcpConn(tcb) = &mut socket.kind {
-                    tcb.on_timer(now);
-                }
+            let Some(socket) = self.table.get_mut(index) else { continue };
+            socket.scheduled = None;
+            let Kind::TcpConn(tcb) = &mut socket.kind else { continue };
+            if tcb.next_timer().is_some_and(|deadline| deadline <= now) {
+                tcb.on_timer(now);
+                self.tcp_touched(index);
+            } else {
+                // The deadline moved later since this entry was pushed: schedule the real one.
+                self.tcp_settle(index);
             }
-            self.tcp_touched(index);
         }
         self.poll_arp(now);
         let expired = self.reassembler.expire(now);
@@ -656,7 +657,6 @@ impl Stack {
 
     /// close(2): the handle is released at once; a TCP connection finishes in the background.
     pub fn close(&mut self, now: Instant, handle: SocketHandle) -> Result<(), Errno> {
-        self.advance_clock(now);
         let index = self.table.resolve(handle)?;
         match &mut self.socket_mut(index).kind {
             Kind::TcpConn(tcb) => {
@@ -845,10 +845,6 @@ impl Stack {
 
     // ---- internal plumbing shared by input, output and the API ----
 
-    fn advance_clock(&mut self, now: Instant) {
-        self.clock = self.clock.max(now);
-    }
-
     fn socket_ref(&self, index: u32) -> &Socket {
         self.table.get(index).expect("slot resolved by the caller")
     }
@@ -899,7 +895,7 @@ impl Stack {
         };
         let state = tcb.state();
         let finished = tcb.is_finished();
-        let deadline = tcb.poll_at();
+        let deadline = tcb.next_timer();
         let established =
             !matches!(state, TcpState::SynSent | TcpState::SynReceived | TcpState::Closed);
 
@@ -941,20 +937,13 @@ impl Stack {
             }
         }
 
-        // A TCB reports pending output as a deadline that has passed. A connection already queued
-        // for output, or waiting for its neighbour to resolve (it is queued again then), needs
-        // no timer for that; scheduling one would only make the driver spin on it.
-        let clock = self.clock;
-        let waiting_for_neighbour = self.arp_waiters.iter().any(|&(_, waiter)| waiter == index);
         let socket = self.socket_mut(index);
-        let deadline =
-            deadline.filter(|&at| at > clock || !(socket.dirty || waiting_for_neighbour));
-        if socket.timer != deadline {
-            socket.timer = deadline;
-            if let Some(at) = deadline {
-                let generation = self.table.generation(index);
-                self.timers.push(Reverse((at, index, generation)));
-            }
+        if let Some(at) =
+            deadline.filter(|&at| socket.scheduled.is_none_or(|scheduled| at < scheduled))
+        {
+            socket.scheduled = Some(at);
+            let generation = self.table.generation(index);
+            self.timers.push(Reverse((at, index, generation)));
         }
         self.push_event(index);
     }

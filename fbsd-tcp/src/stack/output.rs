@@ -70,7 +70,6 @@ impl Stack {
     /// is waiting. `buf` must hold at least `mtu + 14` bytes.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        self.advance_clock(now);
         assert!(
             buf.len() >= self.config.mtu + ETHERNET_HEADER,
             "poll_transmit needs a buffer of mtu + 14 bytes"
@@ -111,28 +110,22 @@ impl Stack {
         len
     }
 
-    /// Builds one segment of connection `index` into `buf`, or `None` when it has nothing to
-    /// send or cannot send yet (next hop unresolved, no route).
+    /// Builds one segment of connection `index` into `buf` and returns the frame's length, or
+    /// `None` when the connection has nothing to send or its segment cannot leave now. The TCB
+    /// always builds the segment it wants to send, so its retransmission timer runs whatever
+    /// happens to the segment: with the next hop unresolved it waits in the ARP queue (as the
+    /// kernel queues it on the neighbour entry) and the connection pauses until the neighbour
+    /// answers; without a route it is dropped and the connection learns why.
     fn dispatch_connection(&mut self, now: Instant, index: u32, buf: &mut [u8]) -> Option<usize> {
         let socket = self.table.get(index)?;
         let Kind::TcpConn(tcb) = &socket.kind else { return None };
         let ttl = socket.options.ttl;
         let (local, remote) = tcb.endpoints();
-        let hop = match self.next_hop(*remote.ip()) {
-            Ok(hop) => hop,
-            Err(error) => {
-                if let Kind::TcpConn(tcb) = &mut self.socket_mut(index).kind {
-                    tcb.on_icmp_unreachable(now, error);
-                }
-                return None;
-            }
-        };
-        let Some(mac) = self.arp.lookup(now, hop) else {
-            self.wait_for_neighbour(now, hop, index);
-            return None;
-        };
+        let hop = self.next_hop(*remote.ip());
+        let mac = hop.ok().and_then(|hop| self.arp.lookup(now, hop));
         let mtu = self.config.mtu;
         let fill_checksum = self.config.checksum.fill_tx;
+        let ident = self.next_ident();
         let (ethernet, rest) = buf.split_at_mut(ETHERNET_HEADER);
         let (ip, segment) = rest[..mtu].split_at_mut(IPV4_HEADER);
         let Kind::TcpConn(tcb) = &mut self.socket_mut(index).kind else { return None };
@@ -147,26 +140,38 @@ impl Stack {
             payload_len: tcp_len,
             ttl,
             tos: 0,
-            ident: self.next_ident(),
+            ident,
             dont_frag: true,
             more_frags: false,
             frag_offset: 0,
         };
-        header.emit(&mut Ipv4Packet::new_unchecked(ip), self.config.checksum);
-        self.emit_ethernet_header(ethernet, mac, EtherType::Ipv4);
+        header.emit(&mut Ipv4Packet::new_unchecked(&mut *ip), self.config.checksum);
         self.counters.ip_tx += 1;
         self.counters.tcp_tx += 1;
-        Some(ETHERNET_HEADER + IPV4_HEADER + tcp_len)
-    }
-
-    /// Starts (or joins) the resolution of `hop` for connection `index`, which is sent again
-    /// once the neighbour answers.
-    fn wait_for_neighbour(&mut self, now: Instant, hop: Ipv4Addr, index: u32) {
-        if self.arp.want(now, hop) {
-            self.queue_arp_request(hop);
-        }
-        if !self.arp_waiters.contains(&(hop, index)) {
-            self.arp_waiters.push((hop, index));
+        match (hop, mac) {
+            (Ok(_), Some(mac)) => {
+                self.emit_ethernet_header(ethernet, mac, EtherType::Ipv4);
+                Some(ETHERNET_HEADER + IPV4_HEADER + tcp_len)
+            }
+            (Ok(hop), None) => {
+                let packet = rest[..IPV4_HEADER + tcp_len].to_vec();
+                match self.arp.queue_packet(now, hop, packet) {
+                    QueueOutcome::Queued { send_request: true } => self.queue_arp_request(hop),
+                    QueueOutcome::Queued { send_request: false } => {}
+                    QueueOutcome::Dropped => self.counters.arp_unresolved_drops += 1,
+                }
+                if !self.arp_waiters.contains(&(hop, index)) {
+                    self.arp_waiters.push((hop, index));
+                }
+                None
+            }
+            (Err(error), _) => {
+                self.counters.ip_tx_dropped += 1;
+                if let Kind::TcpConn(tcb) = &mut self.socket_mut(index).kind {
+                    tcb.on_icmp_unreachable(now, error);
+                }
+                None
+            }
         }
     }
 

@@ -48,8 +48,12 @@ fn ethernet(dst: EthernetAddress, ethertype: EtherType, payload: &[u8]) -> Vec<u
 }
 
 fn ip_frame(protocol: IpProtocol, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    ip_frame_from(PEER_IP, protocol, dst, payload)
+}
+
+fn ip_frame_from(src: Ipv4Addr, protocol: IpProtocol, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
     let header = Ipv4Repr {
-        src_addr: PEER_IP,
+        src_addr: src,
         dst_addr: dst,
         protocol,
         payload_len: payload.len(),
@@ -99,6 +103,18 @@ fn tcp_frame(
     ack: Option<u32>,
     payload: &[u8],
 ) -> Vec<u8> {
+    tcp_frame_from(PEER_IP, src_port, dst_port, flags, seq, ack, payload)
+}
+
+fn tcp_frame_from(
+    src: Ipv4Addr,
+    src_port: u16,
+    dst_port: u16,
+    flags: TcpFlags,
+    seq: u32,
+    ack: Option<u32>,
+    payload: &[u8],
+) -> Vec<u8> {
     let repr = TcpRepr {
         src_port,
         dst_port,
@@ -114,8 +130,8 @@ fn tcp_frame(
         payload,
     };
     let mut segment = vec![0; repr.header_len() + payload.len()];
-    repr.emit(&mut TcpPacket::new_unchecked(&mut segment[..]), PEER_IP, OUR_IP, CHECKSUMS);
-    ip_frame(IpProtocol::Tcp, OUR_IP, &segment)
+    repr.emit(&mut TcpPacket::new_unchecked(&mut segment[..]), src, OUR_IP, CHECKSUMS);
+    ip_frame_from(src, IpProtocol::Tcp, OUR_IP, &segment)
 }
 
 /// The IPv4 header and payload of a frame the stack sent to the peer.
@@ -634,4 +650,131 @@ fn time_wait_ends_after_two_msl_and_frees_the_connection() {
     }
     assert_eq!(stack.socket_count(), 0);
     assert_eq!(now, Instant::ZERO + Duration::from_secs(60), "2 × MSL of 30 s");
+}
+
+// ---- Failure paths found in review ----
+
+/// Runs every timer until `limit`, draining output after each; returns the frames sent.
+fn run_timers_until(stack: &mut Stack, limit: Instant) -> usize {
+    let mut sent = 0;
+    let mut buf = vec![0; 1514];
+    for _ in 0..100_000 {
+        let Some(deadline) = stack.poll_timeout() else { break };
+        if deadline > limit {
+            break;
+        }
+        stack.handle_timeout(deadline);
+        while stack.poll_transmit(deadline, &mut buf).is_some() {
+            sent += 1;
+        }
+    }
+    sent
+}
+
+#[test]
+fn connect_to_a_host_that_never_answers_arp_fails_with_ehostunreach() {
+    let mut stack = stack();
+    let socket = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
+    let _ = stack.connect(Instant::ZERO, socket, "10.77.0.9:80".parse().unwrap());
+    let frames = drain(&mut stack);
+    assert_eq!(frames.len(), 1, "only the ARP request: the SYN waits for the neighbour");
+    run_timers_until(&mut stack, Instant::ZERO + Duration::from_secs(10));
+    assert_eq!(stack.take_error(socket), Ok(Some(Errno::HostUnreachable)));
+    assert!(stack.readiness(socket).unwrap().hangup);
+    assert_eq!(
+        stack.counters().arp_unresolved_drops,
+        2,
+        "the SYN and its retransmission after 1 s waited for the neighbour and were dropped at give-up"
+    );
+}
+
+#[test]
+fn an_established_connection_whose_peer_vanishes_times_out() {
+    let mut stack = stack();
+    learn_peer(&mut stack);
+    let socket = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
+    let _ = stack.connect(Instant::ZERO, socket, "10.77.0.1:80".parse().unwrap());
+    let (_, _, isn, _) = parse_tcp(&drain(&mut stack)[0]);
+    let port = stack.local_addr(socket).unwrap().port();
+    stack.receive_frame(
+        Instant::ZERO,
+        &tcp_frame(80, port, TcpFlags::SYN, 7000, Some(isn.0 + 1), b""),
+    );
+    drain(&mut stack);
+    stack.send(socket, b"are you there?").unwrap();
+    // The peer never answers again, and its ARP entry expires on the way.
+    run_timers_until(&mut stack, Instant::ZERO + Duration::from_secs(3600));
+    let error = stack.take_error(socket).unwrap();
+    assert!(matches!(error, Some(Errno::TimedOut | Errno::HostUnreachable)), "{error:?}");
+    assert_eq!(stack.poll_timeout(), None, "nothing left to do");
+}
+
+#[test]
+fn packets_from_martian_sources_are_discarded_silently() {
+    let mut stack = stack();
+    learn_peer(&mut stack);
+    let listener = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
+    stack.bind(listener, "0.0.0.0:80".parse().unwrap()).unwrap();
+    stack.listen(listener, 8).unwrap();
+    for source in
+        [OUR_IP, Ipv4Addr::BROADCAST, Ipv4Addr::new(10, 77, 0, 255), Ipv4Addr::new(127, 0, 0, 1)]
+    {
+        let frame = tcp_frame_from(source, 40000, 80, TcpFlags::SYN, 1, None, b"");
+        stack.receive_frame(Instant::ZERO, &frame);
+    }
+    assert!(drain(&mut stack).is_empty(), "no SYN-ACK or RST to a martian");
+    assert_eq!(stack.counters().ip_martian_sources, 4);
+    assert_eq!(stack.socket_count(), 1, "only the listener");
+    assert!(stack.timers.is_empty(), "and nothing spins");
+}
+
+#[test]
+fn a_syn_from_a_source_we_cannot_route_to_is_dropped() {
+    let mut stack = stack(); // no gateway: only 10.77.0.0/24 is reachable
+    let listener = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
+    stack.bind(listener, "0.0.0.0:80".parse().unwrap()).unwrap();
+    stack.listen(listener, 8).unwrap();
+    let source = Ipv4Addr::new(192, 0, 2, 1);
+    stack.receive_frame(
+        Instant::ZERO,
+        &tcp_frame_from(source, 40000, 80, TcpFlags::SYN, 1, None, b""),
+    );
+    assert!(drain(&mut stack).is_empty());
+    assert_eq!(stack.socket_count(), 1);
+    assert_eq!(stack.poll_timeout(), None);
+}
+
+#[test]
+fn the_timer_heap_stays_small_however_often_timers_move() {
+    let mut stack = stack();
+    learn_peer(&mut stack);
+    let listener = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
+    stack.bind(listener, "0.0.0.0:80".parse().unwrap()).unwrap();
+    stack.listen(listener, 8).unwrap();
+    let options = SocketOptions { keepalive: true, ..stack.options(listener).unwrap().clone() };
+    stack.set_options(Instant::ZERO, listener, options).unwrap();
+    stack.receive_frame(Instant::ZERO, &tcp_frame(40000, 80, TcpFlags::SYN, 1000, None, b""));
+    let (_, _, isn, _) = parse_tcp(&drain(&mut stack)[0]);
+    let mut seq = 1001u32;
+    stack.receive_frame(
+        Instant::ZERO,
+        &tcp_frame(40000, 80, TcpFlags::default(), seq, Some(isn.0 + 1), b""),
+    );
+    let (connection, _) = stack.accept(listener).unwrap();
+    let mut buf = [0u8; 2048];
+    for i in 0..5000u64 {
+        let now = Instant::from_micros(i * 100);
+        stack.receive_frame(
+            now,
+            &tcp_frame(40000, 80, TcpFlags::default(), seq, Some(isn.0 + 1), &[7; 1000]),
+        );
+        seq = seq.wrapping_add(1000);
+        while stack.recv(connection, &mut buf).is_ok() {}
+        let mut out = vec![0; 1514];
+        while stack.poll_transmit(now, &mut out).is_some() {}
+        if i % 50 == 0 {
+            stack.handle_timeout(now);
+        }
+    }
+    assert!(stack.timers.len() <= 4, "{} timer entries for 2 sockets", stack.timers.len());
 }

@@ -667,6 +667,13 @@ impl TcpSocket {
         self.timers.next_deadline()
     }
 
+    /// The earliest armed timer, leaving pending output aside: for a caller that dispatches
+    /// after every interaction anyway and must keep timers running while it cannot send (a next
+    /// hop that does not resolve).
+    pub fn next_timer(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
     /// Runs every timer due at `now` (retransmit, persist, keepalive, delayed ACK, 2MSL,
     /// FIN_WAIT_2). Afterwards `dispatch` emits what the timers asked for.
     pub fn on_timer(&mut self, now: Instant) {
@@ -983,13 +990,16 @@ impl TcpSocket {
     }
 
     /// An ICMP destination-unreachable (other than fragmentation-needed) quoted one of our
-    /// segments: in SYN-SENT a port/protocol unreachable is fatal (ECONNREFUSED); otherwise it
-    /// is recorded as a soft error reported only if the connection later times out (RFC 1122
-    /// §4.2.3.9).
+    /// segments, or the next hop never resolved: in SYN-SENT it fails the connect with `error`
+    /// (ECONNREFUSED, EHOSTUNREACH, ENETUNREACH); otherwise it is recorded as a soft error
+    /// reported only if the connection later times out (RFC 1122 §4.2.3.9).
     pub fn on_icmp_unreachable(&mut self, now: Instant, error: Errno) {
         self.last_now = self.last_now.max(now);
-        if self.state == TcpState::SynSent && error == Errno::ConnectionRefused {
-            self.fail(Errno::ConnectionRefused);
+        // As Linux's tcp_v4_err: while connecting, any unreachable is the connect's answer
+        // (a host that never answers ARP fails the connect in seconds, not after every SYN
+        // retry); once established it is only a soft error.
+        if self.state == TcpState::SynSent {
+            self.fail(error);
         } else if self.state != TcpState::Closed {
             self.soft_error = Some(error);
         }

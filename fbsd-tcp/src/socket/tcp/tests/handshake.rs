@@ -213,16 +213,14 @@ fn syn_sent_retransmits_syn_with_backoff_then_times_out() {
 }
 
 #[test]
-fn syn_sent_soft_icmp_error_explains_the_timeout() {
-    let config = TcpConfig { syn_retries: 0, ..config() };
-    let mut tcb = syn_sent_with(&config, &options(&config));
-    recv!(tcb, our_syn(0));
+fn syn_sent_host_unreachable_fails_the_connect_at_once() {
+    // As Linux's tcp_v4_err: while connecting, an unreachable (or a next hop that never
+    // answered ARP) is the connect's answer, not a soft error waiting for the SYN retries.
+    let mut tcb = syn_sent();
     let now = tcb.now;
     tcb.on_icmp_unreachable(now, Errno::HostUnreachable);
-    assert_eq!(tcb.state(), TcpState::SynSent, "host unreachable is a soft error");
-    assert!(!tcb.readiness().error);
-    tcb.advance_to_next_timer();
     assert_eq!(tcb.state(), TcpState::Closed);
+    assert!(tcb.readiness().error);
     assert_eq!(tcb.take_error(), Some(Errno::HostUnreachable));
 }
 
