@@ -265,6 +265,21 @@ impl Stack {
             };
         self.counters.udp_rx += 1;
         let source = SocketAddrV4::new(header.src_addr, repr.src_port);
+        if header.dst_addr != self.config.addr.addr {
+            // A broadcast goes to every socket bound to the wildcard address on its port, as on
+            // Linux (SO_BROADCAST only governs sending); nobody answers one with an ICMP error.
+            let receivers: Vec<u32> = self.udp_ports.get(&repr.dst_port).into_iter().flatten().copied()
+                .filter(|&index| matches!(&self.socket_ref(index).kind,
+                    Kind::Udp(udp) if udp.local.is_some_and(|l| l.ip().is_unspecified()) && udp.peer.is_none_or(|p| p == source)))
+                .collect();
+            if receivers.is_empty() {
+                self.counters.udp_no_port += 1;
+            }
+            for index in receivers {
+                self.deliver_datagram(index, source, repr.payload);
+            }
+            return;
+        }
         let Some(index) = self.udp_lookup(header.dst_addr, repr.dst_port, source) else {
             self.counters.udp_no_port += 1;
             self.queue_icmp_error(now, header, payload, |quoted, data| {
@@ -276,32 +291,29 @@ impl Stack {
             });
             return;
         };
+        self.deliver_datagram(index, source, repr.payload);
+    }
+
+    fn deliver_datagram(&mut self, index: u32, source: SocketAddrV4, payload: &[u8]) {
         let socket = self.socket_mut(index);
         let limit = socket.options.recv_buffer;
         let Kind::Udp(udp) = &mut socket.kind else { return };
-        if udp.deliver(source, repr.payload, limit) {
+        if udp.deliver(source, payload, limit) {
             self.push_event(index);
         } else {
             self.counters.udp_queue_full += 1;
         }
     }
 
-    /// The socket a datagram goes to: a connected socket whose peer sent it, else the most
-    /// specific bound one (exact address before wildcard). Broadcasts go to wildcard-bound
-    /// sockets with SO_BROADCAST.
+    /// The socket a unicast datagram goes to: a connected socket whose peer sent it, else the
+    /// most specific bound one (our exact address before the wildcard).
     fn udp_lookup(&self, dst: std::net::Ipv4Addr, port: u16, source: SocketAddrV4) -> Option<u32> {
         let holders = self.udp_ports.get(&port)?;
-        let broadcast = dst != self.config.addr.addr;
         let mut best: Option<(u8, u32)> = None;
         for &index in holders {
-            let Socket { kind: Kind::Udp(udp), options, .. } = self.socket_ref(index) else {
-                continue;
-            };
+            let Kind::Udp(udp) = &self.socket_ref(index).kind else { continue };
             let Some(local) = udp.local else { continue };
-            if broadcast && !(options.broadcast && local.ip().is_unspecified()) {
-                continue;
-            }
-            if !broadcast && !local.ip().is_unspecified() && *local.ip() != dst {
+            if !local.ip().is_unspecified() && *local.ip() != dst {
                 continue;
             }
             let score = match udp.peer {

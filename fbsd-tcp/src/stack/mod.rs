@@ -70,6 +70,8 @@ pub struct Stack {
     /// Ready frames (control traffic, UDP, fragments) to go out before connection data.
     tx_queue: VecDeque<Outgoing>,
     tx_queue_bytes: usize,
+    /// UDP sockets that were refused for a full `tx_queue`; told when it drains.
+    udp_blocked: Vec<u32>,
     /// TCP timer deadlines; entries are checked against the socket's current deadline when
     /// popped, so rescheduling never searches the heap.
     timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
@@ -245,6 +247,7 @@ impl Stack {
             arp_waiters: Vec::new(),
             tx_queue: VecDeque::new(),
             tx_queue_bytes: 0,
+            udp_blocked: Vec::new(),
             timers: BinaryHeap::new(),
             events: VecDeque::new(),
             ip_ident: u16::from_be_bytes([config.secret[0], config.secret[1]]),
@@ -581,7 +584,10 @@ impl Stack {
         if data.len() > 65507 {
             return Err(Errno::MessageTooLong);
         }
-        if self.tx_queue_bytes + data.len() > output::TX_QUEUE_LIMIT {
+        if !self.udp_can_send() {
+            if !self.udp_blocked.contains(&index) {
+                self.udp_blocked.push(index);
+            }
             return Err(Errno::WouldBlock);
         }
         let local = match self.udp_mut(index).local {
@@ -612,11 +618,14 @@ impl Stack {
                 let (copied, len, source) = udp.recv_from(buf)?;
                 Ok((copied, len, from_v4(family, source)))
             }
-            _ => {
+            Kind::TcpConn(tcb) => {
+                // The peer is known whatever the state, so data read here is never lost to a
+                // getpeername failure after the connection closed.
+                let peer = from_v4(family, tcb.endpoints().1);
                 let copied = self.recv(handle, buf)?;
-                let peer = self.peer_addr(handle)?;
                 Ok((copied, copied, peer))
             }
+            Kind::TcpIdle { .. } | Kind::TcpListener(_) => Err(Errno::NotConnected),
         }
     }
 
@@ -725,7 +734,7 @@ impl Stack {
             Kind::TcpIdle { .. } => {
                 Readiness { writable: true, hangup: true, ..Readiness::default() }
             }
-            Kind::Udp(udp) => udp.readiness(self.tx_queue_bytes < output::TX_QUEUE_LIMIT),
+            Kind::Udp(udp) => udp.readiness(self.udp_can_send()),
         })
     }
 
@@ -844,6 +853,12 @@ impl Stack {
     }
 
     // ---- internal plumbing shared by input, output and the API ----
+
+    /// True while a datagram of the largest size still fits in `tx_queue`: what a UDP socket's
+    /// writability means, so that a writable socket never gets `WouldBlock`.
+    fn udp_can_send(&self) -> bool {
+        self.tx_queue_bytes + output::MAX_UDP_DATAGRAM_FRAMES_BYTES <= output::TX_QUEUE_LIMIT
+    }
 
     fn socket_ref(&self, index: u32) -> &Socket {
         self.table.get(index).expect("slot resolved by the caller")
@@ -982,5 +997,6 @@ impl Stack {
             Kind::TcpIdle { .. } | Kind::Udp(_) => {}
         }
         self.arp_waiters.retain(|&(_, waiter)| waiter != index);
+        self.udp_blocked.retain(|&blocked| blocked != index);
     }
 }

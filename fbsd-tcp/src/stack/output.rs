@@ -20,6 +20,9 @@ use crate::wire::{
 
 /// Bytes of ready frames the stack holds before UDP senders see `WouldBlock`.
 pub(super) const TX_QUEUE_LIMIT: usize = 4 << 20;
+/// What the largest UDP datagram (65507 bytes of payload) can take in `tx_queue` once
+/// fragmented, headers included, at the smallest MTU the stack accepts.
+pub(super) const MAX_UDP_DATAGRAM_FRAMES_BYTES: usize = 65535 + 128 * IPV4_HEADER;
 const ETHERNET_HEADER: usize = crate::wire::ethernet::HEADER_LEN;
 const IPV4_HEADER: usize = crate::wire::ipv4::HEADER_LEN;
 /// An ICMP error quotes as much of the offending datagram as fits in 576 bytes (RFC 1812 §4.3.2.3).
@@ -102,6 +105,15 @@ impl Stack {
             }
         }
         None
+    }
+
+    /// Tells UDP sockets refused for a full queue that it has room again.
+    fn wake_blocked_udp(&mut self) {
+        if !self.udp_blocked.is_empty() && self.udp_can_send() {
+            for index in std::mem::take(&mut self.udp_blocked) {
+                self.push_event(index);
+            }
+        }
     }
 
     fn count_tx(&mut self, len: usize) -> usize {
@@ -223,6 +235,7 @@ impl Stack {
             }
             Outgoing::Ip { hop, packet } => {
                 self.tx_queue_bytes -= packet.len();
+                self.wake_blocked_udp();
                 let mac = match hop {
                     None => EthernetAddress::BROADCAST,
                     Some(hop) => match self.arp.lookup(now, hop) {

@@ -778,3 +778,78 @@ fn the_timer_heap_stays_small_however_often_timers_move() {
     }
     assert!(stack.timers.len() <= 4, "{} timer entries for 2 sockets", stack.timers.len());
 }
+
+#[test]
+fn a_udp_socket_is_writable_exactly_when_a_datagram_fits_and_hears_when_room_returns() {
+    let mut stack = stack();
+    learn_peer(&mut stack);
+    let socket = stack.socket(AddressFamily::Inet, SocketType::Datagram).unwrap();
+    let datagram = vec![0x5a; 60_000];
+    let to = Some("10.77.0.1:9".parse().unwrap());
+    let mut sent = 0;
+    while stack.readiness(socket).unwrap().writable {
+        assert_eq!(stack.send_to(socket, &datagram, to), Ok(60_000), "writable, so it must fit");
+        sent += 1;
+        assert!(sent < 1000);
+    }
+    assert_eq!(stack.send_to(socket, &datagram, to), Err(Errno::WouldBlock));
+    while stack.poll_event().is_some() {}
+    let mut buf = vec![0; 1514];
+    let mut frames = 0;
+    while stack.poll_transmit(Instant::ZERO, &mut buf).is_some() {
+        frames += 1;
+    }
+    assert_eq!(frames, sent * 41, "60008 bytes of UDP in 41 fragments each");
+    assert_eq!(stack.poll_event(), Some(socket), "told that the queue drained");
+    assert!(stack.readiness(socket).unwrap().writable);
+}
+
+#[test]
+fn broadcasts_reach_every_wildcard_socket_on_the_port() {
+    let mut stack = stack();
+    let mut sockets = Vec::new();
+    for _ in 0..2 {
+        let socket = stack.socket(AddressFamily::Inet, SocketType::Datagram).unwrap();
+        let options = SocketOptions { reuse_addr: true, ..stack.options(socket).unwrap().clone() };
+        stack.set_options(Instant::ZERO, socket, options).unwrap();
+        stack.bind(socket, "0.0.0.0:67".parse().unwrap()).unwrap();
+        sockets.push(socket);
+    }
+    stack.receive_frame(Instant::ZERO, &udp_frame(68, Ipv4Addr::BROADCAST, 67, b"discover"));
+    for socket in sockets {
+        let mut buf = [0u8; 16];
+        let (copied, _, _) = stack.recv_from(socket, &mut buf).unwrap();
+        assert_eq!(&buf[..copied], b"discover", "no SO_BROADCAST needed to receive");
+    }
+}
+
+#[test]
+fn tcp_recv_from_keeps_data_read_after_the_connection_closed() {
+    let mut stack = stack();
+    learn_peer(&mut stack);
+    let listener = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
+    stack.bind(listener, "0.0.0.0:80".parse().unwrap()).unwrap();
+    stack.listen(listener, 8).unwrap();
+    stack.receive_frame(Instant::ZERO, &tcp_frame(40000, 80, TcpFlags::SYN, 1000, None, b""));
+    let (_, _, isn, _) = parse_tcp(&drain(&mut stack)[0]);
+    let fin_data = TcpFlags::FIN | TcpFlags::PSH;
+    stack.receive_frame(
+        Instant::ZERO,
+        &tcp_frame(40000, 80, TcpFlags::default(), 1001, Some(isn.0 + 1), b""),
+    );
+    stack.receive_frame(
+        Instant::ZERO,
+        &tcp_frame(40000, 80, fin_data, 1001, Some(isn.0 + 1), b"hello"),
+    );
+    let (connection, _) = stack.accept(listener).unwrap();
+    stack.shutdown(Instant::ZERO, connection, crate::socket::Shutdown::Write).unwrap();
+    let (_, _, our_fin, _) = parse_tcp(drain(&mut stack).last().unwrap());
+    stack.receive_frame(
+        Instant::ZERO,
+        &tcp_frame(40000, 80, TcpFlags::default(), 1007, Some(our_fin.0 + 1), b""),
+    );
+    let mut buf = [0u8; 16];
+    let (copied, _, peer) = stack.recv_from(connection, &mut buf).unwrap();
+    assert_eq!((&buf[..copied], peer), (&b"hello"[..], "10.77.0.1:40000".parse().unwrap()));
+    assert_eq!(stack.recv(connection, &mut buf), Ok(0));
+}
