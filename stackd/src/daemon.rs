@@ -54,6 +54,12 @@ pub enum DaemonError {
         /// Why.
         source: crate::pcap::PcapError,
     },
+    /// The engine refused the configuration (the backend's MTU or MAC).
+    #[error("the stack cannot run with this configuration: {reason}")]
+    Engine {
+        /// What is wrong.
+        reason: String,
+    },
     /// The device failed while running.
     #[error("the {iface} backend failed: {source}")]
     Device {
@@ -135,6 +141,7 @@ impl Daemon {
         let mut stack_config = StackConfig::new(backend.mac(), config.addr, random_secret());
         stack_config.gateway = config.gateway;
         stack_config.mtu = backend.mtu();
+        stack_config.validate().map_err(|reason| DaemonError::Engine { reason })?;
         let stack = Stack::new(stack_config, clock.now());
 
         let poll = Poll::new().map_err(event_loop("epoll"))?;

@@ -48,6 +48,39 @@ pub struct StackConfig {
 }
 
 impl StackConfig {
+    /// Checks what the engine relies on: an MTU of 576 to 65535 bytes (576 keeps a full
+    /// 536-byte segment, the smallest MSS TCP falls back to, inside one frame), a unicast MAC, a
+    /// unicast address, a gateway on the attached network, a non-empty ephemeral port range.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(576..=65535).contains(&self.mtu) {
+            return Err(format!("MTU {} is outside 576..=65535", self.mtu));
+        }
+        if !self.mac.is_unicast() {
+            return Err(format!("MAC {} is not a unicast address", self.mac));
+        }
+        let addr = self.addr.addr;
+        if addr.is_unspecified()
+            || addr.is_multicast()
+            || addr.is_broadcast()
+            || self.addr.prefix_len > 30
+        {
+            return Err(format!("{addr}/{} is not a usable host address", self.addr.prefix_len));
+        }
+        if let Some(gateway) = self.gateway {
+            if !self.addr.contains(gateway) || gateway == addr {
+                return Err(format!(
+                    "gateway {gateway} is not another host on {addr}/{}",
+                    self.addr.prefix_len
+                ));
+            }
+        }
+        let (low, high) = self.ephemeral_ports;
+        if low == 0 || low > high {
+            return Err(format!("ephemeral port range {low}..={high} is empty or includes 0"));
+        }
+        Ok(())
+    }
+
     /// A configuration with the usual defaults for everything but identity.
     pub fn new(mac: EthernetAddress, addr: Ipv4Cidr, secret: [u8; 16]) -> StackConfig {
         StackConfig {

@@ -29,6 +29,9 @@ use output::{IcmpBudget, Outgoing};
 
 /// The most connections a listener queues (Linux's somaxconn default).
 const MAX_BACKLOG: usize = 4096;
+/// Smallest and largest socket buffer sizes a socket may ask for.
+const MIN_BUFFER: usize = 4096;
+const MAX_BUFFER: usize = 64 << 20;
 /// Segments one connection may emit before `poll_transmit` moves on to the next one, so that a
 /// bulk sender does not starve interactive connections.
 const TRANSMIT_BURST: u32 = 16;
@@ -230,7 +233,14 @@ impl SocketTable {
 impl Stack {
     /// A stack with no sockets. It announces its address with a gratuitous ARP on the first
     /// `poll_transmit`.
+    ///
+    /// # Panics
+    /// If `config` fails [`StackConfig::validate`]: a configuration is the caller's to check
+    /// (with a message for its user) before it builds a stack.
     pub fn new(config: StackConfig, now: Instant) -> Stack {
+        if let Err(reason) = config.validate() {
+            panic!("invalid StackConfig: {reason}");
+        }
         let mut stack = Stack {
             counters: Counters::default(),
             arp: ArpCache::new(config.arp.clone()),
@@ -707,12 +717,19 @@ impl Stack {
         options: SocketOptions,
     ) -> Result<(), Errno> {
         let index = self.table.resolve(handle)?;
-        if options.send_buffer == 0 || options.recv_buffer == 0 || options.ttl == 0 {
+        let mut options = options;
+        if options.ttl == 0 || options.keep_count == 0 || options.keep_interval.is_zero() {
             return Err(Errno::InvalidArgument);
         }
         if options.max_segment.is_some_and(|mss| mss < 88) {
             return Err(Errno::InvalidArgument); // Linux's TCP_MIN_MSS
         }
+        // Like SO_SNDBUF/SO_RCVBUF under Linux's wmem_max/rmem_max: sizes are clamped, not
+        // refused, so that an absurd request cannot make the engine allocate without bound.
+        options.send_buffer = options.send_buffer.clamp(MIN_BUFFER, MAX_BUFFER);
+        options.recv_buffer = options.recv_buffer.clamp(MIN_BUFFER, MAX_BUFFER);
+        // TCP_USER_TIMEOUT 0 means "the default", as on Linux.
+        options.user_timeout = options.user_timeout.filter(|timeout| !timeout.is_zero());
         let socket = self.socket_mut(index);
         socket.options = options;
         if let Kind::TcpConn(tcb) = &mut socket.kind {

@@ -853,3 +853,56 @@ fn tcp_recv_from_keeps_data_read_after_the_connection_closed() {
     assert_eq!((&buf[..copied], peer), (&b"hello"[..], "10.77.0.1:40000".parse().unwrap()));
     assert_eq!(stack.recv(connection, &mut buf), Ok(0));
 }
+
+#[test]
+fn socket_buffer_sizes_are_clamped_and_nonsense_options_refused() {
+    let mut stack = stack();
+    let socket = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
+    let defaults = stack.options(socket).unwrap().clone();
+    let huge = SocketOptions { send_buffer: usize::MAX, recv_buffer: 1, ..defaults.clone() };
+    stack.set_options(Instant::ZERO, socket, huge).unwrap();
+    let options = stack.options(socket).unwrap();
+    assert_eq!((options.send_buffer, options.recv_buffer), (64 << 20, 4096));
+    for bad in [
+        SocketOptions { keep_count: 0, ..defaults.clone() },
+        SocketOptions { ttl: 0, ..defaults.clone() },
+        SocketOptions { max_segment: Some(40), ..defaults.clone() },
+        SocketOptions { keep_interval: Duration::ZERO, ..defaults.clone() },
+    ] {
+        assert_eq!(stack.set_options(Instant::ZERO, socket, bad), Err(Errno::InvalidArgument));
+    }
+}
+
+#[test]
+fn configurations_the_engine_cannot_run_are_refused_with_a_reason() {
+    let good = StackConfig::new(OUR_MAC, Ipv4Cidr::new(OUR_IP, 24).unwrap(), [0; 16]);
+    assert_eq!(good.validate(), Ok(()));
+    let cases = [
+        (StackConfig { mtu: 100, ..good.clone() }, "MTU 100 is outside 576..=65535"),
+        (
+            StackConfig { mac: EthernetAddress::BROADCAST, ..good.clone() },
+            "MAC ff:ff:ff:ff:ff:ff is not a unicast address",
+        ),
+        (
+            StackConfig { gateway: Some(Ipv4Addr::new(192, 0, 2, 1)), ..good.clone() },
+            "gateway 192.0.2.1 is not another host on 10.77.0.2/24",
+        ),
+        (
+            StackConfig { ephemeral_ports: (0, 10), ..good.clone() },
+            "ephemeral port range 0..=10 is empty or includes 0",
+        ),
+    ];
+    for (config, reason) in cases {
+        assert_eq!(config.validate(), Err(reason.to_owned()));
+    }
+}
+
+#[test]
+#[should_panic(expected = "invalid StackConfig: MTU 40 is outside 576..=65535")]
+fn a_stack_is_never_built_from_an_invalid_configuration() {
+    let config = StackConfig {
+        mtu: 40,
+        ..StackConfig::new(OUR_MAC, Ipv4Cidr::new(OUR_IP, 24).unwrap(), [0; 16])
+    };
+    let _ = Stack::new(config, Instant::ZERO);
+}
