@@ -114,4 +114,17 @@ fuzz_target!(|data: &[u8]| {
         harness.advance(Duration::from_secs(60));
         harness.serve();
     }
+    // Whatever the input did, the stack must go quiet: once the application closes its
+    // connections and the peer stays silent, every connection ends (retransmissions give up
+    // within about 15 minutes, TIME-WAIT lasts a minute) and no timer stays due.
+    let now = harness.now;
+    for handle in std::mem::take(&mut harness.accepted) {
+        let _ = harness.stack.close(now, handle);
+    }
+    for _ in 0..20 {
+        harness.advance(Duration::from_secs(120));
+        harness.serve();
+    }
+    assert_eq!(harness.stack.socket_count(), 2, "connections left behind: {:?}", harness.stack.sockets());
+    assert!(harness.stack.poll_timeout().is_none_or(|deadline| deadline > harness.now), "a timer stays due");
 });

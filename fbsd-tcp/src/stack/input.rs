@@ -469,7 +469,7 @@ impl Stack {
         socket.parent = Some(listener);
         let index = self.table.insert(socket);
         self.connections.insert((local, remote), index);
-        self.tcp_ports.entry(local.port()).or_default().push(index);
+        self.hold_connection_port(local.port());
         if let Kind::TcpListener(state) = &mut self.socket_mut(listener).kind {
             state.children.push(index);
         }

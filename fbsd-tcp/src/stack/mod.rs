@@ -61,6 +61,10 @@ pub struct Stack {
     listeners: HashMap<u16, Vec<u32>>,
     /// Sockets holding each TCP / UDP port (bound, listening or connected), for bind conflicts.
     tcp_ports: HashMap<u16, Vec<u32>>,
+    /// Connections per local port that hold it without being listed in `tcp_ports` (accepted
+    /// ones, and those connected from an unbound socket): a count, so that a server with many
+    /// connections on one port opens and frees them in O(1).
+    tcp_connection_ports: HashMap<u16, usize>,
     udp_ports: HashMap<u16, Vec<u32>>,
     /// Where the next ephemeral-port search starts (RFC 6056 algorithm 3's counter).
     ephemeral_counter: u16,
@@ -250,6 +254,7 @@ impl Stack {
             connections: HashMap::new(),
             listeners: HashMap::new(),
             tcp_ports: HashMap::new(),
+            tcp_connection_ports: HashMap::new(),
             udp_ports: HashMap::new(),
             ephemeral_counter: 0,
             dirty: VecDeque::new(),
@@ -491,7 +496,7 @@ impl Stack {
                 }
                 local
             }
-            None => self.bind_ephemeral_for(index, remote)?,
+            None => self.bind_ephemeral_for(remote)?,
         };
         let options = &self.socket_ref(index).options;
         let tcb = TcpSocket::connect(
@@ -983,16 +988,21 @@ impl Stack {
     /// Removes a socket from every table and frees its slot.
     fn free_socket(&mut self, index: u32) {
         let Some(socket) = self.table.remove(index) else { return };
-        let port_map = match socket.kind {
-            Kind::Udp(_) => &mut self.udp_ports,
-            _ => &mut self.tcp_ports,
-        };
         if let Some(local) = socket.local() {
-            if let Some(holders) = port_map.get_mut(&local.port()) {
-                holders.retain(|&holder| holder != index);
-                if holders.is_empty() {
-                    port_map.remove(&local.port());
+            let port = local.port();
+            let port_map = match socket.kind {
+                Kind::Udp(_) => &mut self.udp_ports,
+                _ => &mut self.tcp_ports,
+            };
+            match port_map.get_mut(&port) {
+                Some(holders) if holders.contains(&index) => {
+                    holders.retain(|&holder| holder != index);
+                    if holders.is_empty() {
+                        port_map.remove(&port);
+                    }
                 }
+                _ if matches!(socket.kind, Kind::TcpConn(_)) => self.release_connection_port(port),
+                _ => {}
             }
         }
         match &socket.kind {

@@ -23,8 +23,12 @@ impl Stack {
         let port = if requested.port() == 0 {
             let start = self.ephemeral_start(requested.ip(), None);
             self.search_ports(start, |stack, port| {
-                let holders = if udp { &stack.udp_ports } else { &stack.tcp_ports };
-                !holders.contains_key(&port)
+                if udp {
+                    !stack.udp_ports.contains_key(&port)
+                } else {
+                    !stack.tcp_ports.contains_key(&port)
+                        && !stack.tcp_connection_ports.contains_key(&port)
+                }
             })
             .ok_or(Errno::AddrInUse)?
         } else {
@@ -41,7 +45,6 @@ impl Stack {
     /// it, as on Linux).
     pub(super) fn bind_ephemeral_for(
         &mut self,
-        index: u32,
         remote: SocketAddrV4,
     ) -> Result<SocketAddrV4, Errno> {
         let our_ip = self.config.addr.addr;
@@ -52,13 +55,26 @@ impl Stack {
                 if stack.connections.contains_key(&(local, remote)) {
                     return false;
                 }
-                stack.tcp_ports.get(&port).is_none_or(|holders| {
-                    holders.iter().all(|&h| matches!(stack.socket_ref(h).kind, Kind::TcpConn(_)))
-                })
+                !stack.tcp_ports.contains_key(&port)
             })
             .ok_or(Errno::AddrNotAvailable)?;
-        self.tcp_ports.entry(port).or_default().push(index);
+        self.hold_connection_port(port);
         Ok(SocketAddrV4::new(our_ip, port))
+    }
+
+    /// A connection that is not in `tcp_ports` starts holding `port`.
+    pub(super) fn hold_connection_port(&mut self, port: u16) {
+        *self.tcp_connection_ports.entry(port).or_default() += 1;
+    }
+
+    /// ... and stops.
+    pub(super) fn release_connection_port(&mut self, port: u16) {
+        if let Some(count) = self.tcp_connection_ports.get_mut(&port) {
+            *count -= 1;
+            if *count == 0 {
+                self.tcp_connection_ports.remove(&port);
+            }
+        }
     }
 
     /// RFC 6056 algorithm 3's starting offset: a keyed hash of the endpoints plus a counter.
@@ -110,6 +126,14 @@ impl Stack {
             if !shareable {
                 return Err(Errno::AddrInUse);
             }
+        }
+        // Connections counted on the port (accepted ones, say, after their listener closed)
+        // block a bind without SO_REUSEADDR, as TIME-WAIT ones do on Linux.
+        if !udp
+            && self.tcp_connection_ports.contains_key(&requested.port())
+            && !new.options.reuse_addr
+        {
+            return Err(Errno::AddrInUse);
         }
         Ok(())
     }

@@ -906,3 +906,40 @@ fn a_stack_is_never_built_from_an_invalid_configuration() {
     };
     let _ = Stack::new(config, Instant::ZERO);
 }
+
+#[test]
+fn connections_left_on_a_port_block_a_bind_without_so_reuseaddr() {
+    let mut stack = stack();
+    learn_peer(&mut stack);
+    let listener = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
+    stack.bind(listener, "0.0.0.0:8000".parse().unwrap()).unwrap();
+    stack.listen(listener, 8).unwrap();
+    stack.receive_frame(Instant::ZERO, &tcp_frame(40000, 8000, TcpFlags::SYN, 1000, None, b""));
+    let (_, _, isn, _) = parse_tcp(&drain(&mut stack)[0]);
+    stack.receive_frame(
+        Instant::ZERO,
+        &tcp_frame(40000, 8000, TcpFlags::default(), 1001, Some(isn.0 + 1), b""),
+    );
+    let (connection, _) = stack.accept(listener).unwrap();
+    stack.close(Instant::ZERO, listener).unwrap();
+
+    // The server restarts while its old connection lives on.
+    let restarted = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
+    assert_eq!(stack.bind(restarted, "0.0.0.0:8000".parse().unwrap()), Err(Errno::AddrInUse));
+    let options = SocketOptions { reuse_addr: true, ..stack.options(restarted).unwrap().clone() };
+    stack.set_options(Instant::ZERO, restarted, options).unwrap();
+    stack.bind(restarted, "0.0.0.0:8000".parse().unwrap()).unwrap();
+
+    // Once the connection is gone, the port is free for anyone.
+    let options = SocketOptions {
+        linger: Some(Duration::ZERO),
+        ..stack.options(connection).unwrap().clone()
+    };
+    stack.set_options(Instant::ZERO, connection, options).unwrap();
+    stack.close(Instant::ZERO, connection).unwrap();
+    drain(&mut stack);
+    assert!(stack.tcp_connection_ports.is_empty());
+    stack.close(Instant::ZERO, restarted).unwrap();
+    let plain = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
+    stack.bind(plain, "0.0.0.0:8000".parse().unwrap()).unwrap();
+}
