@@ -570,12 +570,16 @@ impl TcpSocket {
         } else {
             stored
         };
+        let seq = self.rcv_nxt;
         self.rx.commit(advance);
         self.rcv_nxt += advance;
         self.stats.bytes_received += advance as u64;
         if filled_hole {
+            // RFC 5681 §4.2: a segment that fills a gap is acknowledged at once. The ACKs still
+            // owed for segments it made in-order are replaced by this one.
+            self.owed_acks.forgive_below(self.rcv_nxt);
+            self.owed_acks.push(seq);
             self.sack_refresh();
-            self.ack_now = true;
             return;
         }
         // RFC 1122 §4.2.3.2 / RFC 5681 §4.2: ACK at least every second segment, else within the
@@ -592,8 +596,9 @@ impl TcpSocket {
     }
 
     fn receive_out_of_order(&mut self, seq: SeqNumber, offset: usize, payload: &[u8], fin: bool) {
-        // Duplicate ACK at once (RFC 5681 §4.2), carrying the SACK news.
-        self.ack_now = true;
+        // A duplicate ACK at once for every such segment (RFC 5681 §4.2), carrying the SACK
+        // news, even when it cannot be stored.
+        self.owed_acks.push(seq);
         if payload.is_empty() {
             // A bare FIN beyond a gap.
             if fin && self.rx_fin.is_none() {
@@ -639,7 +644,7 @@ impl TcpSocket {
 
     /// RFC 2018 §4: the first block reports the segment that just arrived; the others repeat
     /// the most recently reported ones, refreshed to their current extent.
-    fn sack_note_arrival(&mut self, seq: SeqNumber) {
+    pub(super) fn sack_note_arrival(&mut self, seq: SeqNumber) {
         let mut blocks = [SackBlock::default(); 4];
         let mut count = 0;
         if let Some(block) = self.held_block(seq) {

@@ -34,6 +34,7 @@ pub mod isn;
 pub mod rtt;
 pub mod sack;
 
+mod acks;
 mod input;
 mod output;
 mod timer;
@@ -45,6 +46,7 @@ pub use congestion::CongestionAlgorithm;
 
 use std::net::SocketAddrV4;
 
+use self::acks::OwedAcks;
 use self::assembler::Assembler;
 use self::congestion::CongestionControl;
 use self::rtt::RttEstimator;
@@ -377,6 +379,9 @@ pub struct TcpSocket {
     // Acknowledgment generation.
     /// Send an ACK with the next `dispatch`.
     ack_now: bool,
+    /// Immediate ACKs owed, one per out-of-order or hole-filling segment since the last
+    /// `dispatch` (see `acks.rs`).
+    owed_acks: OwedAcks,
     /// In-order data segments received since our last ACK.
     delayed_segs: u32,
     /// Segments still to ACK at once (quick-ACK at connection start).
@@ -544,6 +549,7 @@ impl TcpSocket {
             error: None,
             soft_error: None,
             ack_now: false,
+            owed_acks: OwedAcks::default(),
             delayed_segs: 0,
             quickacks: QUICKACK_SEGMENTS,
             challenge_window_start: now,
@@ -1108,6 +1114,7 @@ impl TcpSocket {
     fn enter_time_wait(&mut self, now: Instant) {
         self.state = TcpState::TimeWait;
         self.timers.clear();
+        self.owed_acks.clear();
         self.timers.set(Timer::TimeWait, now + 2 * self.config.msl);
     }
 
@@ -1116,6 +1123,7 @@ impl TcpSocket {
         self.state = TcpState::Closed;
         self.timers.clear();
         self.ack_now = false;
+        self.owed_acks.clear();
         self.keepalive_due = false;
         self.force_probe = false;
         self.rtx_una = false;

@@ -30,6 +30,14 @@ impl TcpSocket {
             }
             _ => {}
         }
+        // Owed duplicate ACKs first: they describe the receive side as it stood before
+        // anything sent now, and a sender counts only pure ACKs as duplicates.
+        if let Some(arrival) = self.owed_acks.pop() {
+            if self.sack_enabled {
+                self.sack_note_arrival(arrival);
+            }
+            return Some(self.emit_ack(now, buf, fill));
+        }
         if let Some(len) = self.output_retransmission(now, buf, fill) {
             return Some(len);
         }
