@@ -378,18 +378,42 @@ impl TcpSocket {
 
     /// The window field for a non-SYN segment: the free receive space, scaled, with receiver
     /// SWS avoidance (RFC 1122 §4.2.3.3: the right edge moves only by min(half the buffer,
-    /// one MSS) or more) and never moving the right edge left (RFC 9293 §3.8.6.2.2; rounded up
-    /// to the scale unit when holding the old edge).
+    /// one MSS) or more), holding the right edge already advertised (RFC 9293 §3.8.6.2.2).
+    ///
+    /// With a window shift the edges a field can express are RCV.NXT plus multiples of the scale
+    /// unit, and RCV.NXT is rarely aligned, so the field is rounded. It is rounded *down*, so
+    /// that the edge never lies beyond what the ring can hold, except where rounding up is what
+    /// holds the edge already advertised and the ring holds that much. Both promises follow:
+    ///
+    /// - *Never beyond the buffer.* Let E = RCV.NXT + free space: the sequence number one past
+    ///   the last byte the ring can hold. E never decreases (in-order data moves RCV.NXT up as
+    ///   much as it fills the ring; reading frees space; a FIN or discarded data after
+    ///   shutdown(RD) moves RCV.NXT alone; out-of-order data sits in free space without
+    ///   counting; `set_options` only resizes to a ring that keeps the advertised window). Every
+    ///   field chosen here is at most free / unit (both branches below are), and the SYN's
+    ///   window is at most the free space, so every edge advertised is ≤ E at its time, hence
+    ///   ≤ E forever after, and so is `rcv_adv`, their maximum: whatever the peer may send is
+    ///   storable.
+    /// - *Never moved left* whenever the ring holds the rounded-up old edge; otherwise the edge
+    ///   on the wire falls short of the old one by less than one unit (RFC 7323 Appendix F's
+    ///   window retraction), but `rcv_adv` keeps the old edge, so data up to it is still
+    ///   accepted, and it fits by the first point. Rounding down everywhere would not hold the
+    ///   edge: with a unit of 32, a window of 64 and 10 bytes arriving, 54 bytes rounds down
+    ///   to 32.
     pub(super) fn window_field(&self) -> u16 {
         let shift = self.rcv_wscale.min(MAX_WINDOW_SHIFT);
-        let max = 0xffff_usize << shift;
+        let unit = 1_usize << shift;
+        let free = self.rx.free().min(0xffff_usize << shift);
         let current = self.rcv_wnd();
-        let mut window = self.rx.free().min(max);
+        let mut window = free;
         if window > current && window - current < (self.rx.capacity() / 2).min(self.rcv_mss) {
             window = current;
         }
-        let unit = 1_usize << shift;
-        let field = (window >> shift).max(current.div_ceil(unit));
+        let mut field = window >> shift;
+        let holding = current.div_ceil(unit);
+        if holding << shift <= free {
+            field = field.max(holding);
+        }
         field.min(0xffff) as u16
     }
 }
