@@ -1102,6 +1102,10 @@ impl TcpSocket {
 
     /// Our SYN was acknowledged: data may flow.
     fn establish(&mut self, now: Instant) {
+        if self.rto_count > 0 {
+            // RFC 6298 §5.7 (the ACK about to be processed may still give a sample).
+            self.rtt.syn_timed_out();
+        }
         self.state = if self.write_shutdown { TcpState::FinWait1 } else { TcpState::Established };
         self.cc = self.options.congestion.build(self.smss());
         self.last_recv = now;
