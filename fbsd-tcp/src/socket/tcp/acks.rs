@@ -84,6 +84,7 @@ impl OwedAcks {
     }
 
     /// Number of ACKs owed.
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.tail - self.head
     }

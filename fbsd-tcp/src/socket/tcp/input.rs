@@ -2,9 +2,10 @@
 //! blind-attack checks, RFC 7323 PAWS and TS.Recent, ACK processing with RFC 6298 RTT samples,
 //! RFC 5681/6582/6675 loss detection, and the receive path into the ring and the assembler.
 
+use super::rack::AckTiming;
 use super::timer::Timer;
 use super::{
-    seq_dist, Recovery, SegmentOutcome, TcpSocket, TcpState, CHALLENGE_ACK_INTERVAL,
+    seq_dist, ts_before, Recovery, SegmentOutcome, TcpSocket, TcpState, CHALLENGE_ACK_INTERVAL,
     CHALLENGE_ACK_LIMIT, PAWS_IDLE_LIMIT,
 };
 use crate::socket::tcp::sack::DUP_THRESH;
@@ -12,9 +13,17 @@ use crate::socket::Errno;
 use crate::time::{Duration, Instant};
 use crate::wire::{SackBlock, SeqNumber, TcpFlags, TcpRepr};
 
-/// RFC 1982 comparison of two 32-bit timestamps: `a` is older than `b`.
-fn ts_before(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) < 0
+/// RFC 2883: the first SACK block of an ACK is a D-SACK (it reports a duplicate segment) when
+/// it lies below the cumulative ACK or within the second block.
+fn dsack_block(blocks: &[SackBlock], ack: SeqNumber) -> Option<SackBlock> {
+    let first = *blocks.first()?;
+    if first.left >= first.right {
+        return None;
+    }
+    let within_second = blocks
+        .get(1)
+        .is_some_and(|second| second.left <= first.left && first.right <= second.right);
+    (first.left < ack || within_second).then_some(first)
 }
 
 impl TcpSocket {
@@ -299,6 +308,31 @@ impl TcpSocket {
         ack: SeqNumber,
         update_window: bool,
     ) {
+        let advanced = ack > self.snd_una;
+        self.process_ack_sequence(now, seg, ack, update_window);
+        if self.sack_enabled {
+            let dsack = dsack_block(seg.options.sack(), ack);
+            self.sent.update_dsack_round(dsack.is_some(), self.snd_una, self.snd_max);
+            self.loss_probe_acknowledged(now, seg, ack, dsack);
+            self.detect_losses(now);
+            // RFC 8985 §7.2: an ACK of new data restarts the probe timeout; once anything is
+            // SACKed, RACK and recovery take over from the probe.
+            if advanced {
+                self.arm_loss_probe(now);
+            } else if !self.scoreboard.is_empty() {
+                self.timers.stop(Timer::LossProbe);
+            }
+        }
+    }
+
+    /// `process_ack` up to loss detection: the sequence-number side of the ACK.
+    fn process_ack_sequence(
+        &mut self,
+        now: Instant,
+        seg: &TcpRepr<'_>,
+        ack: SeqNumber,
+        update_window: bool,
+    ) {
         let old_wnd = self.snd_wnd;
         // RFC 9293: only an ACK at or above SND.UNA says where the window is now (the window
         // counts from the ACK number), and only the newest such segment (SND.WL1, SND.WL2).
@@ -322,6 +356,7 @@ impl TcpSocket {
         }
 
         let smss = self.smss();
+        let timing = self.ack_timing(now, seg);
         if ack > self.snd_una {
             let flight_before = self.snd_max - self.snd_una;
             let mut data_acked = ack - self.snd_una;
@@ -339,7 +374,8 @@ impl TcpSocket {
             }
             self.stats.bytes_acked += data_acked as u64;
             if self.sack_enabled {
-                self.scoreboard.update(self.snd_una, self.snd_max, seg.options.sack());
+                self.sent.on_cumulative_ack(ack, &timing);
+                self.update_scoreboard(seg, &timing);
             }
 
             self.sample_rtt(now, seg, ack);
@@ -352,15 +388,28 @@ impl TcpSocket {
                 self.spurious_retransmits += 1;
                 self.cc.on_spurious_congestion_event();
                 self.snd_nxt = self.snd_max;
+                if self.recovery == Some(Recovery::Timeout) {
+                    // Nothing was lost: losses found from here on may start a recovery at once
+                    // (`recover` kept fast retransmit from reacting to the timeout's own
+                    // duplicates, and there were none).
+                    self.recovery = None;
+                    self.recover = self.snd_una;
+                    self.sent.forget_losses();
+                }
             }
 
+            // Outside recovery, and recovering from a timeout, the window grows per ACK.
+            let grows = matches!(self.recovery, None | Some(Recovery::Timeout));
             match self.recovery {
-                Some(_) if ack >= self.recover => {
-                    let flight = self.snd_max - self.snd_una;
-                    self.cc.on_recovery_end(now, flight, smss);
+                Some(recovery) if ack >= self.recover => {
+                    if recovery != Recovery::Timeout {
+                        let flight = self.snd_max - self.snd_una;
+                        self.cc.on_recovery_end(now, flight, smss);
+                    }
                     self.recovery = None;
                     self.inflation = 0;
                     self.rtx_una = false;
+                    self.sent.on_recovery_exit();
                 }
                 Some(Recovery::NewReno) => {
                     // RFC 6582 §3.2 step 5: a partial ACK. Retransmit the next hole, deflate
@@ -371,16 +420,15 @@ impl TcpSocket {
                         self.inflation += smss;
                     }
                 }
-                Some(Recovery::Sack) => {}
-                None if data_acked > 0 => {
-                    let cwnd = self.cc.cwnd();
-                    let in_slow_start = cwnd < self.cc.ssthresh();
-                    let cwnd_limited = self.cwnd_blocked
-                        || flight_before + smss >= cwnd
-                        || (in_slow_start && 2 * flight_before >= cwnd);
-                    self.cc.on_ack(now, data_acked, smss, cwnd_limited, self.rtt.srtt());
-                }
-                None => {}
+                _ => {}
+            }
+            if grows && data_acked > 0 {
+                let cwnd = self.cc.cwnd();
+                let in_slow_start = cwnd < self.cc.ssthresh();
+                let cwnd_limited = self.cwnd_blocked
+                    || flight_before + smss >= cwnd
+                    || (in_slow_start && 2 * flight_before >= cwnd);
+                self.cc.on_ack(now, data_acked, smss, cwnd_limited, self.rtt.srtt());
             }
             self.dup_acks = 0;
 
@@ -394,11 +442,7 @@ impl TcpSocket {
         }
 
         // Not new: maybe a duplicate ACK (RFC 5681 §2, RFC 6675 §2 for SACK).
-        let newly_sacked = if self.sack_enabled {
-            self.scoreboard.update(self.snd_una, self.snd_max, seg.options.sack())
-        } else {
-            0
-        };
+        let newly_sacked = if self.sack_enabled { self.update_scoreboard(seg, &timing) } else { 0 };
         // Answers to zero-window probes are not duplicate ACKs (FreeBSD requires an open
         // window too): nothing is lost, the peer just has no room.
         let outstanding = self.snd_una != self.snd_max;
@@ -418,16 +462,114 @@ impl TcpSocket {
         self.dup_acks += 1;
         match self.recovery {
             Some(Recovery::NewReno) => self.inflation += smss,
-            Some(Recovery::Sack) => {}
+            Some(Recovery::Sack | Recovery::Timeout) => {}
             None => {
                 let lost = usize::try_from(self.dup_acks).unwrap_or(usize::MAX) >= DUP_THRESH
                     || (self.sack_enabled && self.scoreboard.is_lost(self.snd_una, smss));
                 // RFC 6582 §3.2 step 1: not again for losses from before the last recovery
                 // or timeout.
                 if lost && self.snd_una >= self.recover {
-                    self.enter_recovery(now);
+                    self.enter_recovery(now, true);
                 }
             }
+        }
+    }
+
+    /// What RACK needs to know about this ACK's timing.
+    fn ack_timing(&self, now: Instant, seg: &TcpRepr<'_>) -> AckTiming {
+        let tsecr = match seg.options.timestamp {
+            Some((_, tsecr)) if self.ts_enabled && tsecr != 0 => Some(tsecr),
+            _ => None,
+        };
+        AckTiming {
+            now,
+            tsecr,
+            ts_offset: self.ts_offset,
+            min_rtt: self.rtt.min_rtt().unwrap_or(Duration::ZERO),
+        }
+    }
+
+    /// Merges the ACK's SACK blocks into the scoreboard and marks the segments they complete
+    /// as delivered in the segment log. Returns the bytes newly SACKed.
+    fn update_scoreboard(&mut self, seg: &TcpRepr<'_>, timing: &AckTiming) -> usize {
+        let mut pieces = core::mem::take(&mut self.sack_pieces);
+        pieces.clear();
+        let newly = self.scoreboard.update_with(
+            self.snd_una,
+            self.snd_max,
+            seg.options.sack(),
+            |left, right| pieces.push((left, right)),
+        );
+        if !pieces.is_empty() {
+            self.sent.on_sacked(&pieces, &self.scoreboard, timing);
+        }
+        self.sack_pieces = pieces;
+        newly
+    }
+
+    /// After every ACK (and when the reordering timer fires), with SACK: RFC 6675 marks what
+    /// IsLost during recovery, RACK (RFC 8985 §6.2) what was sent before a delivered segment
+    /// and is overdue; the reordering timer follows the next segment that may become so, and
+    /// losses found outside recovery start one.
+    pub(super) fn detect_losses(&mut self, now: Instant) {
+        if self.recovery == Some(Recovery::Sack) {
+            if let Some(boundary) = self.scoreboard.loss_boundary(self.smss()) {
+                self.sent.mark_lost_below(boundary);
+            }
+        }
+        let min_rtt = self.rtt.min_rtt().unwrap_or(Duration::ZERO);
+        let reo_wnd = self.sent.reo_wnd(self.recovery.is_some(), self.rtt.srtt(), min_rtt);
+        let (_, deadline) = self.sent.detect_losses(now, reo_wnd);
+        match deadline {
+            Some(at) => self.timers.set(Timer::Reorder, at),
+            None => self.timers.stop(Timer::Reorder),
+        }
+        if self.recovery.is_none()
+            && self.snd_una >= self.recover
+            && self.snd_una != self.snd_max
+            && self.sent.has_lost()
+        {
+            self.enter_recovery(now, false);
+        }
+    }
+
+    /// RFC 8985 §7.4: whether the ACK shows the last loss probe repaired a loss, which calls for
+    /// the congestion response fast recovery would have made. A probe of new data, or a
+    /// retransmission the peer reports as a duplicate (D-SACK) or whose original the timestamp
+    /// echo shows arrived first, repaired nothing.
+    fn loss_probe_acknowledged(
+        &mut self,
+        now: Instant,
+        seg: &TcpRepr<'_>,
+        ack: SeqNumber,
+        dsack: Option<SackBlock>,
+    ) {
+        let Some(end) = self.tlp_end else { return };
+        if ack < end {
+            return;
+        }
+        if !self.tlp_retransmitted || dsack.is_some_and(|b| b.left < end && end <= b.right) {
+            self.tlp_end = None;
+            return;
+        }
+        let repaired = match seg.options.timestamp {
+            Some((_, tsecr)) if self.ts_enabled && tsecr != 0 => !ts_before(tsecr, self.tlp_tsval),
+            _ if ack > end => true,
+            // Without timestamps an ACK of exactly the probe is ambiguous until a D-SACK or a
+            // later ACK tells; a bare duplicate ACK means both copies arrived.
+            _ if seg.options.sack().is_empty() && seg.payload.is_empty() && ack == self.snd_una => {
+                self.tlp_end = None;
+                return;
+            }
+            _ => return,
+        };
+        self.tlp_end = None;
+        if repaired {
+            let smss = self.smss();
+            let flight = seq_dist(self.snd_max, self.snd_una);
+            self.cc.on_congestion_event(now, flight, smss);
+            self.cc.on_recovery_end(now, flight, smss);
+            self.stats.probe_recoveries += 1;
         }
     }
 
@@ -444,17 +586,29 @@ impl TcpSocket {
     }
 
     /// Fast retransmit: RFC 6675 §5 step 4 with SACK, RFC 6582 §3.2 step 2 without.
-    fn enter_recovery(&mut self, now: Instant) {
+    /// `dup_thresh`: DupThresh duplicate ACKs (or IsLost) found the first segment lost, rather
+    /// than RACK finding some segment lost.
+    fn enter_recovery(&mut self, now: Instant, dup_thresh: bool) {
         let smss = self.smss();
         let flight = self.snd_max - self.snd_una;
         self.cc.on_congestion_event(now, flight, smss);
         self.recover = self.snd_max;
+        // The first retransmission goes whatever the window (RFC 6675 §5 step 4.2).
         self.rtx_una = true;
         self.rtt_timing = None;
         self.stats.fast_recoveries += 1;
         if self.sack_enabled {
             self.recovery = Some(Recovery::Sack);
-            self.scoreboard.start_recovery();
+            self.sent.start_recovery();
+            if dup_thresh {
+                self.sent.mark_first_lost();
+            }
+            if let Some(boundary) = self.scoreboard.loss_boundary(smss) {
+                self.sent.mark_lost_below(boundary);
+            }
+            // The recovery's reduction covers what a loss probe in flight would have shown.
+            self.tlp_end = None;
+            self.timers.stop(Timer::LossProbe);
         } else {
             self.recovery = Some(Recovery::NewReno);
             self.inflation = 3 * smss;

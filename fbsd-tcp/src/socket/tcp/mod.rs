@@ -21,10 +21,19 @@
 //! - A bare FIN is accepted at RCV.NXT even into a zero window, and our own FIN needs none.
 //! - Data arriving for an orphaned connection (after `close`) is answered with RST, as on Linux.
 //! - Readiness follows Linux's `tcp_poll`: a closed or write-shut socket polls writable.
-//! - SACK recovery (RFC 6675) uses NextSeg rules 1 and 2; rules 3 and 4 (rescue retransmission)
-//!   and D-SACK are not implemented, and a timeout clears the scoreboard and goes back to
-//!   SND.UNA. Eifel (RFC 3522) undoes spurious timeouts only: undoing a spurious fast
-//!   retransmit would also abandon the recovery of other holes in that window.
+//! - Loss detection with SACK is RFC 6675's (DupThresh, IsLost) and RACK-TLP's (RFC 8985) side
+//!   by side, as Linux does by default: RACK finds lost retransmissions and losses with too few
+//!   SACKs above them, the tail loss probe turns tail losses into recoveries instead of
+//!   timeouts. NextSeg retransmits whatever either deemed lost, lowest first (rule 1) before
+//!   new data (rule 2); rules 3 and 4 (rescue retransmission) are left to TLP and RACK. D-SACKs
+//!   from the peer widen RACK's reordering window and mark probes spurious; we send none.
+//! - A timeout with SACK deems everything outstanding lost and retransmits it through NextSeg,
+//!   skipping what the peer then SACKs (RFC 6675 §5.1); the scoreboard is cleared first, as
+//!   the receiver may have reneged. Without SACK it goes back to SND.UNA. Eifel (RFC 3522)
+//!   undoes spurious timeouts only: undoing a spurious fast retransmit would also abandon the
+//!   recovery of other holes in that window.
+//! - RACK's reordering timer is armed for the earliest segment whose window runs out, not the
+//!   latest (RFC 8985 §6.2 step 5): each is marked when its own time comes.
 //! - Not implemented: urgent data (the pointer is ignored), ECN, TCP Fast Open, SYN cookies
 //!   (the stack's business), the RFC 5681 one-segment window after a lost SYN.
 
@@ -37,6 +46,7 @@ pub mod sack;
 mod acks;
 mod input;
 mod output;
+mod rack;
 mod timer;
 
 #[cfg(test)]
@@ -49,6 +59,7 @@ use std::net::SocketAddrV4;
 use self::acks::OwedAcks;
 use self::assembler::Assembler;
 use self::congestion::CongestionControl;
+use self::rack::SegmentLog;
 use self::rtt::RttEstimator;
 use self::sack::Scoreboard;
 use self::timer::{Timer, TimerTable};
@@ -265,6 +276,20 @@ const CHALLENGE_ACK_LIMIT: u32 = 10;
 const CHALLENGE_ACK_INTERVAL: Duration = Duration::from_secs(1);
 /// RFC 7323 §5.5: a TS.Recent older than this is no longer trusted for PAWS.
 const PAWS_IDLE_LIMIT: Duration = Duration::from_secs(24 * 24 * 3600);
+/// RFC 8985 §7.2 WCDelAckT: how long a peer may delay the ACK of a lone segment (the RFC's
+/// suggestion, and Linux's longest delayed ACK).
+const WORST_CASE_ACK_DELAY: Duration = Duration::from_millis(200);
+/// Added to 2 × SRTT for the loss-probe timeout: SRTT is measured in whole milliseconds (from
+/// timestamps) and may be nearly zero on a LAN; a probe must not fire before an ACK could be
+/// back. Linux adds two clock ticks likewise.
+const PTO_MARGIN: Duration = Duration::from_millis(2);
+/// With no RTT sample yet, the loss-probe timeout (RFC 8985 §7.2).
+const INITIAL_PTO: Duration = Duration::from_secs(1);
+
+/// RFC 1982 comparison of two 32-bit timestamps: `a` is older than `b`.
+fn ts_before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
 
 /// Which loss-recovery algorithm runs until SND.UNA reaches `TcpSocket::recover`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,8 +297,15 @@ enum Recovery {
     /// RFC 6582: no SACK; partial ACKs retransmit the next hole, the window is inflated per
     /// duplicate ACK.
     NewReno,
-    /// RFC 6675: the scoreboard says what is lost, `pipe` replaces the flight size.
+    /// RFC 6675 with RACK (RFC 8985): the scoreboard and the segment log say what is lost,
+    /// `pipe` replaces the flight size.
     Sack,
+    /// After a retransmission timeout, with SACK (RFC 6675 §5.1, RFC 8985 §6.3): everything
+    /// outstanding was deemed lost and is retransmitted in sequence order as the window, which
+    /// grows as in slow start, allows, skipping what gets SACKed and repeating what RACK finds
+    /// lost again. No fast recovery starts before SND.UNA reaches `recover`. (Without SACK a
+    /// timeout goes back to SND.UNA instead: go-back-N through `snd_nxt`.)
+    Timeout,
 }
 
 /// What a connection counts, reported through [`TcpInfo`].
@@ -286,6 +318,9 @@ struct Stats {
     bytes_received: u64,
     fast_recoveries: u64,
     timeouts: u64,
+    /// Tail loss probes sent, and those that repaired a loss (RFC 8985 §7).
+    loss_probes: u64,
+    probe_recoveries: u64,
 }
 
 /// One connection's TCB.
@@ -395,6 +430,17 @@ pub struct TcpSocket {
     /// Without timestamps: the segment being timed (its first sequence number) and when it left.
     rtt_timing: Option<(SeqNumber, Instant)>,
     scoreboard: Scoreboard,
+    /// Per-segment transmission times and loss state, and RACK (with SACK only).
+    sent: SegmentLog,
+    /// Scratch space for the ranges one ACK newly SACKs (kept to avoid allocating per ACK).
+    sack_pieces: Vec<(SeqNumber, SeqNumber)>,
+    /// RFC 8985 TLP.end_seq: SND.MAX after the last loss probe, until an ACK covers it.
+    tlp_end: Option<SeqNumber>,
+    /// The probe retransmitted data (RFC 8985 TLP.is_retrans), and its TSval.
+    tlp_retransmitted: bool,
+    tlp_tsval: u32,
+    /// The loss-probe timer fired: send a probe with the next `dispatch`.
+    tlp_due: bool,
     dup_acks: u32,
     recovery: Option<Recovery>,
     /// RFC 6582 `recover`: SND.MAX when recovery or the last timeout began; fast retransmit is
@@ -406,6 +452,8 @@ pub struct TcpSocket {
     rtx_una: bool,
     /// Output last stopped because of the congestion window (RFC 7661 input to the algorithm).
     cwnd_blocked: bool,
+    /// The last `output_retransmission` held back a lost segment for lack of window.
+    retransmissions_blocked: bool,
     /// Eifel (RFC 3522): the TSval carried by the first retransmission of the current timeout
     /// or recovery episode, until the first ACK of new data shows whether it was needed.
     eifel_tsval: Option<u32>,
@@ -558,12 +606,19 @@ impl TcpSocket {
             rtt: RttEstimator::new(config.initial_rto, config.min_rto, config.max_rto),
             rtt_timing: None,
             scoreboard: Scoreboard::new(),
+            sent: SegmentLog::new(iss + 1),
+            sack_pieces: Vec::new(),
+            tlp_end: None,
+            tlp_retransmitted: false,
+            tlp_tsval: 0,
+            tlp_due: false,
             dup_acks: 0,
             recovery: None,
             recover: iss,
             inflation: 0,
             rtx_una: false,
             cwnd_blocked: false,
+            retransmissions_blocked: false,
             eifel_tsval: None,
             spurious_retransmits: 0,
             rto_count: 0,
@@ -1055,6 +1110,13 @@ impl TcpSocket {
         self.write_shutdown && self.snd_max == self.data_end() + 1
     }
 
+    /// RFC 6675 SetPipe, in SACK recovery: the bytes in the network, from the scoreboard (what
+    /// the receiver holds) and the segment log (what is lost, what was retransmitted).
+    fn pipe(&self) -> usize {
+        let unsacked = seq_dist(self.snd_max, self.snd_una) - self.scoreboard.sacked_bytes();
+        self.sent.pipe(unsacked)
+    }
+
     /// RCV.WND as the peer knows it: up to the right edge we advertised.
     fn rcv_wnd(&self) -> usize {
         seq_dist(self.rcv_adv, self.rcv_nxt)
@@ -1132,6 +1194,7 @@ impl TcpSocket {
         self.force_probe = false;
         self.rtx_una = false;
         self.recovery = None;
+        self.tlp_due = false;
     }
 
     /// The connection dies with `error` (reported unless nobody holds the socket).

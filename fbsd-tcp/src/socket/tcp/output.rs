@@ -5,7 +5,10 @@
 //! straight into the caller's buffer.
 
 use super::timer::Timer;
-use super::{seq_dist, Recovery, TcpSocket, TcpState, MAX_WINDOW_SHIFT};
+use super::{
+    seq_dist, Recovery, TcpSocket, TcpState, INITIAL_PTO, MAX_WINDOW_SHIFT, PTO_MARGIN,
+    WORST_CASE_ACK_DELAY,
+};
 use crate::time::Instant;
 use crate::wire::{SeqNumber, TcpFlags, TcpOptions, TcpPacket, TcpRepr};
 
@@ -37,6 +40,11 @@ impl TcpSocket {
                 self.sack_note_arrival(arrival);
             }
             return Some(self.emit_ack(now, buf, fill));
+        }
+        if core::mem::take(&mut self.tlp_due) {
+            if let Some(len) = self.output_loss_probe(now, buf, fill) {
+                return Some(len);
+            }
         }
         if let Some(len) = self.output_retransmission(now, buf, fill) {
             return Some(len);
@@ -96,36 +104,116 @@ impl TcpSocket {
         (data, self.fin_sent() && seq + data == data_end)
     }
 
-    /// Fast retransmit and recovery (RFC 6582, RFC 6675 §5): the forced retransmission of the
-    /// segment at SND.UNA, then, with SACK, NextSeg rule 1 while `pipe` leaves room in cwnd.
-    /// (Rule 2, new data, is `output_data`'s; rules 3 and 4 are not implemented: RTO recovers
-    /// what they would.)
+    /// Loss-recovery retransmissions. NewReno (RFC 6582): the segment at SND.UNA when fast
+    /// retransmit or a partial ACK asks for it. SACK (RFC 6675 §5, and after a timeout §5.1):
+    /// NextSeg rule 1 over what RFC 6675 and RACK deemed lost, lowest first, while `pipe`
+    /// leaves room in cwnd, the first of an episode regardless. (Rule 2, new data, is
+    /// `output_data`'s; rules 3 and 4 are left to RACK and the loss probe.)
     fn output_retransmission(&mut self, now: Instant, buf: &mut [u8], fill: bool) -> Option<usize> {
         let recovery = self.recovery?;
         let smss = self.smss();
-        let (seq, max_len) = if self.rtx_una {
-            self.rtx_una = false;
-            (self.snd_una, smss)
-        } else if recovery == Recovery::Sack {
-            let pipe = self.scoreboard.pipe(self.snd_una, self.snd_max, smss);
-            if self.cc.cwnd() < pipe + smss {
+        let (seq, max_len) = if recovery == Recovery::NewReno {
+            if !core::mem::take(&mut self.rtx_una) {
                 return None;
             }
-            self.scoreboard.next_lost_segment(self.snd_una, smss)?
+            (self.snd_una, smss)
         } else {
-            return None;
+            let forced = core::mem::take(&mut self.rtx_una);
+            if !forced && self.cc.cwnd() < self.pipe() + smss {
+                self.retransmissions_blocked = self.sent.has_lost();
+                return None;
+            }
+            self.retransmissions_blocked = false;
+            self.sent.next_to_retransmit(smss)?
         };
         let (data, fin) = self.segment_at(seq, max_len);
         if data == 0 && !fin {
             return None;
         }
         let flags = if fin { TcpFlags::ACK | TcpFlags::FIN } else { TcpFlags::ACK };
-        let len = self.emit_data(now, buf, fill, seq, data, flags);
-        if recovery == Recovery::Sack {
-            let sent = self.last_emitted_span;
-            self.scoreboard.on_retransmit(seq, sent);
+        Some(self.emit_data(now, buf, fill, seq, data, flags))
+    }
+
+    /// RFC 8985 §7.3: the loss-probe timer fired with no ACK for two RTTs. Send one segment to
+    /// draw an ACK (and with it SACK information, or RACK's verdict): new data if there is
+    /// some and the peer's window allows, else the last segment again; cwnd does not apply.
+    /// The retransmission timer then restarts.
+    fn output_loss_probe(&mut self, now: Instant, buf: &mut [u8], fill: bool) -> Option<usize> {
+        if self.recovery.is_some() || self.snd_una == self.snd_max {
+            return None;
         }
+        let smss = self.smss();
+        let data_end = self.data_end();
+        let new_data = seq_dist(data_end, self.snd_max);
+        let rwnd_room = seq_dist(self.snd_una + self.snd_wnd, self.snd_max);
+        let snd_max = self.snd_max;
+        let len = if new_data > 0 && rwnd_room > 0 && self.snd_nxt == self.snd_max {
+            let len = new_data.min(smss).min(rwnd_room);
+            let mut flags = TcpFlags::ACK;
+            if snd_max + len == data_end {
+                flags |= TcpFlags::PSH;
+                if self.write_shutdown
+                    && matches!(
+                        self.state,
+                        TcpState::FinWait1 | TcpState::Closing | TcpState::LastAck
+                    )
+                {
+                    flags |= TcpFlags::FIN;
+                }
+            }
+            self.emit_data(now, buf, fill, snd_max, len, flags)
+        } else {
+            let seq = self.sent.last_segment(smss)?;
+            let (data, fin) = self.segment_at(seq, smss);
+            if data == 0 && !fin {
+                return None;
+            }
+            let flags = if fin { TcpFlags::ACK | TcpFlags::FIN } else { TcpFlags::ACK };
+            self.emit_data(now, buf, fill, seq, data, flags)
+        };
+        self.tlp_end = Some(self.snd_max);
+        self.tlp_retransmitted = self.snd_max == snd_max;
+        self.tlp_tsval = self.ts_now(now);
+        self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+        self.stats.loss_probes += 1;
         Some(len)
+    }
+
+    /// RFC 8985 §7.2: (re)arms the loss-probe timer for two RTTs from now (plus the peer's
+    /// delayed-ACK time when a single segment is out), if a probe may be sent: SACK on, not in
+    /// recovery, nothing SACKed, no probe unanswered, data outstanding, and the probe would
+    /// fire before the retransmission timer.
+    pub(super) fn arm_loss_probe(&mut self, now: Instant) {
+        let eligible = self.sack_enabled
+            && self.recovery.is_none()
+            && self.tlp_end.is_none()
+            && self.snd_una != self.snd_max
+            && self.snd_wnd > 0
+            && self.scoreboard.is_empty()
+            && matches!(
+                self.state,
+                TcpState::Established
+                    | TcpState::CloseWait
+                    | TcpState::FinWait1
+                    | TcpState::Closing
+                    | TcpState::LastAck
+            );
+        if !eligible {
+            self.timers.stop(Timer::LossProbe);
+            return;
+        }
+        let pto = match self.rtt.srtt() {
+            Some(srtt) if seq_dist(self.snd_max, self.snd_una) <= self.smss() => {
+                2 * srtt + PTO_MARGIN + WORST_CASE_ACK_DELAY
+            }
+            Some(srtt) => 2 * srtt + PTO_MARGIN,
+            None => INITIAL_PTO,
+        };
+        let at = now + pto;
+        match self.timers.get(Timer::Retransmit) {
+            Some(rto_at) if at < rto_at => self.timers.set(Timer::LossProbe, at),
+            _ => self.timers.stop(Timer::LossProbe),
+        }
     }
 
     /// New data (or data again after a timeout) and FIN from SND.NXT.
@@ -147,7 +235,8 @@ impl TcpSocket {
         let available = seq_dist(data_end, self.snd_nxt);
         let force = core::mem::take(&mut self.force_probe);
         if available == 0 && !fin_pending {
-            self.cwnd_blocked = false;
+            // Limited by the window if retransmissions were.
+            self.cwnd_blocked = core::mem::take(&mut self.retransmissions_blocked);
             return None;
         }
         let smss = self.smss();
@@ -159,9 +248,7 @@ impl TcpSocket {
         }
 
         let (cwnd, flight) = match self.recovery {
-            Some(Recovery::Sack) => {
-                (self.cc.cwnd(), self.scoreboard.pipe(self.snd_una, self.snd_max, smss))
-            }
+            Some(Recovery::Sack | Recovery::Timeout) => (self.cc.cwnd(), self.pipe()),
             Some(Recovery::NewReno) => {
                 (self.cc.cwnd() + self.inflation, self.snd_nxt - self.snd_una)
             }
@@ -214,7 +301,12 @@ impl TcpSocket {
             }
         }
         let seq = self.snd_nxt;
-        Some(self.emit_data(now, buf, fill, seq, len, flags))
+        let len = self.emit_data(now, buf, fill, seq, len, flags);
+        if !retransmitting {
+            // RFC 8985 §7.2: new data restarts the probe timeout.
+            self.arm_loss_probe(now);
+        }
+        Some(len)
     }
 
     /// One byte beyond a zero window (RFC 9293 §3.8.6.1), always the first unacknowledged one so
@@ -252,6 +344,9 @@ impl TcpSocket {
     ) -> usize {
         let len = self.emit(now, buf, fill, seq, flags, data);
         let end = seq + self.last_emitted_span;
+        if self.sack_enabled {
+            self.sent.on_transmit(seq, self.last_emitted_span, self.snd_max, now);
+        }
         if seq < self.snd_max {
             self.stats.total_retrans += 1;
             self.rtt_timing = None;

@@ -14,14 +14,20 @@ fn reno_config() -> TcpConfig {
     TcpConfig { congestion: CongestionAlgorithm::NewReno, timestamps: false, ..config() }
 }
 
+/// The round trip the handshake measures in `sending`.
+const HANDSHAKE_RTT: Duration = Duration::from_millis(10);
+
 /// ESTABLISHED with NewReno, with or without SACK, `segments` full segments queued and the
-/// initial window (10) of them sent.
+/// initial window (10) of them sent. The handshake took `HANDSHAKE_RTT`; the peer's ACKs in the
+/// tests arrive at the instant the data left unless a test lets time pass, so RACK's
+/// reordering window (a quarter of the minimum RTT) has not run out for any of them.
 fn sending(sack_permitted: bool, segments: usize) -> Tcb {
     let config = reno_config();
     let syn =
         TcpRepr { options: TcpOptions { sack_permitted, ..their_syn().options }, ..their_syn() };
     let mut tcb = syn_received_with(&config, &options(&config), &syn);
     tcb.emitted_all();
+    tcb.advance(HANDSHAKE_RTT);
     send!(tcb, SEND_TEMPL);
     tcb.send(&pattern(0, segments * SMSS)).unwrap();
     assert_eq!(indices(&tcb.emitted_all()), (0..segments.min(10)).collect::<Vec<_>>());
@@ -220,13 +226,79 @@ fn sack_acks_without_new_sack_information_are_not_dup_acks() {
 }
 
 #[test]
-fn timeout_clears_the_scoreboard() {
+fn timeout_clears_the_scoreboard_and_resends_in_order() {
     let mut tcb = sending(true, 20);
     send!(tcb, ack(0, &[(1, 3)]));
-    tcb.emitted_all();
+    // RACK deems segment 0 lost a quarter RTT later and recovery retransmits it.
+    assert_eq!(tcb.advance_to_next_timer(), HANDSHAKE_RTT / 4);
+    assert_eq!(indices(&tcb.emitted_all()), [0]);
+    // No answer at all: the timeout.
     tcb.advance_to_next_timer();
+    assert_eq!(tcb.info().timeouts, 1);
     assert_eq!(tcb.info().sacked, 0);
     assert_eq!(indices(&tcb.emitted_all()), [0]);
+    // Everything outstanding is resent in order as the window opens; what the peer SACKs
+    // meanwhile is skipped.
+    assert_eq!(answer(&mut tcb, ack(1, &[(3, 4)])), [1, 2]);
+    assert_eq!(answer(&mut tcb, ack(3, &[])), [4, 5, 6, 7]);
+}
+
+// ===================================================================================
+// RACK (RFC 8985)
+// ===================================================================================
+
+/// RFC 6675 alone cannot see a retransmission lost again: nothing above it is SACKed anew
+/// for it. RACK sees that data sent after it arrived, and deems it lost once an RTT has passed.
+#[test]
+fn a_lost_retransmission_is_sent_again_without_a_timeout() {
+    let mut tcb = sending(true, 40);
+    answer(&mut tcb, ack(0, &[(1, 2)]));
+    answer(&mut tcb, ack(0, &[(1, 3)]));
+    assert_eq!(answer(&mut tcb, ack(0, &[(1, 4)])), [0]);
+    for upto in 5..8 {
+        answer(&mut tcb, ack(0, &[(1, upto)]));
+    }
+    // New data leaves after the retransmission of 0.
+    assert_eq!(answer(&mut tcb, ack(0, &[(1, 8)])), [12]);
+    assert_eq!(answer(&mut tcb, ack(0, &[(1, 10)])), [13, 14]);
+    // An RTT later the peer reports 12, sent after the retransmission, but still not 0, nor
+    // 10 and 11, sent before 12: all three are lost (no reordering seen: no window) and go
+    // first, then new data as the pipe allows (unSACKed 0, 10, 11, 13, 14; lost 0, 10, 11).
+    tcb.advance(HANDSHAKE_RTT);
+    assert_eq!(answer(&mut tcb, ack(0, &[(12, 13), (1, 10)])), [0, 10, 11, 15]);
+    let info = tcb.info();
+    assert_eq!((info.timeouts, info.fast_recoveries, info.total_retrans), (0, 1, 4));
+    check_loss_state(&tcb);
+}
+
+/// A loss with fewer than DupThresh segments behind it: the duplicate ACKs never come, RACK's
+/// timer does, a quarter RTT (the reordering window) after the RTT.
+#[test]
+fn too_few_segments_after_a_loss_for_dup_thresh_rack_recovers_it() {
+    let mut tcb = sending(true, 3);
+    assert_eq!(answer(&mut tcb, ack(0, &[(1, 3)])), [] as [usize; 0]);
+    assert!(tcb.recovery.is_none());
+    assert_eq!(tcb.advance_to_next_timer(), HANDSHAKE_RTT / 4);
+    assert_eq!(indices(&tcb.emitted_all()), [0]);
+    let info = tcb.info();
+    assert_eq!((info.timeouts, info.fast_recoveries, info.total_retrans), (0, 1, 1));
+    // The retransmission arrives: recovery ends.
+    send!(tcb, ack(3, &[]));
+    assert!(tcb.recovery.is_none());
+    recv_nothing!(tcb);
+    assert_eq!(tcb.poll_at(), None, "nothing outstanding, no timer");
+}
+
+#[test]
+fn segments_delivered_out_of_order_open_the_reordering_window() {
+    let mut tcb = sending(true, 10);
+    send!(tcb, ack(0, &[(1, 2)]));
+    // Segment 0 was only late: no loss, but reordering is seen from now on.
+    send!(tcb, ack(2, &[]));
+    tcb.emitted_all();
+    let srtt = tcb.rtt.srtt();
+    assert_eq!(tcb.sent.reo_wnd(true, srtt, HANDSHAKE_RTT), HANDSHAKE_RTT / 4);
+    assert_eq!(tcb.info().fast_recoveries, 0);
 }
 
 // ===================================================================================
@@ -251,8 +323,8 @@ fn one_segment_per_rtt_is_timed() {
     // The ACK of segment 0 ends the timing started when it left.
     send!(tcb, ack(1, &[]));
     let after_first = tcb.info();
-    assert_eq!(after_first.min_rtt, Duration::ZERO, "the handshake measured 0 ms");
-    assert_eq!(after_first.rtt, Duration::from_micros(3750));
+    assert_eq!(after_first.min_rtt, HANDSHAKE_RTT, "measured by the handshake");
+    assert_eq!(after_first.rtt, Duration::from_micros(12_500), "7/8 × 10 ms + 1/8 × 30 ms");
     // Segment 1's ACK gives no sample: it was not the timed one.
     tcb.advance(Duration::from_millis(30));
     send!(tcb, ack(2, &[]));

@@ -390,3 +390,12 @@ pub(super) fn pattern(from: usize, n: usize) -> Vec<u8> {
 pub(super) fn pattern_byte(i: usize) -> u8 {
     ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8
 }
+
+/// The per-segment loss state agrees with the scoreboard and with a recount (with SACK, once
+/// data flows).
+#[track_caller]
+pub(super) fn check_loss_state(socket: &TcpSocket) {
+    if socket.sack_enabled && socket.snd_una != socket.iss {
+        socket.sent.check(&socket.scoreboard, socket.snd_una, socket.snd_max);
+    }
+}

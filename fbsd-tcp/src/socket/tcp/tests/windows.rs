@@ -120,7 +120,7 @@ fn random_arrivals_and_reads_keep_both_window_promises() {
         let (mut retractions, mut data_segments) = (0, 0);
         let mut sink = vec![0; 1 << 16];
         for _ in 0..3000 {
-            if rng.next() % 3 == 0 {
+            if rng.next().is_multiple_of(3) {
                 let want = 1 + (rng.next() % (1 << 16)) as usize;
                 let _ = tcb.recv(&mut sink[..want]);
             } else {
