@@ -492,6 +492,9 @@ impl TcpSocket {
     /// Merges the ACK's SACK blocks into the scoreboard and marks the segments they complete
     /// as delivered in the segment log. Returns the bytes newly SACKed.
     fn update_scoreboard(&mut self, seg: &TcpRepr<'_>, timing: &AckTiming) -> usize {
+        if seg.options.sack().is_empty() && self.scoreboard.is_empty() {
+            return 0;
+        }
         let mut pieces = core::mem::take(&mut self.sack_pieces);
         pieces.clear();
         let newly = self.scoreboard.update_with(
@@ -517,9 +520,16 @@ impl TcpSocket {
                 self.sent.mark_lost_below(boundary);
             }
         }
-        let min_rtt = self.rtt.min_rtt().unwrap_or(Duration::ZERO);
-        let reo_wnd = self.sent.reo_wnd(self.recovery.is_some(), self.rtt.srtt(), min_rtt);
-        let (_, deadline) = self.sent.detect_losses(now, reo_wnd);
+        // Without SACKs and retransmissions in flight, every segment sent before a delivered
+        // one was cumulatively acknowledged with it: RACK has nothing to look at (the common
+        // case, skipped at no cost).
+        let deadline = if self.scoreboard.is_empty() && !self.sent.retransmissions_in_flight() {
+            None
+        } else {
+            let (in_recovery, srtt) = (self.recovery.is_some(), self.rtt.srtt());
+            let min_rtt = self.rtt.min_rtt().unwrap_or(Duration::ZERO);
+            self.sent.detect_losses(now, |log| log.reo_wnd(in_recovery, srtt, min_rtt)).1
+        };
         match deadline {
             Some(at) => self.timers.set(Timer::Reorder, at),
             None => self.timers.stop(Timer::Reorder),

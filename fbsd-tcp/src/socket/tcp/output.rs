@@ -9,7 +9,7 @@ use super::{
     seq_dist, Recovery, TcpSocket, TcpState, INITIAL_PTO, MAX_WINDOW_SHIFT, PTO_MARGIN,
     WORST_CASE_ACK_DELAY,
 };
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 use crate::wire::{SeqNumber, TcpFlags, TcpOptions, TcpPacket, TcpRepr};
 
 impl TcpSocket {
@@ -202,14 +202,16 @@ impl TcpSocket {
             self.timers.stop(Timer::LossProbe);
             return;
         }
+        // In whole microseconds: this runs for every segment sent.
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let pto = match self.rtt.srtt() {
             Some(srtt) if seq_dist(self.snd_max, self.snd_una) <= self.smss() => {
-                2 * srtt + PTO_MARGIN + WORST_CASE_ACK_DELAY
+                micros(srtt) * 2 + micros(PTO_MARGIN + WORST_CASE_ACK_DELAY)
             }
-            Some(srtt) => 2 * srtt + PTO_MARGIN,
-            None => INITIAL_PTO,
+            Some(srtt) => micros(srtt) * 2 + micros(PTO_MARGIN),
+            None => micros(INITIAL_PTO),
         };
-        let at = now + pto;
+        let at = Instant::from_micros(now.total_micros().saturating_add(pto));
         match self.timers.get(Timer::Retransmit) {
             Some(rto_at) if at < rto_at => self.timers.set(Timer::LossProbe, at),
             _ => self.timers.stop(Timer::LossProbe),

@@ -483,9 +483,10 @@ impl SegmentLog {
     }
 
     /// RFC 8985 §6.2 step 5, RACK_detect_loss: every segment sent before the most recently sent
-    /// delivered one, and sent longer ago than RACK.rtt + `reo_wnd`, is lost. Returns whether
-    /// any segment was deemed lost, and when the next segment sent before RACK's will be (for
-    /// the reordering timer).
+    /// delivered one, and sent longer ago than RACK.rtt + the reordering window (`reo_wnd`,
+    /// asked only when some segment was sent before), is lost. Returns whether any segment was
+    /// deemed lost, and when the next segment sent before RACK's will be (for the reordering
+    /// timer).
     ///
     /// The RFC arms the timer for the latest such segment; this arms it for the earliest,
     /// which marks each segment as soon as its own window expires at the price of more timer
@@ -493,24 +494,35 @@ impl SegmentLog {
     pub(super) fn detect_losses(
         &mut self,
         now: Instant,
-        reo_wnd: Duration,
+        reo_wnd: impl FnOnce(&Self) -> Duration,
     ) -> (bool, Option<Instant>) {
         let Some(rack) = self.rack else {
             return (false, None);
         };
-        let threshold = self.rack_rtt + reo_wnd;
+        let mut reo_wnd = Some(reo_wnd);
+        let mut threshold = Duration::ZERO;
+        let mut threshold = move |log: &Self| {
+            if let Some(reo_wnd) = reo_wnd.take() {
+                threshold = log.rack_rtt + reo_wnd(log);
+            }
+            threshold
+        };
         let mut newly_lost = false;
         let mut timer: Option<Instant> = None;
 
         // Segments never retransmitted: in sequence order, which is their time order.
-        let mut i = self.index_of(self.original_scan.max(self.start));
+        let mut i = if self.original_scan <= self.start {
+            0 // the usual case, without a search
+        } else {
+            self.index_of(self.original_scan)
+        };
         while i < self.records.len() {
             let record = self.records[i];
             if record.flags & (SACKED | LOST | RETRANSMITTED) == 0 {
                 if !sent_after(rack, record.serial) {
                     break;
                 }
-                let deadline = record.xmit + threshold;
+                let deadline = record.xmit + threshold(self);
                 if deadline > now {
                     timer = Some(deadline);
                     break;
@@ -531,7 +543,7 @@ impl SegmentLog {
             if !sent_after(rack, serial) {
                 break;
             }
-            let deadline = xmit + threshold;
+            let deadline = xmit + threshold(self);
             if deadline > now {
                 timer = Some(timer.map_or(deadline, |t| t.min(deadline)));
                 break;
@@ -598,6 +610,11 @@ impl SegmentLog {
             self.to_retransmit.pop();
         }
         None
+    }
+
+    /// Whether retransmissions may be in flight (some are queued for RACK to watch).
+    pub(super) fn retransmissions_in_flight(&self) -> bool {
+        !self.retransmissions.is_empty()
     }
 
     /// Whether any segment waits for retransmission.
@@ -809,9 +826,12 @@ mod tests {
         let reo = s.log.reo_wnd(false, Some(Duration::from_millis(10)), Duration::from_millis(10));
         assert_eq!(reo, Duration::from_micros(2500), "a quarter of the minimum RTT");
         // Sent 1 ms before it: lost once 10 ms + 2.5 ms have passed since they left.
-        assert_eq!(s.log.detect_losses(at(11), reo), (false, Some(Instant::from_micros(12_500))));
+        assert_eq!(
+            s.log.detect_losses(at(11), |_| reo),
+            (false, Some(Instant::from_micros(12_500)))
+        );
         assert_eq!(s.next(), None);
-        let (lost, timer) = s.log.detect_losses(Instant::from_micros(12_500), reo);
+        let (lost, timer) = s.log.detect_losses(Instant::from_micros(12_500), |_| reo);
         assert!(lost && timer.is_none());
         s.check();
         assert_eq!(s.next(), Some(0));
@@ -850,7 +870,7 @@ mod tests {
         // New data sent after the retransmission arrives; the retransmission does not.
         s.ack(0, &[(1, 7)], at(20));
         assert_eq!(s.next(), None);
-        let (lost, timer) = s.log.detect_losses(at(20), Duration::ZERO);
+        let (lost, timer) = s.log.detect_losses(at(20), |_| Duration::ZERO);
         assert!(lost && timer.is_none());
         assert_eq!(s.next(), Some(0), "retransmitted again");
         s.check();
@@ -870,10 +890,10 @@ mod tests {
         s.send_new(1, at(10));
         // Data sent before the retransmission (segment 4) arrives at the same instant: nothing.
         s.ack(0, &[(1, 5)], at(10));
-        assert_eq!(s.log.detect_losses(at(10), Duration::ZERO), (false, None));
+        assert_eq!(s.log.detect_losses(at(10), |_| Duration::ZERO), (false, None));
         // The new segment arrives 10 ms later: the retransmission, sent before it, is late.
         s.ack(0, &[(1, 6)], at(20));
-        assert!(s.log.detect_losses(at(20), Duration::ZERO).0);
+        assert!(s.log.detect_losses(at(20), |_| Duration::ZERO).0);
         assert_eq!(s.next(), Some(0));
         // ...but had it been sent after, it would be in time.
         let mut s = Sender::new();
@@ -884,7 +904,7 @@ mod tests {
         s.send_new(1, at(10));
         s.retransmit(seq(0), LEN, at(10));
         s.ack(0, &[(1, 6)], at(20));
-        assert_eq!(s.log.detect_losses(at(20), Duration::ZERO), (false, None));
+        assert_eq!(s.log.detect_losses(at(20), |_| Duration::ZERO), (false, None));
     }
 
     #[test]
@@ -1023,7 +1043,7 @@ mod tests {
                     }
                     5 => {
                         let reo = Duration::from_millis(rng.upto(3) as u64);
-                        s.log.detect_losses(at(now), reo);
+                        s.log.detect_losses(at(now), |_| reo);
                     }
                     6 | 7 => {
                         let len = [LEN, 30, 170][rng.upto(2)];
