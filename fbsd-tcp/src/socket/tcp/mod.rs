@@ -1040,6 +1040,10 @@ impl TcpSocket {
             self.snd_nxt = self.snd_una;
             self.rtt_timing = None;
             self.wants_dispatch = true;
+            // RACK will see the resent segments arrive before the originals beyond them, which
+            // the path dropped: those are resent here too, and must not start a recovery (and
+            // its window reduction) of their own.
+            self.recover = self.recover.max(self.snd_max);
         }
     }
 

@@ -258,6 +258,15 @@ impl SegmentLog {
             }
             i += 1;
         }
+        // Entries at the front that no longer watch anything go now, so that the queue stays
+        // short even when RACK has nothing to compare with (repeated zero-window probes).
+        while let Some(&(from, to, serial, _)) = self.retransmissions.front() {
+            let (first, last) = self.retransmission_in_flight(from, to, serial);
+            if first != last {
+                break;
+            }
+            self.retransmissions.pop_front();
+        }
         self.retransmissions.push_back((from, to, serial, now));
     }
 
@@ -993,6 +1002,17 @@ mod tests {
         s.log.on_cumulative_ack(s.una, &timing);
         s.check();
         assert_eq!(s.pipe(), 100, "the rest of the first piece");
+    }
+
+    #[test]
+    fn repeated_retransmissions_of_one_segment_keep_one_queue_entry() {
+        let mut s = Sender::new();
+        s.send_new(1, at(0));
+        for i in 1..100 {
+            s.retransmit(seq(0), 1, at(i * 1000));
+        }
+        assert_eq!(s.log.retransmissions.len(), 1);
+        s.check();
     }
 
     /// SplitMix64 for the model test.

@@ -11,6 +11,11 @@
 //! one sequence number, the *loss boundary*, splits the unSACKed octets into lost (below it) and
 //! not lost (above it), exactly as the per-octet definition would, and it is always the left edge
 //! of one of the top DupThresh SACKed ranges, so finding it costs O(DupThresh).
+//!
+//! The connection takes IsLost's verdicts (`loss_boundary`) and the SACKed ranges from here,
+//! but `pipe` and NextSeg from the per-segment log in `rack.rs`, which also knows what RACK
+//! found lost and so what must be retransmitted again; `pipe`, `next_lost_segment` and HighRxt
+//! here remain RFC 6675's definitions over ranges, exact and tested against the per-octet model.
 
 use crate::wire::{SackBlock, SeqNumber};
 

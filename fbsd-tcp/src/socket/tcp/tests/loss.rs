@@ -357,3 +357,25 @@ fn path_mtu_has_a_floor_and_ignores_increases() {
     tcb.on_path_mtu(now, 1500);
     assert_eq!(tcb.info().snd_mss, 536);
 }
+
+/// The segments the path dropped for their size are resent by going back to SND.UNA; when the
+/// window does not cover all of them at once, RACK then sees resent segments arrive before the
+/// originals beyond them, which must not count as a congestion signal.
+#[test]
+fn path_mtu_resending_starts_no_recovery_with_sack() {
+    let mut tcb = sending(true, 20);
+    assert_eq!(answer(&mut tcb, ack(2, &[])), [10, 11, 12, 13]);
+    // 12 segments out; a fresh window of 10 (as after an idle restart) resends 10 × 1460
+    // bytes in 960-byte segments, leaving the last 2 segments' worth unsent.
+    tcb.cc = CongestionAlgorithm::NewReno.build(SMSS);
+    let now = tcb.now;
+    tcb.on_path_mtu(now, 1000);
+    assert_eq!(tcb.emitted_all().len(), 16);
+    tcb.advance(HANDSHAKE_RTT);
+    send!(tcb, TcpRepr { ack_number: Some(seq(2) + 2 * 960), ..SEND_TEMPL });
+    tcb.advance(HANDSHAKE_RTT);
+    tcb.emitted_all();
+    assert_eq!(tcb.info().fast_recoveries, 0);
+    assert_eq!(tcb.info().snd_ssthresh, usize::MAX);
+    check_loss_state(&tcb);
+}
