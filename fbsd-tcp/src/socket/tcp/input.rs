@@ -313,7 +313,7 @@ impl TcpSocket {
         if self.sack_enabled {
             let dsack = dsack_block(seg.options.sack(), ack);
             self.sent.update_dsack_round(dsack.is_some(), self.snd_una, self.snd_max);
-            self.loss_probe_acknowledged(now, seg, ack, dsack);
+            self.loss_probe_acknowledged(now, seg, ack, advanced, dsack);
             self.detect_losses(now);
             // RFC 8985 §7.2: an ACK of new data restarts the probe timeout; once anything is
             // SACKed, RACK and recovery take over from the probe.
@@ -552,6 +552,7 @@ impl TcpSocket {
         now: Instant,
         seg: &TcpRepr<'_>,
         ack: SeqNumber,
+        advanced: bool,
         dsack: Option<SackBlock>,
     ) {
         let Some(end) = self.tlp_end else { return };
@@ -566,8 +567,8 @@ impl TcpSocket {
             Some((_, tsecr)) if self.ts_enabled && tsecr != 0 => !ts_before(tsecr, self.tlp_tsval),
             _ if ack > end => true,
             // Without timestamps an ACK of exactly the probe is ambiguous until a D-SACK or a
-            // later ACK tells; a bare duplicate ACK means both copies arrived.
-            _ if seg.options.sack().is_empty() && seg.payload.is_empty() && ack == self.snd_una => {
+            // later ACK tells; a duplicate ACK without SACK blocks means both copies arrived.
+            _ if !advanced && seg.options.sack().is_empty() => {
                 self.tlp_end = None;
                 return;
             }

@@ -1,12 +1,14 @@
 //! TCP (RFC 9293), structured after FreeBSD: `input.rs` is tcp_input (segment arrival, the state
 //! machine), `output.rs` is tcp_output (what to send next), `timer.rs` the named timers, `sack.rs`
-//! the scoreboard, `congestion/` the pluggable algorithms, `rtt.rs` the RTO, `assembler.rs` the
-//! out-of-order queue, `isn.rs` RFC 6528.
+//! the scoreboard, `rack.rs` the per-segment log and RACK (FreeBSD's rack stack keeps a
+//! similar send map), `acks.rs` the immediate ACKs owed, `congestion/` the pluggable
+//! algorithms, `rtt.rs` the RTO, `assembler.rs` the out-of-order queue, `isn.rs` RFC 6528.
 //!
 //! Read first: RFC 9293 (the state machine), RFC 7323 (window scale, timestamps, PAWS),
-//! RFC 2018 + RFC 6675 (SACK and SACK-based recovery), RFC 5681 + RFC 6582 (congestion control,
-//! NewReno), RFC 9438 (CUBIC), RFC 6298 (RTO), RFC 5961 (blind-attack mitigation), RFC 3042
-//! (limited transmit), RFC 1122 §4.2.3 (delayed ACK, SWS avoidance, keepalive).
+//! RFC 2018 + RFC 6675 (SACK and SACK-based recovery), RFC 8985 (RACK-TLP), RFC 5681 +
+//! RFC 6582 (congestion control, NewReno), RFC 9438 (CUBIC), RFC 6298 (RTO), RFC 5961
+//! (blind-attack mitigation), RFC 3042 (limited transmit), RFC 1122 §4.2.3 (delayed ACK, SWS
+//! avoidance, keepalive).
 //!
 //! A [`TcpSocket`] is one connection's TCB. It does no demultiplexing and knows no listeners:
 //! the stack finds the TCB for a segment, creates TCBs for SYNs that reach a listener, and wraps

@@ -665,10 +665,13 @@ impl SegmentLog {
         self.sacked_records = 0;
         self.original_scan = self.end();
         self.marked_upto = self.end();
+        // What was SACKed counts as undelivered now: its later acknowledgment is no reordering.
+        self.fack = self.start;
     }
 
     /// The last timeout was spurious (the originals arrived): nothing outstanding is deemed
-    /// lost any more.
+    /// lost any more. (Segments retransmitted meanwhile leave RACK's sight until acknowledged:
+    /// which of their copies is in flight is unknown.)
     pub(super) fn forget_losses(&mut self) {
         for record in &mut self.records {
             record.flags &= !(LOST | RTX_IN_FLIGHT);

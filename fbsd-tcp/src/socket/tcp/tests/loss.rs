@@ -1,6 +1,6 @@
 //! Loss recovery: fast retransmit and NewReno (RFC 5681, RFC 6582), limited transmit
-//! (RFC 3042), SACK-based recovery (RFC 6675), the interplay with timeouts, Karn's rule, and
-//! path-MTU reductions (RFC 1191).
+//! (RFC 3042), SACK-based recovery (RFC 6675), RACK (RFC 8985), the interplay with timeouts,
+//! Karn's rule, and path-MTU reductions (RFC 1191).
 //!
 //! Segments are numbered from 0: segment `i` carries stream bytes `[1460 i, 1460 (i + 1))`.
 //! The TCBs here use NewReno (halving, round numbers) and no timestamps (SMSS = 1460).
@@ -299,6 +299,32 @@ fn segments_delivered_out_of_order_open_the_reordering_window() {
     let srtt = tcb.rtt.srtt();
     assert_eq!(tcb.sent.reo_wnd(true, srtt, HANDSHAKE_RTT), HANDSHAKE_RTT / 4);
     assert_eq!(tcb.info().fast_recoveries, 0);
+}
+
+/// Without timestamps, the ACK of exactly a probe that resent the last segment cannot tell
+/// whether the original had arrived too; a D-SACK of the probe says it had, an ACK beyond it
+/// without one says the probe repaired a loss (RFC 8985 §7.4).
+#[test]
+fn without_timestamps_a_loss_probe_is_judged_by_dsack_or_a_later_ack() {
+    for dsack in [false, true] {
+        let mut tcb = sending(true, 10);
+        let pto = 2 * HANDSHAKE_RTT + Duration::from_millis(2);
+        assert_eq!(tcb.advance_to_next_timer(), pto);
+        assert_eq!(indices(&tcb.emitted_all()), [9]);
+        send!(tcb, ack(10, &[]));
+        assert!(tcb.tlp_end.is_some(), "undecided");
+        if dsack {
+            // Both copies arrived: the peer reports the second as a duplicate.
+            send!(tcb, ack(10, &[(9, 10)]));
+            assert_eq!(tcb.tlp_end, None);
+        }
+        tcb.send(&pattern(10 * SMSS, SMSS)).unwrap();
+        assert_eq!(indices(&tcb.emitted_all()), [10]);
+        send!(tcb, ack(11, &[]));
+        assert_eq!(tcb.tlp_end, None);
+        assert_eq!(tcb.stats.probe_recoveries, u64::from(!dsack));
+        assert_eq!(tcb.info().snd_ssthresh < usize::MAX, !dsack);
+    }
 }
 
 // ===================================================================================

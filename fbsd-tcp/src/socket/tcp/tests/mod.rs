@@ -1,8 +1,9 @@
 //! Tests of the TCB, driven by hand-built segments and virtual time.
 //!
 //! Read first: RFC 9293 §3.10 (event processing), RFC 5961 (challenge ACKs), RFC 7323 (window
-//! scale, timestamps, PAWS), RFC 2018 and RFC 6675 (SACK), RFC 5681 and RFC 6582 (fast
-//! retransmit, NewReno), RFC 6298 (RTO), RFC 1122 §4.2.3 (delayed ACK, SWS, keepalive).
+//! scale, timestamps, PAWS), RFC 2018 and RFC 6675 (SACK), RFC 8985 (RACK-TLP), RFC 5681 and
+//! RFC 6582 (fast retransmit, NewReno), RFC 6298 (RTO), RFC 1122 §4.2.3 (delayed ACK, SWS,
+//! keepalive).
 //!
 //! The tests are grouped the way RFC 9293 §3.10 describes event processing, by
 //! state (banners below and one file per group) and then by mechanism (windows, SACK, timers,

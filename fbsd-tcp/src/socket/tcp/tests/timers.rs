@@ -1,6 +1,6 @@
-//! Timers: retransmission timeout with backoff and give-up (RFC 6298, TCP_USER_TIMEOUT),
-//! persist and zero-window probes (RFC 9293 §3.8.6.1), keepalive (RFC 1122 §4.2.3.6), idle
-//! restart (RFC 5681 §4.1), and `poll_at`.
+//! Timers: retransmission timeout with backoff and give-up (RFC 6298, TCP_USER_TIMEOUT), the
+//! tail loss probe (RFC 8985 §7), persist and zero-window probes (RFC 9293 §3.8.6.1),
+//! keepalive (RFC 1122 §4.2.3.6), idle restart (RFC 5681 §4.1), and `poll_at`.
 
 use super::*;
 use crate::socket::tcp::timer::Timer;
@@ -218,7 +218,7 @@ fn loss_probe_resends_the_last_segment_and_its_ack_shows_the_repaired_loss() {
     let mut tcb = three_segments_out();
     assert_eq!(tcb.advance_to_next_timer(), Duration::from_millis(2));
     let probe = tcb.emitted_all();
-    assert_eq!(probe.len(), 1);
+    assert_eq!((probe.len(), tcb.stats.loss_probes), (1, 1));
     assert_eq!(probe[0].repr.seq_number, LOCAL_SEQ + 1 + 2 * 1448);
     assert_eq!(probe[0].payload, pattern(2 * 1448, 1448));
     // Only one probe until it is answered; the retransmission timer runs from the probe.
