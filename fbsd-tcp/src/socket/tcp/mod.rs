@@ -443,6 +443,9 @@ pub struct TcpSocket {
     tlp_tsval: u32,
     /// The loss-probe timer fired: send a probe with the next `dispatch`.
     tlp_due: bool,
+    /// When the loss-probe timer was last armed for a flight of several segments: sending more
+    /// at that same instant would arm it for the same deadline.
+    pto_armed_at: Option<Instant>,
     dup_acks: u32,
     recovery: Option<Recovery>,
     /// RFC 6582 `recover`: SND.MAX when recovery or the last timeout began; fast retransmit is
@@ -614,6 +617,7 @@ impl TcpSocket {
             tlp_retransmitted: false,
             tlp_tsval: 0,
             tlp_due: false,
+            pto_armed_at: None,
             dup_acks: 0,
             recovery: None,
             recover: iss,

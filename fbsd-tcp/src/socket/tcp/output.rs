@@ -198,14 +198,16 @@ impl TcpSocket {
                     | TcpState::Closing
                     | TcpState::LastAck
             );
+        self.pto_armed_at = None;
         if !eligible {
             self.timers.stop(Timer::LossProbe);
             return;
         }
         // In whole microseconds: this runs for every segment sent.
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let single_segment = seq_dist(self.snd_max, self.snd_una) <= self.smss();
         let pto = match self.rtt.srtt() {
-            Some(srtt) if seq_dist(self.snd_max, self.snd_una) <= self.smss() => {
+            Some(srtt) if single_segment => {
                 micros(srtt) * 2 + micros(PTO_MARGIN + WORST_CASE_ACK_DELAY)
             }
             Some(srtt) => micros(srtt) * 2 + micros(PTO_MARGIN),
@@ -213,7 +215,12 @@ impl TcpSocket {
         };
         let at = Instant::from_micros(now.total_micros().saturating_add(pto));
         match self.timers.get(Timer::Retransmit) {
-            Some(rto_at) if at < rto_at => self.timers.set(Timer::LossProbe, at),
+            Some(rto_at) if at < rto_at => {
+                self.timers.set(Timer::LossProbe, at);
+                if !single_segment {
+                    self.pto_armed_at = Some(now);
+                }
+            }
             _ => self.timers.stop(Timer::LossProbe),
         }
     }
@@ -304,8 +311,10 @@ impl TcpSocket {
         }
         let seq = self.snd_nxt;
         let len = self.emit_data(now, buf, fill, seq, len, flags);
-        if !retransmitting {
-            // RFC 8985 §7.2: new data restarts the probe timeout.
+        // RFC 8985 §7.2: new data restarts the probe timeout (unless it was armed at this very
+        // instant for several segments already: the deadline would be the same).
+        let armed_now = self.pto_armed_at == Some(now) && self.timers.is_armed(Timer::LossProbe);
+        if !retransmitting && !armed_now {
             self.arm_loss_probe(now);
         }
         Some(len)

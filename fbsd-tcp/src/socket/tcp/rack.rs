@@ -302,21 +302,25 @@ impl SegmentLog {
         if ack <= self.start {
             return;
         }
+        let mut start = self.start;
         while let Some(&front) = self.records.front() {
             if front.end > ack {
                 break;
             }
-            let len = front.end - self.start;
-            if front.flags & SACKED == 0 {
-                self.uncount(front.flags, len);
+            self.records.pop_front();
+            if front.flags == 0 {
+                // The usual record: sent once, in flight, now delivered.
+                self.deliver_original(front, timing);
+            } else if front.flags & SACKED == 0 {
+                self.uncount(front.flags, front.end - start);
                 self.delivered(front, timing);
             } else {
                 self.sacked_records -= 1;
             }
-            self.records.pop_front();
-            self.start_ext += len as u64;
-            self.start = front.end;
+            start = front.end;
         }
+        self.start_ext += u64::from(start.0.wrapping_sub(self.start.0));
+        self.start = start;
         let cut = ack - self.start.min(ack);
         if cut > 0 {
             if let Some(front) = self.records.front() {
@@ -365,6 +369,20 @@ impl SegmentLog {
         }
         if flags & RTX_IN_FLIGHT != 0 {
             self.rtx_bytes -= len;
+        }
+    }
+
+    /// `delivered` for a segment sent once and not SACKed, the common case, without the
+    /// retransmission checks.
+    fn deliver_original(&mut self, record: Record, timing: &AckTiming) {
+        if record.end > self.fack {
+            self.fack = record.end;
+        } else if record.end < self.fack {
+            self.reordering_seen = true;
+        }
+        if self.rack.is_none_or(|rack| sent_after(record.serial, rack)) {
+            self.rack = Some(record.serial);
+            self.rack_rtt = timing.now - record.xmit;
         }
     }
 
@@ -600,6 +618,12 @@ impl SegmentLog {
     /// NextSeg (RFC 6675 §4 rule 1, with RACK's verdicts): the lowest segment deemed lost and
     /// not retransmitted since, as (start, length ≤ `mss`).
     pub(super) fn next_to_retransmit(&mut self, mss: usize) -> Option<(SeqNumber, usize)> {
+        if self.lost_bytes == 0 {
+            // A record waiting for retransmission is lost and unSACKed: it would count here.
+            // Whatever the heap still holds is stale.
+            self.to_retransmit.clear();
+            return None;
+        }
         while let Some(&Reverse(key)) = self.to_retransmit.peek() {
             // Keys below the start belong to records acknowledged since, or to the front
             // record, cut by a partial acknowledgment: look at the front.
