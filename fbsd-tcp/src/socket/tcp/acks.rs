@@ -18,32 +18,24 @@ use crate::wire::SeqNumber;
 /// segments costs at most this many ACKs per round.
 pub(super) const MAX_OWED_ACKS: usize = 64;
 
-/// A FIFO of owed immediate ACKs, by the sequence number of the segment each answers.
-#[derive(Debug, Clone)]
+/// A FIFO of owed immediate ACKs, by the sequence number of the segment each answers. The
+/// storage is allocated at the first out-of-order segment and kept (a few hundred bytes at
+/// most), so that connections that never see one carry nothing but an empty `Vec`.
+#[derive(Debug, Clone, Default)]
 pub(super) struct OwedAcks {
-    arrivals: [SeqNumber; MAX_OWED_ACKS],
+    arrivals: Vec<SeqNumber>,
     /// The next entry to emit.
     head: usize,
-    /// One past the last entry.
-    tail: usize,
-}
-
-impl Default for OwedAcks {
-    fn default() -> Self {
-        OwedAcks { arrivals: [SeqNumber(0); MAX_OWED_ACKS], head: 0, tail: 0 }
-    }
 }
 
 impl OwedAcks {
     /// Owes an ACK for the segment starting at `seq`.
     pub(super) fn push(&mut self, seq: SeqNumber) {
-        if self.head == self.tail {
-            self.head = 0;
-            self.tail = 0;
+        if self.head == self.arrivals.len() {
+            self.clear();
         }
-        if self.tail < MAX_OWED_ACKS {
-            self.arrivals[self.tail] = seq;
-            self.tail += 1;
+        if self.arrivals.len() < MAX_OWED_ACKS {
+            self.arrivals.push(seq);
         } else {
             self.arrivals[MAX_OWED_ACKS - 1] = seq;
         }
@@ -51,10 +43,7 @@ impl OwedAcks {
 
     /// The next owed ACK's segment, in arrival order.
     pub(super) fn pop(&mut self) -> Option<SeqNumber> {
-        if self.head == self.tail {
-            return None;
-        }
-        let seq = self.arrivals[self.head];
+        let seq = *self.arrivals.get(self.head)?;
         self.head += 1;
         Some(seq)
     }
@@ -67,26 +56,26 @@ impl OwedAcks {
     /// next hole, which is not what happened.
     pub(super) fn forgive_below(&mut self, rcv_nxt: SeqNumber) {
         let mut kept = self.head;
-        for i in self.head..self.tail {
+        for i in self.head..self.arrivals.len() {
             if self.arrivals[i] >= rcv_nxt {
                 self.arrivals[kept] = self.arrivals[i];
                 kept += 1;
             }
         }
-        self.tail = kept;
+        self.arrivals.truncate(kept);
     }
 
     /// Forgets every owed ACK (the connection closed or entered TIME-WAIT, where one ACK says
     /// everything).
     pub(super) fn clear(&mut self) {
+        self.arrivals.clear();
         self.head = 0;
-        self.tail = 0;
     }
 
     /// Number of ACKs owed.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.tail - self.head
+        self.arrivals.len() - self.head
     }
 }
 
