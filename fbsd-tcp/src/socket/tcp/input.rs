@@ -141,6 +141,7 @@ impl TcpSocket {
                 let recent_valid = now - self.ts_recent_stamp < PAWS_IDLE_LIMIT;
                 if recent_valid && ts_before(tsval, self.ts_recent) {
                     self.ack_now = true;
+                    self.note_duplicate(seg.seq_number, seg.payload.len());
                     return SegmentOutcome::Accepted;
                 }
             }
@@ -150,6 +151,7 @@ impl TcpSocket {
         if !self.segment_acceptable(seg) {
             if !rst {
                 self.ack_now = true;
+                self.note_duplicate(seg.seq_number, seg.payload.len());
             }
             return SegmentOutcome::Accepted;
         }
@@ -666,6 +668,7 @@ impl TcpSocket {
         let mut duplicate = false;
         // Trim what was received already.
         if seq < self.rcv_nxt {
+            self.note_duplicate(seq, payload.len());
             let old = (self.rcv_nxt - seq).min(payload.len());
             payload = &payload[old..];
             seq += old;
@@ -779,6 +782,17 @@ impl TcpSocket {
             self.rx_fin = Some(seq + stored);
         }
         self.sack_note_arrival(seq);
+    }
+
+    /// RFC 2883: data below RCV.NXT arrived again; the next ACK reports the duplicate part
+    /// first (a later duplicate replaces an unsent report).
+    fn note_duplicate(&mut self, seq: SeqNumber, len: usize) {
+        if !self.sack_enabled || len == 0 || seq >= self.rcv_nxt {
+            return;
+        }
+        let end = seq + len;
+        let right = if end < self.rcv_nxt { end } else { self.rcv_nxt };
+        self.dsack = Some(SackBlock { left: seq, right });
     }
 
     /// RFC 9293 §3.10.7.4 "eighth": the FIN is in sequence.

@@ -28,7 +28,8 @@
 //!   SACKs above them, the tail loss probe turns tail losses into recoveries instead of
 //!   timeouts. NextSeg retransmits whatever either deemed lost, lowest first (rule 1) before
 //!   new data (rule 2); rules 3 and 4 (rescue retransmission) are left to TLP and RACK. D-SACKs
-//!   from the peer widen RACK's reordering window and mark probes spurious; we send none.
+//!   from the peer widen RACK's reordering window and mark probes spurious; we send them for
+//!   duplicates below RCV.NXT (not for duplicates of out-of-order data already held).
 //! - A timeout with SACK deems everything outstanding lost and retransmits it through NextSeg,
 //!   skipping what the peer then SACKs (RFC 6675 §5.1); the scoreboard is cleared first, as
 //!   the receiver may have reneged. Without SACK it goes back to SND.UNA. Eifel (RFC 3522)
@@ -398,6 +399,10 @@ pub struct TcpSocket {
     /// SACK blocks for our ACKs, most recently changed first (RFC 2018 §4).
     sack_report: [SackBlock; 4],
     sack_report_len: usize,
+    /// RFC 2883 D-SACK: a duplicate segment's range, reported first in the next ACK (once). It
+    /// tells the sender a retransmission was spurious, which widens RACK's reordering window
+    /// there (and lets Linux undo the window reduction).
+    dsack: Option<SackBlock>,
 
     // User side.
     /// shutdown(WR) or close(): a FIN follows the buffered data.
@@ -595,6 +600,7 @@ impl TcpSocket {
             fin_received: false,
             sack_report: [SackBlock::default(); 4],
             sack_report_len: 0,
+            dsack: None,
             write_shutdown: false,
             read_shutdown: false,
             orphaned: false,

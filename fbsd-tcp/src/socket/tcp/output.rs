@@ -408,11 +408,17 @@ impl TcpSocket {
             options.timestamp = Some((self.ts_now(now), echo));
         }
         let ack = flags.contains(TcpFlags::ACK);
-        if ack && !syn && !rst && self.sack_enabled && self.sack_report_len > 0 {
+        if ack && !syn && !rst && self.sack_enabled {
             let room = if options.timestamp.is_some() { 3 } else { 4 };
-            let count = self.sack_report_len.min(room);
-            options.sack_blocks[..count].copy_from_slice(&self.sack_report[..count]);
-            options.sack_len = count as u8;
+            // RFC 2883: a D-SACK block goes first, once; the usual blocks follow.
+            let mut count = 0;
+            if let Some(dsack) = self.dsack.take() {
+                options.sack_blocks[0] = dsack;
+                count = 1;
+            }
+            let usual = self.sack_report_len.min(room - count);
+            options.sack_blocks[count..count + usual].copy_from_slice(&self.sack_report[..usual]);
+            options.sack_len = (count + usual) as u8;
         }
 
         let options_len = options.emitted_len();

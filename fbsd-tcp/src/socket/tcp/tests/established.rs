@@ -404,6 +404,45 @@ fn a_flood_of_out_of_order_segments_owes_a_bounded_number_of_acks() {
     );
 }
 
+/// RFC 2883: a segment that arrives again is reported in a D-SACK block, first and once, so
+/// that the sender knows its retransmission was not needed.
+#[test]
+fn a_duplicate_segment_is_reported_once_in_a_dsack_block() {
+    let mut tcb = established_sack();
+    let base = REMOTE_SEQ.0 + 1;
+    let seg = |offset: u32, tsval: u32| TcpRepr {
+        seq_number: SeqNumber(base + offset),
+        options: ts(tsval, 0),
+        payload: &[1; 100],
+        ..SEND_TEMPL
+    };
+    send!(tcb, seg(0, 502));
+    send!(tcb, seg(200, 502));
+    tcb.emitted_all();
+    // The first segment again (a spurious retransmission, newer TSval), then the same with the
+    // original's TSval (PAWS drops it, but it is a duplicate all the same).
+    for tsval in [503, 501] {
+        send!(tcb, seg(0, tsval));
+        let acks = tcb.emitted_all();
+        assert_eq!(acks.len(), 1);
+        let blocks = acks[0].repr.options.sack();
+        assert_eq!(
+            blocks,
+            [
+                SackBlock { left: SeqNumber(base), right: SeqNumber(base + 100) },
+                SackBlock { left: SeqNumber(base + 200), right: SeqNumber(base + 300) },
+            ]
+        );
+    }
+    // Reported once: the next ACK has the usual block only.
+    send!(tcb, seg(300, 503));
+    let acks = tcb.emitted_all();
+    assert_eq!(
+        acks.last().unwrap().repr.options.sack(),
+        [SackBlock { left: SeqNumber(base + 200), right: SeqNumber(base + 400) }]
+    );
+}
+
 #[test]
 fn four_sack_blocks_without_timestamps() {
     let config = config();

@@ -301,6 +301,18 @@ fn segments_delivered_out_of_order_open_the_reordering_window() {
     assert_eq!(tcb.info().fast_recoveries, 0);
 }
 
+/// A D-SACK says a retransmission was spurious: reordering beyond RACK's window. The window
+/// grows by a quarter of the minimum RTT per round trip that sees one (RFC 8985 §6.2).
+#[test]
+fn a_dsack_widens_the_reordering_window() {
+    let mut tcb = sending(true, 10);
+    send!(tcb, ack(2, &[]));
+    let srtt = tcb.rtt.srtt();
+    assert_eq!(tcb.sent.reo_wnd(false, srtt, HANDSHAKE_RTT), HANDSHAKE_RTT / 4);
+    send!(tcb, ack(2, &[(0, 1)]));
+    assert_eq!(tcb.sent.reo_wnd(false, srtt, HANDSHAKE_RTT), HANDSHAKE_RTT / 2);
+}
+
 /// Without timestamps, the ACK of exactly a probe that resent the last segment cannot tell
 /// whether the original had arrived too; a D-SACK of the probe says it had, an ACK beyond it
 /// without one says the probe repaired a loss (RFC 8985 §7.4).
