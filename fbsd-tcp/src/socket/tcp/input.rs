@@ -2,9 +2,10 @@
 //! blind-attack checks, RFC 7323 PAWS and TS.Recent, ACK processing with RFC 6298 RTT samples,
 //! RFC 5681/6582/6675 loss detection, and the receive path into the ring and the assembler.
 
+use super::rack::AckTiming;
 use super::timer::Timer;
 use super::{
-    seq_dist, Recovery, SegmentOutcome, TcpSocket, TcpState, CHALLENGE_ACK_INTERVAL,
+    seq_dist, ts_before, Recovery, SegmentOutcome, TcpSocket, TcpState, CHALLENGE_ACK_INTERVAL,
     CHALLENGE_ACK_LIMIT, PAWS_IDLE_LIMIT,
 };
 use crate::socket::tcp::sack::DUP_THRESH;
@@ -12,9 +13,17 @@ use crate::socket::Errno;
 use crate::time::{Duration, Instant};
 use crate::wire::{SackBlock, SeqNumber, TcpFlags, TcpRepr};
 
-/// RFC 1982 comparison of two 32-bit timestamps: `a` is older than `b`.
-fn ts_before(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) < 0
+/// RFC 2883: the first SACK block of an ACK is a D-SACK (it reports a duplicate segment) when
+/// it lies below the cumulative ACK or within the second block.
+fn dsack_block(blocks: &[SackBlock], ack: SeqNumber) -> Option<SackBlock> {
+    let first = *blocks.first()?;
+    if first.left >= first.right {
+        return None;
+    }
+    let within_second = blocks
+        .get(1)
+        .is_some_and(|second| second.left <= first.left && first.right <= second.right);
+    (first.left < ack || within_second).then_some(first)
 }
 
 impl TcpSocket {
@@ -132,6 +141,7 @@ impl TcpSocket {
                 let recent_valid = now - self.ts_recent_stamp < PAWS_IDLE_LIMIT;
                 if recent_valid && ts_before(tsval, self.ts_recent) {
                     self.ack_now = true;
+                    self.note_duplicate(seg.seq_number, seg.payload.len());
                     return SegmentOutcome::Accepted;
                 }
             }
@@ -141,6 +151,7 @@ impl TcpSocket {
         if !self.segment_acceptable(seg) {
             if !rst {
                 self.ack_now = true;
+                self.note_duplicate(seg.seq_number, seg.payload.len());
             }
             return SegmentOutcome::Accepted;
         }
@@ -299,6 +310,31 @@ impl TcpSocket {
         ack: SeqNumber,
         update_window: bool,
     ) {
+        let advanced = ack > self.snd_una;
+        self.process_ack_sequence(now, seg, ack, update_window);
+        if self.sack_enabled {
+            let dsack = dsack_block(seg.options.sack(), ack);
+            self.sent.update_dsack_round(dsack.is_some(), self.snd_una, self.snd_max);
+            self.loss_probe_acknowledged(now, seg, ack, advanced, dsack);
+            self.detect_losses(now);
+            // RFC 8985 §7.2: an ACK of new data restarts the probe timeout; once anything is
+            // SACKed, RACK and recovery take over from the probe.
+            if advanced {
+                self.arm_loss_probe(now);
+            } else if !self.scoreboard.is_empty() {
+                self.timers.stop(Timer::LossProbe);
+            }
+        }
+    }
+
+    /// `process_ack` up to loss detection: the sequence-number side of the ACK.
+    fn process_ack_sequence(
+        &mut self,
+        now: Instant,
+        seg: &TcpRepr<'_>,
+        ack: SeqNumber,
+        update_window: bool,
+    ) {
         let old_wnd = self.snd_wnd;
         // RFC 9293: only an ACK at or above SND.UNA says where the window is now (the window
         // counts from the ACK number), and only the newest such segment (SND.WL1, SND.WL2).
@@ -322,6 +358,7 @@ impl TcpSocket {
         }
 
         let smss = self.smss();
+        let timing = self.ack_timing(now, seg);
         if ack > self.snd_una {
             let flight_before = self.snd_max - self.snd_una;
             let mut data_acked = ack - self.snd_una;
@@ -339,7 +376,8 @@ impl TcpSocket {
             }
             self.stats.bytes_acked += data_acked as u64;
             if self.sack_enabled {
-                self.scoreboard.update(self.snd_una, self.snd_max, seg.options.sack());
+                self.sent.on_cumulative_ack(ack, &timing);
+                self.update_scoreboard(seg, &timing);
             }
 
             self.sample_rtt(now, seg, ack);
@@ -352,15 +390,28 @@ impl TcpSocket {
                 self.spurious_retransmits += 1;
                 self.cc.on_spurious_congestion_event();
                 self.snd_nxt = self.snd_max;
+                if self.recovery == Some(Recovery::Timeout) {
+                    // Nothing was lost: losses found from here on may start a recovery at once
+                    // (`recover` kept fast retransmit from reacting to the timeout's own
+                    // duplicates, and there were none).
+                    self.recovery = None;
+                    self.recover = self.snd_una;
+                    self.sent.forget_losses();
+                }
             }
 
+            // Outside recovery, and recovering from a timeout, the window grows per ACK.
+            let grows = matches!(self.recovery, None | Some(Recovery::Timeout));
             match self.recovery {
-                Some(_) if ack >= self.recover => {
-                    let flight = self.snd_max - self.snd_una;
-                    self.cc.on_recovery_end(now, flight, smss);
+                Some(recovery) if ack >= self.recover => {
+                    if recovery != Recovery::Timeout {
+                        let flight = self.snd_max - self.snd_una;
+                        self.cc.on_recovery_end(now, flight, smss);
+                    }
                     self.recovery = None;
                     self.inflation = 0;
                     self.rtx_una = false;
+                    self.sent.on_recovery_exit();
                 }
                 Some(Recovery::NewReno) => {
                     // RFC 6582 §3.2 step 5: a partial ACK. Retransmit the next hole, deflate
@@ -371,16 +422,15 @@ impl TcpSocket {
                         self.inflation += smss;
                     }
                 }
-                Some(Recovery::Sack) => {}
-                None if data_acked > 0 => {
-                    let cwnd = self.cc.cwnd();
-                    let in_slow_start = cwnd < self.cc.ssthresh();
-                    let cwnd_limited = self.cwnd_blocked
-                        || flight_before + smss >= cwnd
-                        || (in_slow_start && 2 * flight_before >= cwnd);
-                    self.cc.on_ack(now, data_acked, smss, cwnd_limited, self.rtt.srtt());
-                }
-                None => {}
+                _ => {}
+            }
+            if grows && data_acked > 0 {
+                let cwnd = self.cc.cwnd();
+                let in_slow_start = cwnd < self.cc.ssthresh();
+                let cwnd_limited = self.cwnd_blocked
+                    || flight_before + smss >= cwnd
+                    || (in_slow_start && 2 * flight_before >= cwnd);
+                self.cc.on_ack(now, data_acked, smss, cwnd_limited, self.rtt.srtt());
             }
             self.dup_acks = 0;
 
@@ -394,11 +444,7 @@ impl TcpSocket {
         }
 
         // Not new: maybe a duplicate ACK (RFC 5681 §2, RFC 6675 §2 for SACK).
-        let newly_sacked = if self.sack_enabled {
-            self.scoreboard.update(self.snd_una, self.snd_max, seg.options.sack())
-        } else {
-            0
-        };
+        let newly_sacked = if self.sack_enabled { self.update_scoreboard(seg, &timing) } else { 0 };
         // Answers to zero-window probes are not duplicate ACKs (FreeBSD requires an open
         // window too): nothing is lost, the peer just has no room.
         let outstanding = self.snd_una != self.snd_max;
@@ -418,16 +464,125 @@ impl TcpSocket {
         self.dup_acks += 1;
         match self.recovery {
             Some(Recovery::NewReno) => self.inflation += smss,
-            Some(Recovery::Sack) => {}
+            Some(Recovery::Sack | Recovery::Timeout) => {}
             None => {
                 let lost = usize::try_from(self.dup_acks).unwrap_or(usize::MAX) >= DUP_THRESH
                     || (self.sack_enabled && self.scoreboard.is_lost(self.snd_una, smss));
                 // RFC 6582 §3.2 step 1: not again for losses from before the last recovery
                 // or timeout.
                 if lost && self.snd_una >= self.recover {
-                    self.enter_recovery(now);
+                    self.enter_recovery(now, true);
                 }
             }
+        }
+    }
+
+    /// What RACK needs to know about this ACK's timing.
+    fn ack_timing(&self, now: Instant, seg: &TcpRepr<'_>) -> AckTiming {
+        let tsecr = match seg.options.timestamp {
+            Some((_, tsecr)) if self.ts_enabled && tsecr != 0 => Some(tsecr),
+            _ => None,
+        };
+        AckTiming {
+            now,
+            tsecr,
+            ts_offset: self.ts_offset,
+            min_rtt: self.rtt.min_rtt().unwrap_or(Duration::ZERO),
+        }
+    }
+
+    /// Merges the ACK's SACK blocks into the scoreboard and marks the segments they complete
+    /// as delivered in the segment log. Returns the bytes newly SACKed.
+    fn update_scoreboard(&mut self, seg: &TcpRepr<'_>, timing: &AckTiming) -> usize {
+        if seg.options.sack().is_empty() && self.scoreboard.is_empty() {
+            return 0;
+        }
+        let mut pieces = core::mem::take(&mut self.sack_pieces);
+        pieces.clear();
+        let newly = self.scoreboard.update_with(
+            self.snd_una,
+            self.snd_max,
+            seg.options.sack(),
+            |left, right| pieces.push((left, right)),
+        );
+        if !pieces.is_empty() {
+            self.sent.on_sacked(&pieces, &self.scoreboard, timing);
+        }
+        self.sack_pieces = pieces;
+        newly
+    }
+
+    /// After every ACK (and when the reordering timer fires), with SACK: RFC 6675 marks what
+    /// IsLost during recovery, RACK (RFC 8985 §6.2) what was sent before a delivered segment
+    /// and is overdue; the reordering timer follows the next segment that may become so, and
+    /// losses found outside recovery start one.
+    pub(super) fn detect_losses(&mut self, now: Instant) {
+        if self.recovery == Some(Recovery::Sack) {
+            if let Some(boundary) = self.scoreboard.loss_boundary(self.smss()) {
+                self.sent.mark_lost_below(boundary);
+            }
+        }
+        // Without SACKs and retransmissions in flight, every segment sent before a delivered
+        // one was cumulatively acknowledged with it: RACK has nothing to look at (the common
+        // case, skipped at no cost).
+        let deadline = if self.scoreboard.is_empty() && !self.sent.retransmissions_in_flight() {
+            None
+        } else {
+            let (in_recovery, srtt) = (self.recovery.is_some(), self.rtt.srtt());
+            let min_rtt = self.rtt.min_rtt().unwrap_or(Duration::ZERO);
+            self.sent.detect_losses(now, |log| log.reo_wnd(in_recovery, srtt, min_rtt)).1
+        };
+        match deadline {
+            Some(at) => self.timers.set(Timer::Reorder, at),
+            None => self.timers.stop(Timer::Reorder),
+        }
+        if self.recovery.is_none()
+            && self.snd_una >= self.recover
+            && self.snd_una != self.snd_max
+            && self.sent.has_lost()
+        {
+            self.enter_recovery(now, false);
+        }
+    }
+
+    /// RFC 8985 §7.4: whether the ACK shows the last loss probe repaired a loss, which calls for
+    /// the congestion response fast recovery would have made. A probe of new data, or a
+    /// retransmission the peer reports as a duplicate (D-SACK) or whose original the timestamp
+    /// echo shows arrived first, repaired nothing.
+    fn loss_probe_acknowledged(
+        &mut self,
+        now: Instant,
+        seg: &TcpRepr<'_>,
+        ack: SeqNumber,
+        advanced: bool,
+        dsack: Option<SackBlock>,
+    ) {
+        let Some(end) = self.tlp_end else { return };
+        if ack < end {
+            return;
+        }
+        if !self.tlp_retransmitted || dsack.is_some_and(|b| b.left < end && end <= b.right) {
+            self.tlp_end = None;
+            return;
+        }
+        let repaired = match seg.options.timestamp {
+            Some((_, tsecr)) if self.ts_enabled && tsecr != 0 => !ts_before(tsecr, self.tlp_tsval),
+            _ if ack > end => true,
+            // Without timestamps an ACK of exactly the probe is ambiguous until a D-SACK or a
+            // later ACK tells; a duplicate ACK without SACK blocks means both copies arrived.
+            _ if !advanced && seg.options.sack().is_empty() => {
+                self.tlp_end = None;
+                return;
+            }
+            _ => return,
+        };
+        self.tlp_end = None;
+        if repaired {
+            let smss = self.smss();
+            let flight = seq_dist(self.snd_max, self.snd_una);
+            self.cc.on_congestion_event(now, flight, smss);
+            self.cc.on_recovery_end(now, flight, smss);
+            self.stats.probe_recoveries += 1;
         }
     }
 
@@ -444,17 +599,29 @@ impl TcpSocket {
     }
 
     /// Fast retransmit: RFC 6675 §5 step 4 with SACK, RFC 6582 §3.2 step 2 without.
-    fn enter_recovery(&mut self, now: Instant) {
+    /// `dup_thresh`: DupThresh duplicate ACKs (or IsLost) found the first segment lost, rather
+    /// than RACK finding some segment lost.
+    fn enter_recovery(&mut self, now: Instant, dup_thresh: bool) {
         let smss = self.smss();
         let flight = self.snd_max - self.snd_una;
         self.cc.on_congestion_event(now, flight, smss);
         self.recover = self.snd_max;
+        // The first retransmission goes whatever the window (RFC 6675 §5 step 4.2).
         self.rtx_una = true;
         self.rtt_timing = None;
         self.stats.fast_recoveries += 1;
         if self.sack_enabled {
             self.recovery = Some(Recovery::Sack);
-            self.scoreboard.start_recovery();
+            self.sent.start_recovery();
+            if dup_thresh {
+                self.sent.mark_first_lost();
+            }
+            if let Some(boundary) = self.scoreboard.loss_boundary(smss) {
+                self.sent.mark_lost_below(boundary);
+            }
+            // The recovery's reduction covers what a loss probe in flight would have shown.
+            self.tlp_end = None;
+            self.timers.stop(Timer::LossProbe);
         } else {
             self.recovery = Some(Recovery::NewReno);
             self.inflation = 3 * smss;
@@ -501,6 +668,7 @@ impl TcpSocket {
         let mut duplicate = false;
         // Trim what was received already.
         if seq < self.rcv_nxt {
+            self.note_duplicate(seq, payload.len());
             let old = (self.rcv_nxt - seq).min(payload.len());
             payload = &payload[old..];
             seq += old;
@@ -570,12 +738,16 @@ impl TcpSocket {
         } else {
             stored
         };
+        let seq = self.rcv_nxt;
         self.rx.commit(advance);
         self.rcv_nxt += advance;
         self.stats.bytes_received += advance as u64;
         if filled_hole {
+            // RFC 5681 §4.2: a segment that fills a gap is acknowledged at once. The ACKs still
+            // owed for segments it made in-order are replaced by this one.
+            self.owed_acks.forgive_below(self.rcv_nxt);
+            self.owed_acks.push(seq);
             self.sack_refresh();
-            self.ack_now = true;
             return;
         }
         // RFC 1122 §4.2.3.2 / RFC 5681 §4.2: ACK at least every second segment, else within the
@@ -592,8 +764,9 @@ impl TcpSocket {
     }
 
     fn receive_out_of_order(&mut self, seq: SeqNumber, offset: usize, payload: &[u8], fin: bool) {
-        // Duplicate ACK at once (RFC 5681 §4.2), carrying the SACK news.
-        self.ack_now = true;
+        // A duplicate ACK at once for every such segment (RFC 5681 §4.2), carrying the SACK
+        // news, even when it cannot be stored.
+        self.owed_acks.push(seq);
         if payload.is_empty() {
             // A bare FIN beyond a gap.
             if fin && self.rx_fin.is_none() {
@@ -609,6 +782,17 @@ impl TcpSocket {
             self.rx_fin = Some(seq + stored);
         }
         self.sack_note_arrival(seq);
+    }
+
+    /// RFC 2883: data below RCV.NXT arrived again; the next ACK reports the duplicate part
+    /// first (a later duplicate replaces an unsent report).
+    fn note_duplicate(&mut self, seq: SeqNumber, len: usize) {
+        if !self.sack_enabled || len == 0 || seq >= self.rcv_nxt {
+            return;
+        }
+        let end = seq + len;
+        let right = if end < self.rcv_nxt { end } else { self.rcv_nxt };
+        self.dsack = Some(SackBlock { left: seq, right });
     }
 
     /// RFC 9293 §3.10.7.4 "eighth": the FIN is in sequence.
@@ -639,7 +823,7 @@ impl TcpSocket {
 
     /// RFC 2018 §4: the first block reports the segment that just arrived; the others repeat
     /// the most recently reported ones, refreshed to their current extent.
-    fn sack_note_arrival(&mut self, seq: SeqNumber) {
+    pub(super) fn sack_note_arrival(&mut self, seq: SeqNumber) {
         let mut blocks = [SackBlock::default(); 4];
         let mut count = 0;
         if let Some(block) = self.held_block(seq) {

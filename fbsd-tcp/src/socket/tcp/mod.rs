@@ -1,12 +1,14 @@
 //! TCP (RFC 9293), structured after FreeBSD: `input.rs` is tcp_input (segment arrival, the state
 //! machine), `output.rs` is tcp_output (what to send next), `timer.rs` the named timers, `sack.rs`
-//! the scoreboard, `congestion/` the pluggable algorithms, `rtt.rs` the RTO, `assembler.rs` the
-//! out-of-order queue, `isn.rs` RFC 6528.
+//! the scoreboard, `rack.rs` the per-segment log and RACK (FreeBSD's rack stack keeps a
+//! similar send map), `acks.rs` the immediate ACKs owed, `congestion/` the pluggable
+//! algorithms, `rtt.rs` the RTO, `assembler.rs` the out-of-order queue, `isn.rs` RFC 6528.
 //!
 //! Read first: RFC 9293 (the state machine), RFC 7323 (window scale, timestamps, PAWS),
-//! RFC 2018 + RFC 6675 (SACK and SACK-based recovery), RFC 5681 + RFC 6582 (congestion control,
-//! NewReno), RFC 9438 (CUBIC), RFC 6298 (RTO), RFC 5961 (blind-attack mitigation), RFC 3042
-//! (limited transmit), RFC 1122 §4.2.3 (delayed ACK, SWS avoidance, keepalive).
+//! RFC 2018 + RFC 6675 (SACK and SACK-based recovery), RFC 8985 (RACK-TLP), RFC 5681 +
+//! RFC 6582 (congestion control, NewReno), RFC 9438 (CUBIC), RFC 6298 (RTO), RFC 5961
+//! (blind-attack mitigation), RFC 3042 (limited transmit), RFC 1122 §4.2.3 (delayed ACK, SWS
+//! avoidance, keepalive).
 //!
 //! A [`TcpSocket`] is one connection's TCB. It does no demultiplexing and knows no listeners:
 //! the stack finds the TCB for a segment, creates TCBs for SYNs that reach a listener, and wraps
@@ -21,10 +23,20 @@
 //! - A bare FIN is accepted at RCV.NXT even into a zero window, and our own FIN needs none.
 //! - Data arriving for an orphaned connection (after `close`) is answered with RST, as on Linux.
 //! - Readiness follows Linux's `tcp_poll`: a closed or write-shut socket polls writable.
-//! - SACK recovery (RFC 6675) uses NextSeg rules 1 and 2; rules 3 and 4 (rescue retransmission)
-//!   and D-SACK are not implemented, and a timeout clears the scoreboard and goes back to
-//!   SND.UNA. Eifel (RFC 3522) undoes spurious timeouts only: undoing a spurious fast
-//!   retransmit would also abandon the recovery of other holes in that window.
+//! - Loss detection with SACK is RFC 6675's (DupThresh, IsLost) and RACK-TLP's (RFC 8985) side
+//!   by side, as Linux does by default: RACK finds lost retransmissions and losses with too few
+//!   SACKs above them, the tail loss probe turns tail losses into recoveries instead of
+//!   timeouts. NextSeg retransmits whatever either deemed lost, lowest first (rule 1) before
+//!   new data (rule 2); rules 3 and 4 (rescue retransmission) are left to TLP and RACK. D-SACKs
+//!   from the peer widen RACK's reordering window and mark probes spurious; we send them for
+//!   duplicates below RCV.NXT (not for duplicates of out-of-order data already held).
+//! - A timeout with SACK deems everything outstanding lost and retransmits it through NextSeg,
+//!   skipping what the peer then SACKs (RFC 6675 §5.1); the scoreboard is cleared first, as
+//!   the receiver may have reneged. Without SACK it goes back to SND.UNA. Eifel (RFC 3522)
+//!   undoes spurious timeouts only: undoing a spurious fast retransmit would also abandon the
+//!   recovery of other holes in that window.
+//! - RACK's reordering timer is armed for the earliest segment whose window runs out, not the
+//!   latest (RFC 8985 §6.2 step 5): each is marked when its own time comes.
 //! - Not implemented: urgent data (the pointer is ignored), ECN, TCP Fast Open, SYN cookies
 //!   (the stack's business), the RFC 5681 one-segment window after a lost SYN.
 
@@ -34,8 +46,10 @@ pub mod isn;
 pub mod rtt;
 pub mod sack;
 
+mod acks;
 mod input;
 mod output;
+mod rack;
 mod timer;
 
 #[cfg(test)]
@@ -45,8 +59,10 @@ pub use congestion::CongestionAlgorithm;
 
 use std::net::SocketAddrV4;
 
+use self::acks::OwedAcks;
 use self::assembler::Assembler;
 use self::congestion::CongestionControl;
+use self::rack::SegmentLog;
 use self::rtt::RttEstimator;
 use self::sack::Scoreboard;
 use self::timer::{Timer, TimerTable};
@@ -263,6 +279,20 @@ const CHALLENGE_ACK_LIMIT: u32 = 10;
 const CHALLENGE_ACK_INTERVAL: Duration = Duration::from_secs(1);
 /// RFC 7323 §5.5: a TS.Recent older than this is no longer trusted for PAWS.
 const PAWS_IDLE_LIMIT: Duration = Duration::from_secs(24 * 24 * 3600);
+/// RFC 8985 §7.2 WCDelAckT: how long a peer may delay the ACK of a lone segment (the RFC's
+/// suggestion, and Linux's longest delayed ACK).
+const WORST_CASE_ACK_DELAY: Duration = Duration::from_millis(200);
+/// Added to 2 × SRTT for the loss-probe timeout: SRTT is measured in whole milliseconds (from
+/// timestamps) and may be nearly zero on a LAN; a probe must not fire before an ACK could be
+/// back. Linux adds two clock ticks likewise.
+const PTO_MARGIN: Duration = Duration::from_millis(2);
+/// With no RTT sample yet, the loss-probe timeout (RFC 8985 §7.2).
+const INITIAL_PTO: Duration = Duration::from_secs(1);
+
+/// RFC 1982 comparison of two 32-bit timestamps: `a` is older than `b`.
+fn ts_before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
 
 /// Which loss-recovery algorithm runs until SND.UNA reaches `TcpSocket::recover`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,8 +300,15 @@ enum Recovery {
     /// RFC 6582: no SACK; partial ACKs retransmit the next hole, the window is inflated per
     /// duplicate ACK.
     NewReno,
-    /// RFC 6675: the scoreboard says what is lost, `pipe` replaces the flight size.
+    /// RFC 6675 with RACK (RFC 8985): the scoreboard and the segment log say what is lost,
+    /// `pipe` replaces the flight size.
     Sack,
+    /// After a retransmission timeout, with SACK (RFC 6675 §5.1, RFC 8985 §6.3): everything
+    /// outstanding was deemed lost and is retransmitted in sequence order as the window, which
+    /// grows as in slow start, allows, skipping what gets SACKed and repeating what RACK finds
+    /// lost again. No fast recovery starts before SND.UNA reaches `recover`. (Without SACK a
+    /// timeout goes back to SND.UNA instead: go-back-N through `snd_nxt`.)
+    Timeout,
 }
 
 /// What a connection counts, reported through [`TcpInfo`].
@@ -284,6 +321,9 @@ struct Stats {
     bytes_received: u64,
     fast_recoveries: u64,
     timeouts: u64,
+    /// Tail loss probes sent, and those that repaired a loss (RFC 8985 §7).
+    loss_probes: u64,
+    probe_recoveries: u64,
 }
 
 /// One connection's TCB.
@@ -359,6 +399,10 @@ pub struct TcpSocket {
     /// SACK blocks for our ACKs, most recently changed first (RFC 2018 §4).
     sack_report: [SackBlock; 4],
     sack_report_len: usize,
+    /// RFC 2883 D-SACK: a duplicate segment's range, reported first in the next ACK (once). It
+    /// tells the sender a retransmission was spurious, which widens RACK's reordering window
+    /// there (and lets Linux undo the window reduction).
+    dsack: Option<SackBlock>,
 
     // User side.
     /// shutdown(WR) or close(): a FIN follows the buffered data.
@@ -377,6 +421,9 @@ pub struct TcpSocket {
     // Acknowledgment generation.
     /// Send an ACK with the next `dispatch`.
     ack_now: bool,
+    /// Immediate ACKs owed, one per out-of-order or hole-filling segment since the last
+    /// `dispatch` (see `acks.rs`).
+    owed_acks: OwedAcks,
     /// In-order data segments received since our last ACK.
     delayed_segs: u32,
     /// Segments still to ACK at once (quick-ACK at connection start).
@@ -390,6 +437,20 @@ pub struct TcpSocket {
     /// Without timestamps: the segment being timed (its first sequence number) and when it left.
     rtt_timing: Option<(SeqNumber, Instant)>,
     scoreboard: Scoreboard,
+    /// Per-segment transmission times and loss state, and RACK (with SACK only).
+    sent: SegmentLog,
+    /// Scratch space for the ranges one ACK newly SACKs (kept to avoid allocating per ACK).
+    sack_pieces: Vec<(SeqNumber, SeqNumber)>,
+    /// RFC 8985 TLP.end_seq: SND.MAX after the last loss probe, until an ACK covers it.
+    tlp_end: Option<SeqNumber>,
+    /// The probe retransmitted data (RFC 8985 TLP.is_retrans), and its TSval.
+    tlp_retransmitted: bool,
+    tlp_tsval: u32,
+    /// The loss-probe timer fired: send a probe with the next `dispatch`.
+    tlp_due: bool,
+    /// When the loss-probe timer was last armed for a flight of several segments: sending more
+    /// at that same instant would arm it for the same deadline.
+    pto_armed_at: Option<Instant>,
     dup_acks: u32,
     recovery: Option<Recovery>,
     /// RFC 6582 `recover`: SND.MAX when recovery or the last timeout began; fast retransmit is
@@ -401,6 +462,8 @@ pub struct TcpSocket {
     rtx_una: bool,
     /// Output last stopped because of the congestion window (RFC 7661 input to the algorithm).
     cwnd_blocked: bool,
+    /// The last `output_retransmission` held back a lost segment for lack of window.
+    retransmissions_blocked: bool,
     /// Eifel (RFC 3522): the TSval carried by the first retransmission of the current timeout
     /// or recovery episode, until the first ACK of new data shows whether it was needed.
     eifel_tsval: Option<u32>,
@@ -537,6 +600,7 @@ impl TcpSocket {
             fin_received: false,
             sack_report: [SackBlock::default(); 4],
             sack_report_len: 0,
+            dsack: None,
             write_shutdown: false,
             read_shutdown: false,
             orphaned: false,
@@ -544,6 +608,7 @@ impl TcpSocket {
             error: None,
             soft_error: None,
             ack_now: false,
+            owed_acks: OwedAcks::default(),
             delayed_segs: 0,
             quickacks: QUICKACK_SEGMENTS,
             challenge_window_start: now,
@@ -552,12 +617,20 @@ impl TcpSocket {
             rtt: RttEstimator::new(config.initial_rto, config.min_rto, config.max_rto),
             rtt_timing: None,
             scoreboard: Scoreboard::new(),
+            sent: SegmentLog::new(iss + 1),
+            sack_pieces: Vec::new(),
+            tlp_end: None,
+            tlp_retransmitted: false,
+            tlp_tsval: 0,
+            tlp_due: false,
+            pto_armed_at: None,
             dup_acks: 0,
             recovery: None,
             recover: iss,
             inflation: 0,
             rtx_una: false,
             cwnd_blocked: false,
+            retransmissions_blocked: false,
             eifel_tsval: None,
             spurious_retransmits: 0,
             rto_count: 0,
@@ -986,6 +1059,10 @@ impl TcpSocket {
             self.snd_nxt = self.snd_una;
             self.rtt_timing = None;
             self.wants_dispatch = true;
+            // RACK will see the resent segments arrive before the originals beyond them, which
+            // the path dropped: those are resent here too, and must not start a recovery (and
+            // its window reduction) of their own.
+            self.recover = self.recover.max(self.snd_max);
         }
     }
 
@@ -1059,6 +1136,13 @@ impl TcpSocket {
         self.write_shutdown && self.snd_max == self.data_end() + 1
     }
 
+    /// RFC 6675 SetPipe, in SACK recovery: the bytes in the network, from the scoreboard (what
+    /// the receiver holds) and the segment log (what is lost, what was retransmitted).
+    fn pipe(&self) -> usize {
+        let unsacked = seq_dist(self.snd_max, self.snd_una) - self.scoreboard.sacked_bytes();
+        self.sent.pipe(unsacked)
+    }
+
     /// RCV.WND as the peer knows it: up to the right edge we advertised.
     fn rcv_wnd(&self) -> usize {
         seq_dist(self.rcv_adv, self.rcv_nxt)
@@ -1106,6 +1190,10 @@ impl TcpSocket {
 
     /// Our SYN was acknowledged: data may flow.
     fn establish(&mut self, now: Instant) {
+        if self.rto_count > 0 {
+            // RFC 6298 §5.7 (the ACK about to be processed may still give a sample).
+            self.rtt.syn_timed_out();
+        }
         self.state = if self.write_shutdown { TcpState::FinWait1 } else { TcpState::Established };
         self.cc = self.options.congestion.build(self.smss());
         self.last_recv = now;
@@ -1118,6 +1206,7 @@ impl TcpSocket {
     fn enter_time_wait(&mut self, now: Instant) {
         self.state = TcpState::TimeWait;
         self.timers.clear();
+        self.owed_acks.clear();
         self.timers.set(Timer::TimeWait, now + 2 * self.config.msl);
     }
 
@@ -1126,10 +1215,12 @@ impl TcpSocket {
         self.state = TcpState::Closed;
         self.timers.clear();
         self.ack_now = false;
+        self.owed_acks.clear();
         self.keepalive_due = false;
         self.force_probe = false;
         self.rtx_una = false;
         self.recovery = None;
+        self.tlp_due = false;
     }
 
     /// The connection dies with `error` (reported unless nobody holds the socket).

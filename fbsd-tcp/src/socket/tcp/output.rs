@@ -5,8 +5,11 @@
 //! straight into the caller's buffer.
 
 use super::timer::Timer;
-use super::{seq_dist, Recovery, TcpSocket, TcpState, MAX_WINDOW_SHIFT};
-use crate::time::Instant;
+use super::{
+    seq_dist, Recovery, TcpSocket, TcpState, INITIAL_PTO, MAX_WINDOW_SHIFT, PTO_MARGIN,
+    WORST_CASE_ACK_DELAY,
+};
+use crate::time::{Duration, Instant};
 use crate::wire::{SeqNumber, TcpFlags, TcpOptions, TcpPacket, TcpRepr};
 
 impl TcpSocket {
@@ -29,6 +32,19 @@ impl TcpSocket {
                 return self.ack_now.then(|| self.emit_ack(now, buf, fill));
             }
             _ => {}
+        }
+        // Owed duplicate ACKs first: they describe the receive side as it stood before
+        // anything sent now, and a sender counts only pure ACKs as duplicates.
+        if let Some(arrival) = self.owed_acks.pop() {
+            if self.sack_enabled {
+                self.sack_note_arrival(arrival);
+            }
+            return Some(self.emit_ack(now, buf, fill));
+        }
+        if core::mem::take(&mut self.tlp_due) {
+            if let Some(len) = self.output_loss_probe(now, buf, fill) {
+                return Some(len);
+            }
         }
         if let Some(len) = self.output_retransmission(now, buf, fill) {
             return Some(len);
@@ -88,36 +104,125 @@ impl TcpSocket {
         (data, self.fin_sent() && seq + data == data_end)
     }
 
-    /// Fast retransmit and recovery (RFC 6582, RFC 6675 §5): the forced retransmission of the
-    /// segment at SND.UNA, then, with SACK, NextSeg rule 1 while `pipe` leaves room in cwnd.
-    /// (Rule 2, new data, is `output_data`'s; rules 3 and 4 are not implemented: RTO recovers
-    /// what they would.)
+    /// Loss-recovery retransmissions. NewReno (RFC 6582): the segment at SND.UNA when fast
+    /// retransmit or a partial ACK asks for it. SACK (RFC 6675 §5, and after a timeout §5.1):
+    /// NextSeg rule 1 over what RFC 6675 and RACK deemed lost, lowest first, while `pipe`
+    /// leaves room in cwnd, the first of an episode regardless. (Rule 2, new data, is
+    /// `output_data`'s; rules 3 and 4 are left to RACK and the loss probe.)
     fn output_retransmission(&mut self, now: Instant, buf: &mut [u8], fill: bool) -> Option<usize> {
         let recovery = self.recovery?;
         let smss = self.smss();
-        let (seq, max_len) = if self.rtx_una {
-            self.rtx_una = false;
-            (self.snd_una, smss)
-        } else if recovery == Recovery::Sack {
-            let pipe = self.scoreboard.pipe(self.snd_una, self.snd_max, smss);
-            if self.cc.cwnd() < pipe + smss {
+        let (seq, max_len) = if recovery == Recovery::NewReno {
+            if !core::mem::take(&mut self.rtx_una) {
                 return None;
             }
-            self.scoreboard.next_lost_segment(self.snd_una, smss)?
+            (self.snd_una, smss)
         } else {
-            return None;
+            let forced = core::mem::take(&mut self.rtx_una);
+            if !forced && self.cc.cwnd() < self.pipe() + smss {
+                self.retransmissions_blocked = self.sent.has_lost();
+                return None;
+            }
+            self.retransmissions_blocked = false;
+            self.sent.next_to_retransmit(smss)?
         };
         let (data, fin) = self.segment_at(seq, max_len);
         if data == 0 && !fin {
             return None;
         }
         let flags = if fin { TcpFlags::ACK | TcpFlags::FIN } else { TcpFlags::ACK };
-        let len = self.emit_data(now, buf, fill, seq, data, flags);
-        if recovery == Recovery::Sack {
-            let sent = self.last_emitted_span;
-            self.scoreboard.on_retransmit(seq, sent);
+        Some(self.emit_data(now, buf, fill, seq, data, flags))
+    }
+
+    /// RFC 8985 §7.3: the loss-probe timer fired with no ACK for two RTTs. Send one segment to
+    /// draw an ACK (and with it SACK information, or RACK's verdict): new data if there is
+    /// some and the peer's window allows, else the last segment again; cwnd does not apply.
+    /// The retransmission timer then restarts.
+    fn output_loss_probe(&mut self, now: Instant, buf: &mut [u8], fill: bool) -> Option<usize> {
+        if self.recovery.is_some() || self.snd_una == self.snd_max {
+            return None;
         }
+        let smss = self.smss();
+        let data_end = self.data_end();
+        let new_data = seq_dist(data_end, self.snd_max);
+        let rwnd_room = seq_dist(self.snd_una + self.snd_wnd, self.snd_max);
+        let snd_max = self.snd_max;
+        let len = if new_data > 0 && rwnd_room > 0 && self.snd_nxt == self.snd_max {
+            let len = new_data.min(smss).min(rwnd_room);
+            let mut flags = TcpFlags::ACK;
+            if snd_max + len == data_end {
+                flags |= TcpFlags::PSH;
+                if self.write_shutdown
+                    && matches!(
+                        self.state,
+                        TcpState::FinWait1 | TcpState::Closing | TcpState::LastAck
+                    )
+                {
+                    flags |= TcpFlags::FIN;
+                }
+            }
+            self.emit_data(now, buf, fill, snd_max, len, flags)
+        } else {
+            let seq = self.sent.last_segment(smss)?;
+            let (data, fin) = self.segment_at(seq, smss);
+            if data == 0 && !fin {
+                return None;
+            }
+            let flags = if fin { TcpFlags::ACK | TcpFlags::FIN } else { TcpFlags::ACK };
+            self.emit_data(now, buf, fill, seq, data, flags)
+        };
+        self.tlp_end = Some(self.snd_max);
+        self.tlp_retransmitted = self.snd_max == snd_max;
+        self.tlp_tsval = self.ts_now(now);
+        self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+        self.stats.loss_probes += 1;
         Some(len)
+    }
+
+    /// RFC 8985 §7.2: (re)arms the loss-probe timer for two RTTs from now (plus the peer's
+    /// delayed-ACK time when a single segment is out), if a probe may be sent: SACK on, not in
+    /// recovery, nothing SACKed, no probe unanswered, data outstanding, and the probe would
+    /// fire before the retransmission timer.
+    pub(super) fn arm_loss_probe(&mut self, now: Instant) {
+        let eligible = self.sack_enabled
+            && self.recovery.is_none()
+            && self.tlp_end.is_none()
+            && self.snd_una != self.snd_max
+            && self.snd_wnd > 0
+            && self.scoreboard.is_empty()
+            && matches!(
+                self.state,
+                TcpState::Established
+                    | TcpState::CloseWait
+                    | TcpState::FinWait1
+                    | TcpState::Closing
+                    | TcpState::LastAck
+            );
+        self.pto_armed_at = None;
+        if !eligible {
+            self.timers.stop(Timer::LossProbe);
+            return;
+        }
+        // In whole microseconds: this runs for every segment sent.
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let single_segment = seq_dist(self.snd_max, self.snd_una) <= self.smss();
+        let pto = match self.rtt.srtt() {
+            Some(srtt) if single_segment => {
+                micros(srtt) * 2 + micros(PTO_MARGIN + WORST_CASE_ACK_DELAY)
+            }
+            Some(srtt) => micros(srtt) * 2 + micros(PTO_MARGIN),
+            None => micros(INITIAL_PTO),
+        };
+        let at = Instant::from_micros(now.total_micros().saturating_add(pto));
+        match self.timers.get(Timer::Retransmit) {
+            Some(rto_at) if at < rto_at => {
+                self.timers.set(Timer::LossProbe, at);
+                if !single_segment {
+                    self.pto_armed_at = Some(now);
+                }
+            }
+            _ => self.timers.stop(Timer::LossProbe),
+        }
     }
 
     /// New data (or data again after a timeout) and FIN from SND.NXT.
@@ -139,7 +244,8 @@ impl TcpSocket {
         let available = seq_dist(data_end, self.snd_nxt);
         let force = core::mem::take(&mut self.force_probe);
         if available == 0 && !fin_pending {
-            self.cwnd_blocked = false;
+            // Limited by the window if retransmissions were.
+            self.cwnd_blocked = core::mem::take(&mut self.retransmissions_blocked);
             return None;
         }
         let smss = self.smss();
@@ -151,9 +257,7 @@ impl TcpSocket {
         }
 
         let (cwnd, flight) = match self.recovery {
-            Some(Recovery::Sack) => {
-                (self.cc.cwnd(), self.scoreboard.pipe(self.snd_una, self.snd_max, smss))
-            }
+            Some(Recovery::Sack | Recovery::Timeout) => (self.cc.cwnd(), self.pipe()),
             Some(Recovery::NewReno) => {
                 (self.cc.cwnd() + self.inflation, self.snd_nxt - self.snd_una)
             }
@@ -206,7 +310,14 @@ impl TcpSocket {
             }
         }
         let seq = self.snd_nxt;
-        Some(self.emit_data(now, buf, fill, seq, len, flags))
+        let len = self.emit_data(now, buf, fill, seq, len, flags);
+        // RFC 8985 §7.2: new data restarts the probe timeout (unless it was armed at this very
+        // instant for several segments already: the deadline would be the same).
+        let armed_now = self.pto_armed_at == Some(now) && self.timers.is_armed(Timer::LossProbe);
+        if !retransmitting && !armed_now {
+            self.arm_loss_probe(now);
+        }
+        Some(len)
     }
 
     /// One byte beyond a zero window (RFC 9293 §3.8.6.1), always the first unacknowledged one so
@@ -244,6 +355,9 @@ impl TcpSocket {
     ) -> usize {
         let len = self.emit(now, buf, fill, seq, flags, data);
         let end = seq + self.last_emitted_span;
+        if self.sack_enabled {
+            self.sent.on_transmit(seq, self.last_emitted_span, self.snd_max, now);
+        }
         if seq < self.snd_max {
             self.stats.total_retrans += 1;
             self.rtt_timing = None;
@@ -294,11 +408,17 @@ impl TcpSocket {
             options.timestamp = Some((self.ts_now(now), echo));
         }
         let ack = flags.contains(TcpFlags::ACK);
-        if ack && !syn && !rst && self.sack_enabled && self.sack_report_len > 0 {
+        if ack && !syn && !rst && self.sack_enabled {
             let room = if options.timestamp.is_some() { 3 } else { 4 };
-            let count = self.sack_report_len.min(room);
-            options.sack_blocks[..count].copy_from_slice(&self.sack_report[..count]);
-            options.sack_len = count as u8;
+            // RFC 2883: a D-SACK block goes first, once; the usual blocks follow.
+            let mut count = 0;
+            if let Some(dsack) = self.dsack.take() {
+                options.sack_blocks[0] = dsack;
+                count = 1;
+            }
+            let usual = self.sack_report_len.min(room - count);
+            options.sack_blocks[count..count + usual].copy_from_slice(&self.sack_report[..usual]);
+            options.sack_len = (count + usual) as u8;
         }
 
         let options_len = options.emitted_len();
@@ -370,18 +490,42 @@ impl TcpSocket {
 
     /// The window field for a non-SYN segment: the free receive space, scaled, with receiver
     /// SWS avoidance (RFC 1122 §4.2.3.3: the right edge moves only by min(half the buffer,
-    /// one MSS) or more) and never moving the right edge left (RFC 9293 §3.8.6.2.2; rounded up
-    /// to the scale unit when holding the old edge).
+    /// one MSS) or more), holding the right edge already advertised (RFC 9293 §3.8.6.2.2).
+    ///
+    /// With a window shift the edges a field can express are RCV.NXT plus multiples of the scale
+    /// unit, and RCV.NXT is rarely aligned, so the field is rounded. It is rounded *down*, so
+    /// that the edge never lies beyond what the ring can hold, except where rounding up is what
+    /// holds the edge already advertised and the ring holds that much. Both promises follow:
+    ///
+    /// - *Never beyond the buffer.* Let E = RCV.NXT + free space: the sequence number one past
+    ///   the last byte the ring can hold. E never decreases (in-order data moves RCV.NXT up as
+    ///   much as it fills the ring; reading frees space; a FIN or discarded data after
+    ///   shutdown(RD) moves RCV.NXT alone; out-of-order data sits in free space without
+    ///   counting; `set_options` only resizes to a ring that keeps the advertised window). Every
+    ///   field chosen here is at most free / unit (both branches below are), and the SYN's
+    ///   window is at most the free space, so every edge advertised is ≤ E at its time, hence
+    ///   ≤ E forever after, and so is `rcv_adv`, their maximum: whatever the peer may send is
+    ///   storable.
+    /// - *Never moved left* whenever the ring holds the rounded-up old edge; otherwise the edge
+    ///   on the wire falls short of the old one by less than one unit (RFC 7323 Appendix F's
+    ///   window retraction), but `rcv_adv` keeps the old edge, so data up to it is still
+    ///   accepted, and it fits by the first point. Rounding down everywhere would not hold the
+    ///   edge: with a unit of 32, a window of 64 and 10 bytes arriving, 54 bytes rounds down
+    ///   to 32.
     pub(super) fn window_field(&self) -> u16 {
         let shift = self.rcv_wscale.min(MAX_WINDOW_SHIFT);
-        let max = 0xffff_usize << shift;
+        let unit = 1_usize << shift;
+        let free = self.rx.free().min(0xffff_usize << shift);
         let current = self.rcv_wnd();
-        let mut window = self.rx.free().min(max);
+        let mut window = free;
         if window > current && window - current < (self.rx.capacity() / 2).min(self.rcv_mss) {
             window = current;
         }
-        let unit = 1_usize << shift;
-        let field = (window >> shift).max(current.div_ceil(unit));
+        let mut field = window >> shift;
+        let holding = current.div_ceil(unit);
+        if holding << shift <= free {
+            field = field.max(holding);
+        }
         field.min(0xffff) as u16
     }
 }

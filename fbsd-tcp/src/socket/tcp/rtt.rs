@@ -19,6 +19,10 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// RFC 6298 §5.7: the RTO to start data transfer with when the SYN (or SYN-ACK) had to be
+/// retransmitted and no RTT was measured: the initial RTO proved too short for this path.
+pub const SYN_TIMEOUT_FALLBACK_RTO: Duration = Duration::from_secs(3);
+
 /// Smoothed RTT, RTT variance and the RTO derived from them, with exponential backoff.
 #[derive(Debug, Clone)]
 pub struct RttEstimator {
@@ -86,6 +90,12 @@ impl RttEstimator {
             Some(srtt) => srtt + GRANULARITY.max(self.rttvar * 4),
         };
         rto.max(self.min_rto).min(self.max_rto)
+    }
+    /// RFC 6298 §5.7: the SYN or SYN-ACK timed out. Until the first RTT sample, the RTO is at
+    /// least [`SYN_TIMEOUT_FALLBACK_RTO`] (still within [min_rto, max_rto]); a sample replaces
+    /// it as usual.
+    pub fn syn_timed_out(&mut self) {
+        self.initial_rto = self.initial_rto.max(SYN_TIMEOUT_FALLBACK_RTO);
     }
     /// Doubles the RTO after a timeout (RFC 6298 §5.5), up to `max_rto`.
     pub fn back_off(&mut self) {
@@ -178,6 +188,22 @@ mod tests {
         assert_eq!(est.srtt(), Some(ms(40)));
         assert!(est.rttvar() < us(250), "{:?}", est.rttvar());
         assert_eq!(est.rto(), ms(41));
+    }
+
+    #[test]
+    fn syn_timeout_raises_the_rto_to_three_seconds_until_a_sample() {
+        let mut est = RttEstimator::new(Duration::from_secs(1), ms(200), ms(120_000));
+        est.syn_timed_out();
+        assert_eq!(est.rto(), Duration::from_secs(3));
+        est.sample(ms(100));
+        assert_eq!(est.rto(), ms(300));
+        // A configured initial RTO above 3 s is kept, and max_rto still caps it.
+        let mut est = RttEstimator::new(Duration::from_secs(5), ms(200), ms(120_000));
+        est.syn_timed_out();
+        assert_eq!(est.rto(), Duration::from_secs(5));
+        let mut est = RttEstimator::new(Duration::from_secs(1), ms(200), ms(2_000));
+        est.syn_timed_out();
+        assert_eq!(est.rto(), ms(2_000));
     }
 
     #[test]

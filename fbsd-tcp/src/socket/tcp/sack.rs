@@ -11,6 +11,11 @@
 //! one sequence number, the *loss boundary*, splits the unSACKed octets into lost (below it) and
 //! not lost (above it), exactly as the per-octet definition would, and it is always the left edge
 //! of one of the top DupThresh SACKed ranges, so finding it costs O(DupThresh).
+//!
+//! The connection takes IsLost's verdicts (`loss_boundary`) and the SACKed ranges from here,
+//! but `pipe` and NextSeg from the per-segment log in `rack.rs`, which also knows what RACK
+//! found lost and so what must be retransmitted again; `pipe`, `next_lost_segment` and HighRxt
+//! here remain RFC 6675's definitions over ranges, exact and tested against the per-octet model.
 
 use crate::wire::{SackBlock, SeqNumber};
 
@@ -52,12 +57,25 @@ impl Scoreboard {
         snd_max: SeqNumber,
         blocks: &[SackBlock],
     ) -> usize {
+        self.update_with(snd_una, snd_max, blocks, |_, _| {})
+    }
+    /// `update`, also calling `newly_sacked(left, right)` for every range this ACK SACKed that
+    /// was not SACKed before (the parts of each block between the ranges already held), so
+    /// that per-segment state can follow at a cost proportional to the news, not to the size
+    /// of the blocks, which repeat the same ranges ACK after ACK.
+    pub fn update_with(
+        &mut self,
+        snd_una: SeqNumber,
+        snd_max: SeqNumber,
+        blocks: &[SackBlock],
+        mut newly_sacked: impl FnMut(SeqNumber, SeqNumber),
+    ) -> usize {
         self.drop_below(snd_una);
         let window = if snd_max > snd_una { (snd_max - snd_una) as u32 } else { 0 };
         let before = self.sacked_bytes;
         for block in blocks {
             if let Some((left, right)) = clip_block(block, snd_una, window) {
-                self.insert(left, right);
+                self.insert(left, right, &mut newly_sacked);
             }
         }
         self.sacked_bytes - before
@@ -74,6 +92,12 @@ impl Scoreboard {
     pub fn is_sacked(&self, seq: SeqNumber) -> bool {
         let i = self.sacked.partition_point(|&(_, right)| right <= seq);
         self.sacked.get(i).is_some_and(|&(left, _)| left <= seq)
+    }
+    /// True if all of the non-empty range [`left`, `right`) is SACKed (one range holds it:
+    /// ranges never touch).
+    pub fn is_range_sacked(&self, left: SeqNumber, right: SeqNumber) -> bool {
+        let i = self.sacked.partition_point(|&(_, r)| r <= left);
+        self.sacked.get(i).is_some_and(|&(l, r)| l <= left && right <= r)
     }
     /// The highest SACKed sequence number (right edge of the last range), if any.
     pub fn highest_sacked(&self) -> Option<SeqNumber> {
@@ -177,7 +201,7 @@ impl Scoreboard {
     /// rule makes everything below the first range (from the top) at which the SACKed bytes
     /// accumulated from the top exceed (DupThresh − 1) × `mss` lost. Whichever is higher wins,
     /// and it is one of the top DupThresh ranges.
-    fn loss_boundary(&self, mss: usize) -> Option<SeqNumber> {
+    pub fn loss_boundary(&self, mss: usize) -> Option<SeqNumber> {
         let byte_threshold = (DUP_THRESH - 1) * mss;
         let mut bytes_above = 0;
         for &(left, right) in self.sacked.iter().rev().take(DUP_THRESH) {
@@ -219,14 +243,31 @@ impl Scoreboard {
         self.sacked_bytes -= dropped;
     }
 
-    /// Records [`left`, `right`) as SACKed, merging it with the ranges it overlaps or touches.
-    fn insert(&mut self, left: SeqNumber, right: SeqNumber) {
+    /// Records [`left`, `right`) as SACKed, merging it with the ranges it overlaps or touches,
+    /// and reports the parts that were not SACKed before to `newly_sacked`.
+    fn insert(
+        &mut self,
+        left: SeqNumber,
+        right: SeqNumber,
+        newly_sacked: &mut impl FnMut(SeqNumber, SeqNumber),
+    ) {
         let first = self.sacked.partition_point(|&(_, r)| r < left);
         let last = self.sacked.partition_point(|&(l, _)| l <= right);
         if first == last {
+            newly_sacked(left, right);
             self.sacked.insert(first, (left, right));
             self.sacked_bytes += right - left;
             return;
+        }
+        let mut covered_to = left;
+        for &(l, r) in &self.sacked[first..last] {
+            if l > covered_to {
+                newly_sacked(covered_to, l);
+            }
+            covered_to = covered_to.max(r);
+        }
+        if right > covered_to {
+            newly_sacked(covered_to, right);
         }
         let covered: usize = self.sacked[first..last].iter().map(|&(l, r)| r - l).sum();
         let merged = (left.min(self.sacked[first].0), right.max(self.sacked[last - 1].1));
@@ -578,8 +619,27 @@ mod tests {
                             .collect();
                         let sack_blocks: Vec<SackBlock> =
                             blocks.iter().map(|&(l, r)| block(l, r)).collect();
-                        let newly = board.update(seq(model.una), seq(model.max), &sack_blocks);
+                        let before: Vec<bool> = model.sacked.clone();
+                        let mut pieces = Vec::new();
+                        let newly = board.update_with(
+                            seq(model.una),
+                            seq(model.max),
+                            &sack_blocks,
+                            |l, r| pieces.push((l - seq(0), r - seq(0))),
+                        );
                         assert_eq!(newly, model.sack(&blocks));
+                        // The pieces reported are exactly the octets newly SACKed, once each.
+                        let mut reported = vec![false; SPACE];
+                        for &(l, r) in &pieces {
+                            assert!(l < r, "empty piece");
+                            for octet in l..r {
+                                assert!(!reported[octet] && !before[octet], "octet {octet}");
+                                reported[octet] = true;
+                            }
+                        }
+                        let fresh = (0..SPACE).filter(|&o| model.sacked[o] && !before[o]);
+                        assert!(fresh.clone().all(|o| reported[o]));
+                        assert_eq!(reported.iter().filter(|&&b| b).count(), fresh.count());
                     }
                     5 => {
                         model.una += rng.upto((model.max - model.una).min(3 * mss));
@@ -619,6 +679,15 @@ mod tests {
                     model.next_lost_segment(mss).map(|(s, len)| (seq(s), len))
                 );
                 let above = model.above();
+                if model.una < model.max {
+                    let left = model.una + rng.upto(model.max - model.una - 1);
+                    let right = left + 1 + rng.upto(model.max - left - 1);
+                    assert_eq!(
+                        board.is_range_sacked(seq(left), seq(right)),
+                        (left..right).all(|o| model.is_sacked(o)),
+                        "is_range_sacked({left}, {right})"
+                    );
+                }
                 for _ in 0..8 {
                     let octet =
                         (model.una + rng.upto(model.max - model.una + 10)).saturating_sub(5);

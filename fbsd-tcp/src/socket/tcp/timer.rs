@@ -2,7 +2,7 @@
 //! manner of quinn-proto's `timer.rs`: setting, stopping and finding the earliest one is a scan
 //! of six slots, and the stack asks only for the earliest.
 
-use super::{TcpSocket, TcpState};
+use super::{Recovery, TcpSocket, TcpState};
 use crate::time::{Duration, Instant};
 
 /// The timers one connection runs.
@@ -10,6 +10,11 @@ use crate::time::{Duration, Instant};
 pub(super) enum Timer {
     /// RFC 6298 retransmission timeout (also SYN and SYN-ACK retransmission).
     Retransmit,
+    /// RFC 8985 §6.2 step 5: a segment sent before a delivered one runs out of reordering
+    /// window.
+    Reorder,
+    /// RFC 8985 §7.2 probe timeout: no ACK for two RTTs with data outstanding.
+    LossProbe,
     /// Zero-window probing (RFC 9293 §3.8.6.1) and the sender-SWS override (RFC 1122 §4.2.3.4).
     Persist,
     /// RFC 1122 §4.2.3.6 keepalive: idle time, then probe interval.
@@ -25,8 +30,10 @@ pub(super) enum Timer {
 impl Timer {
     /// Every timer, in the order `run_timers` handles those due at the same time: losses first,
     /// then probes, then acknowledgments, then the ends of life.
-    const ALL: [Timer; 6] = [
+    const ALL: [Timer; 8] = [
         Timer::Retransmit,
+        Timer::Reorder,
+        Timer::LossProbe,
         Timer::Persist,
         Timer::KeepAlive,
         Timer::DelayedAck,
@@ -42,7 +49,7 @@ impl Timer {
 /// A deadline per timer; `None` is stopped.
 #[derive(Debug, Clone, Default)]
 pub(super) struct TimerTable {
-    deadlines: [Option<Instant>; 6],
+    deadlines: [Option<Instant>; Timer::ALL.len()],
 }
 
 impl TimerTable {
@@ -63,7 +70,7 @@ impl TimerTable {
     }
 
     pub(super) fn clear(&mut self) {
-        self.deadlines = [None; 6];
+        self.deadlines = [None; Timer::ALL.len()];
     }
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {
@@ -80,6 +87,8 @@ impl TcpSocket {
                     self.wants_dispatch = true;
                     match timer {
                         Timer::Retransmit => self.on_retransmit_timeout(now),
+                        Timer::Reorder => self.on_reorder_timeout(now),
+                        Timer::LossProbe => self.on_loss_probe_timeout(now),
                         Timer::Persist => self.on_persist_timeout(now),
                         Timer::KeepAlive => self.on_keepalive_timeout(now),
                         Timer::DelayedAck => self.ack_now = true,
@@ -97,9 +106,10 @@ impl TcpSocket {
     }
 
     /// RFC 6298 §5.4–5.7: retransmit the earliest unacknowledged segment, back off, restart the
-    /// timer. Sending restarts from SND.UNA (go-back-N), since after a timeout nothing beyond it
-    /// is known to have arrived; the scoreboard is cleared because the receiver may have
-    /// reneged.
+    /// timer. Everything outstanding is deemed lost, since after a timeout nothing beyond SND.UNA
+    /// is known to have arrived (the scoreboard is cleared because the receiver may have
+    /// reneged): with SACK it is retransmitted in sequence order under `Recovery::Timeout`,
+    /// skipping what is SACKed again, without SACK by going back to SND.UNA (go-back-N).
     fn on_retransmit_timeout(&mut self, now: Instant) {
         match self.state {
             TcpState::SynSent | TcpState::SynReceived => {
@@ -154,12 +164,23 @@ impl TcpSocket {
                 self.rtt.back_off();
                 self.stats.timeouts += 1;
                 self.recover = self.snd_max;
-                self.recovery = None;
                 self.inflation = 0;
                 self.dup_acks = 0;
-                self.rtx_una = false;
                 self.scoreboard.clear();
-                self.snd_nxt = self.snd_una;
+                self.tlp_end = None;
+                self.tlp_due = false;
+                self.timers.stop(Timer::Reorder);
+                self.timers.stop(Timer::LossProbe);
+                self.sent.on_timeout();
+                if self.sack_enabled && self.sent.has_lost() {
+                    self.recovery = Some(Recovery::Timeout);
+                    self.rtx_una = true;
+                    self.snd_nxt = self.snd_max;
+                } else {
+                    self.recovery = None;
+                    self.rtx_una = false;
+                    self.snd_nxt = self.snd_una;
+                }
                 self.rtt_timing = None;
                 let mut deadline = now + self.rtt.rto();
                 if let Some(limit) = self.options.user_timeout {
@@ -169,6 +190,30 @@ impl TcpSocket {
             }
             _ => {}
         }
+    }
+
+    /// RFC 8985 §6.2: a segment's reordering window ran out; RACK looks again.
+    fn on_reorder_timeout(&mut self, now: Instant) {
+        if self.sack_enabled && self.is_synchronized() && self.snd_una != self.snd_max {
+            self.detect_losses(now);
+        }
+    }
+
+    /// RFC 8985 §7.3: two RTTs without an ACK; a probe goes out with the next `dispatch` if
+    /// one still may.
+    fn on_loss_probe_timeout(&mut self, _now: Instant) {
+        self.tlp_due = self.sack_enabled
+            && self.recovery.is_none()
+            && self.tlp_end.is_none()
+            && self.snd_una != self.snd_max
+            && matches!(
+                self.state,
+                TcpState::Established
+                    | TcpState::CloseWait
+                    | TcpState::FinWait1
+                    | TcpState::Closing
+                    | TcpState::LastAck
+            );
     }
 
     /// The persist timer: probe a zero window (or push a segment held back by sender SWS

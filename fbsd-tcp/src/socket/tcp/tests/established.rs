@@ -301,6 +301,148 @@ fn sack_blocks_report_the_latest_arrival_first() {
     );
 }
 
+/// The stack hands the TCB every frame of a round before it dispatches: each out-of-order
+/// segment of the batch still gets its own duplicate ACK (RFC 5681 §4.2), and each ACK reports
+/// first the block holding its segment (RFC 2018 §4), so that with more holes than one ACK has
+/// room for, every block reaches the sender.
+#[test]
+fn a_batch_of_out_of_order_segments_draws_one_duplicate_ack_each() {
+    let mut tcb = established_sack();
+    let base = REMOTE_SEQ.0 + 1;
+    for offset in [100, 300, 500, 700, 900] {
+        send!(
+            tcb,
+            TcpRepr {
+                seq_number: SeqNumber(base + offset),
+                options: ts(502, 0),
+                payload: &[1; 100],
+                ..SEND_TEMPL
+            }
+        );
+    }
+    let ack = |firsts: [u32; 3]| TcpRepr {
+        options: TcpOptions {
+            timestamp: Some((0, 501)),
+            ..sack(&firsts.map(|from| (base + from, base + from + 100)))
+        },
+        ..RECV_TEMPL
+    };
+    // Three blocks fit beside the timestamp: the arrival's own, then the most recently
+    // reported others.
+    recv!(tcb, ack([100, 900, 700]));
+    recv!(tcb, ack([300, 100, 900]));
+    recv!(tcb, ack([500, 300, 100]));
+    recv!(tcb, ack([700, 500, 300]));
+    recv!(tcb, ack([900, 700, 500]));
+    recv_nothing!(tcb);
+}
+
+#[test]
+fn without_sack_a_batch_still_draws_one_duplicate_ack_per_segment() {
+    let mut tcb = established();
+    tcb.quickacks = 0;
+    for offset in [10, 20, 30] {
+        send!(tcb, TcpRepr { seq_number: REMOTE_SEQ + 1 + offset, payload: b"x", ..SEND_TEMPL });
+    }
+    for _ in 0..3 {
+        recv!(tcb, RECV_TEMPL);
+    }
+    recv_nothing!(tcb);
+}
+
+/// A segment filling the hole in the same batch makes the earlier arrivals below the new
+/// RCV.NXT in-order: their duplicate ACKs would now repeat the new acknowledgment number and
+/// look like duplicates for the next hole, so one ACK for the filling segment replaces them.
+#[test]
+fn a_hole_filled_in_the_same_batch_replaces_the_acks_owed_below_it() {
+    let mut tcb = established_sack();
+    let base = REMOTE_SEQ.0 + 1;
+    let seg = |offset: u32| TcpRepr {
+        seq_number: SeqNumber(base + offset),
+        options: ts(502, 0),
+        payload: &[1; 100],
+        ..SEND_TEMPL
+    };
+    send!(tcb, seg(300));
+    send!(tcb, seg(100));
+    send!(tcb, seg(0));
+    let after_fill = TcpRepr {
+        ack_number: Some(SeqNumber(base + 200)),
+        window_len: 63_800,
+        options: TcpOptions { timestamp: Some((0, 502)), ..sack(&[(base + 300, base + 400)]) },
+        ..RECV_TEMPL
+    };
+    // One for the segment at 300, still out of order; one for the segment that filled the hole.
+    recv!(tcb, after_fill);
+    recv!(tcb, after_fill);
+    recv_nothing!(tcb);
+}
+
+#[test]
+fn a_flood_of_out_of_order_segments_owes_a_bounded_number_of_acks() {
+    let mut tcb = established_sack();
+    let base = REMOTE_SEQ.0 + 1;
+    for i in 0..200u32 {
+        send!(
+            tcb,
+            TcpRepr {
+                seq_number: SeqNumber(base + 1 + i),
+                options: ts(502, 0),
+                payload: b"x",
+                ..SEND_TEMPL
+            }
+        );
+    }
+    let acks = tcb.emitted_all();
+    assert_eq!(acks.len(), crate::socket::tcp::acks::MAX_OWED_ACKS);
+    assert!(acks.iter().all(|a| a.payload.is_empty() && a.repr.ack_number == Some(REMOTE_SEQ + 1)));
+    // The last one reports the block as it stands after the latest arrival.
+    let last = acks.last().unwrap().repr.options;
+    assert_eq!(
+        last.sack(),
+        [SackBlock { left: SeqNumber(base + 1), right: SeqNumber(base + 201) }]
+    );
+}
+
+/// RFC 2883: a segment that arrives again is reported in a D-SACK block, first and once, so
+/// that the sender knows its retransmission was not needed.
+#[test]
+fn a_duplicate_segment_is_reported_once_in_a_dsack_block() {
+    let mut tcb = established_sack();
+    let base = REMOTE_SEQ.0 + 1;
+    let seg = |offset: u32, tsval: u32| TcpRepr {
+        seq_number: SeqNumber(base + offset),
+        options: ts(tsval, 0),
+        payload: &[1; 100],
+        ..SEND_TEMPL
+    };
+    send!(tcb, seg(0, 502));
+    send!(tcb, seg(200, 502));
+    tcb.emitted_all();
+    // The first segment again (a spurious retransmission, newer TSval), then the same with the
+    // original's TSval (PAWS drops it, but it is a duplicate all the same).
+    for tsval in [503, 501] {
+        send!(tcb, seg(0, tsval));
+        let acks = tcb.emitted_all();
+        assert_eq!(acks.len(), 1);
+        let blocks = acks[0].repr.options.sack();
+        assert_eq!(
+            blocks,
+            [
+                SackBlock { left: SeqNumber(base), right: SeqNumber(base + 100) },
+                SackBlock { left: SeqNumber(base + 200), right: SeqNumber(base + 300) },
+            ]
+        );
+    }
+    // Reported once: the next ACK has the usual block only.
+    send!(tcb, seg(300, 503));
+    let acks = tcb.emitted_all();
+    assert_eq!(
+        acks.last().unwrap().repr.options.sack(),
+        [SackBlock { left: SeqNumber(base + 200), right: SeqNumber(base + 400) }]
+    );
+}
+
 #[test]
 fn four_sack_blocks_without_timestamps() {
     let config = config();

@@ -212,6 +212,48 @@ fn syn_sent_retransmits_syn_with_backoff_then_times_out() {
     assert_eq!(tcb.poll_at(), None);
 }
 
+/// RFC 6298 §5.7: a SYN that timed out shows the initial RTO too short for the path; without an
+/// RTT sample (Karn: none from a retransmitted SYN without timestamps), data starts with 3 s.
+#[test]
+fn syn_sent_timeout_without_a_sample_starts_data_with_a_three_second_rto() {
+    let mut tcb = syn_sent();
+    tcb.advance_to_next_timer();
+    recv!(tcb, our_syn(1000));
+    tcb.now += Duration::from_millis(30);
+    send!(tcb, syn_ack(mss_only()));
+    assert_eq!(tcb.state(), TcpState::Established);
+    recv!(tcb, RECV_TEMPL);
+    assert_eq!(tcb.info().rtt, Duration::ZERO, "no sample");
+    assert_eq!(tcb.info().rto, Duration::from_secs(3));
+    tcb.send(b"data").unwrap();
+    recv!(tcb, TcpRepr { flags: ACK | PSH, payload: b"data", ..RECV_TEMPL });
+    assert_eq!(tcb.advance_to_next_timer(), Duration::from_secs(3));
+}
+
+/// With timestamps the SYN-ACK echoes the retransmitted SYN's TSval: a valid sample, which
+/// sets the RTO as usual.
+#[test]
+fn syn_sent_timeout_with_a_timestamp_sample_keeps_the_measured_rto() {
+    let mut tcb = syn_sent();
+    tcb.advance_to_next_timer();
+    recv!(tcb, our_syn(1000));
+    tcb.now += Duration::from_millis(30);
+    let options = TcpOptions { timestamp: Some((700, 1000)), ..mss_only() };
+    send!(tcb, syn_ack(options));
+    assert_eq!(tcb.info().rtt, Duration::from_millis(30));
+    assert_eq!(tcb.info().rto, Duration::from_millis(200), "30 ms + 4 × 15 ms, min_rto");
+}
+
+#[test]
+fn syn_received_timeout_without_a_sample_starts_data_with_a_three_second_rto() {
+    let mut tcb = syn_received();
+    tcb.advance_to_next_timer();
+    assert!(tcb.emitted().unwrap().repr.flags.contains(SYN));
+    send!(tcb, SEND_TEMPL);
+    assert_eq!(tcb.state(), TcpState::Established);
+    assert_eq!(tcb.info().rto, Duration::from_secs(3));
+}
+
 #[test]
 fn syn_sent_host_unreachable_fails_the_connect_at_once() {
     // As Linux's tcp_v4_err: while connecting, an unreachable (or a next hop that never

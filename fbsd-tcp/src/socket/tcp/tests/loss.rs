@@ -1,6 +1,6 @@
 //! Loss recovery: fast retransmit and NewReno (RFC 5681, RFC 6582), limited transmit
-//! (RFC 3042), SACK-based recovery (RFC 6675), the interplay with timeouts, Karn's rule, and
-//! path-MTU reductions (RFC 1191).
+//! (RFC 3042), SACK-based recovery (RFC 6675), RACK (RFC 8985), the interplay with timeouts,
+//! Karn's rule, and path-MTU reductions (RFC 1191).
 //!
 //! Segments are numbered from 0: segment `i` carries stream bytes `[1460 i, 1460 (i + 1))`.
 //! The TCBs here use NewReno (halving, round numbers) and no timestamps (SMSS = 1460).
@@ -14,14 +14,20 @@ fn reno_config() -> TcpConfig {
     TcpConfig { congestion: CongestionAlgorithm::NewReno, timestamps: false, ..config() }
 }
 
+/// The round trip the handshake measures in `sending`.
+const HANDSHAKE_RTT: Duration = Duration::from_millis(10);
+
 /// ESTABLISHED with NewReno, with or without SACK, `segments` full segments queued and the
-/// initial window (10) of them sent.
+/// initial window (10) of them sent. The handshake took `HANDSHAKE_RTT`; the peer's ACKs in the
+/// tests arrive at the instant the data left unless a test lets time pass, so RACK's
+/// reordering window (a quarter of the minimum RTT) has not run out for any of them.
 fn sending(sack_permitted: bool, segments: usize) -> Tcb {
     let config = reno_config();
     let syn =
         TcpRepr { options: TcpOptions { sack_permitted, ..their_syn().options }, ..their_syn() };
     let mut tcb = syn_received_with(&config, &options(&config), &syn);
     tcb.emitted_all();
+    tcb.advance(HANDSHAKE_RTT);
     send!(tcb, SEND_TEMPL);
     tcb.send(&pattern(0, segments * SMSS)).unwrap();
     assert_eq!(indices(&tcb.emitted_all()), (0..segments.min(10)).collect::<Vec<_>>());
@@ -220,13 +226,117 @@ fn sack_acks_without_new_sack_information_are_not_dup_acks() {
 }
 
 #[test]
-fn timeout_clears_the_scoreboard() {
+fn timeout_clears_the_scoreboard_and_resends_in_order() {
     let mut tcb = sending(true, 20);
     send!(tcb, ack(0, &[(1, 3)]));
-    tcb.emitted_all();
+    // RACK deems segment 0 lost a quarter RTT later and recovery retransmits it.
+    assert_eq!(tcb.advance_to_next_timer(), HANDSHAKE_RTT / 4);
+    assert_eq!(indices(&tcb.emitted_all()), [0]);
+    // No answer at all: the timeout.
     tcb.advance_to_next_timer();
+    assert_eq!(tcb.info().timeouts, 1);
     assert_eq!(tcb.info().sacked, 0);
     assert_eq!(indices(&tcb.emitted_all()), [0]);
+    // Everything outstanding is resent in order as the window opens; what the peer SACKs
+    // meanwhile is skipped.
+    assert_eq!(answer(&mut tcb, ack(1, &[(3, 4)])), [1, 2]);
+    assert_eq!(answer(&mut tcb, ack(3, &[])), [4, 5, 6, 7]);
+}
+
+// ===================================================================================
+// RACK (RFC 8985)
+// ===================================================================================
+
+/// RFC 6675 alone cannot see a retransmission lost again: nothing above it is SACKed anew
+/// for it. RACK sees that data sent after it arrived, and deems it lost once an RTT has passed.
+#[test]
+fn a_lost_retransmission_is_sent_again_without_a_timeout() {
+    let mut tcb = sending(true, 40);
+    answer(&mut tcb, ack(0, &[(1, 2)]));
+    answer(&mut tcb, ack(0, &[(1, 3)]));
+    assert_eq!(answer(&mut tcb, ack(0, &[(1, 4)])), [0]);
+    for upto in 5..8 {
+        answer(&mut tcb, ack(0, &[(1, upto)]));
+    }
+    // New data leaves after the retransmission of 0.
+    assert_eq!(answer(&mut tcb, ack(0, &[(1, 8)])), [12]);
+    assert_eq!(answer(&mut tcb, ack(0, &[(1, 10)])), [13, 14]);
+    // An RTT later the peer reports 12, sent after the retransmission, but still not 0, nor
+    // 10 and 11, sent before 12: all three are lost (no reordering seen: no window) and go
+    // first, then new data as the pipe allows (unSACKed 0, 10, 11, 13, 14; lost 0, 10, 11).
+    tcb.advance(HANDSHAKE_RTT);
+    assert_eq!(answer(&mut tcb, ack(0, &[(12, 13), (1, 10)])), [0, 10, 11, 15]);
+    let info = tcb.info();
+    assert_eq!((info.timeouts, info.fast_recoveries, info.total_retrans), (0, 1, 4));
+    check_loss_state(&tcb);
+}
+
+/// A loss with fewer than DupThresh segments behind it: the duplicate ACKs never come, RACK's
+/// timer does, a quarter RTT (the reordering window) after the RTT.
+#[test]
+fn too_few_segments_after_a_loss_for_dup_thresh_rack_recovers_it() {
+    let mut tcb = sending(true, 3);
+    assert_eq!(answer(&mut tcb, ack(0, &[(1, 3)])), [] as [usize; 0]);
+    assert!(tcb.recovery.is_none());
+    assert_eq!(tcb.advance_to_next_timer(), HANDSHAKE_RTT / 4);
+    assert_eq!(indices(&tcb.emitted_all()), [0]);
+    let info = tcb.info();
+    assert_eq!((info.timeouts, info.fast_recoveries, info.total_retrans), (0, 1, 1));
+    // The retransmission arrives: recovery ends.
+    send!(tcb, ack(3, &[]));
+    assert!(tcb.recovery.is_none());
+    recv_nothing!(tcb);
+    assert_eq!(tcb.poll_at(), None, "nothing outstanding, no timer");
+}
+
+#[test]
+fn segments_delivered_out_of_order_open_the_reordering_window() {
+    let mut tcb = sending(true, 10);
+    send!(tcb, ack(0, &[(1, 2)]));
+    // Segment 0 was only late: no loss, but reordering is seen from now on.
+    send!(tcb, ack(2, &[]));
+    tcb.emitted_all();
+    let srtt = tcb.rtt.srtt();
+    assert_eq!(tcb.sent.reo_wnd(true, srtt, HANDSHAKE_RTT), HANDSHAKE_RTT / 4);
+    assert_eq!(tcb.info().fast_recoveries, 0);
+}
+
+/// A D-SACK says a retransmission was spurious: reordering beyond RACK's window. The window
+/// grows by a quarter of the minimum RTT per round trip that sees one (RFC 8985 §6.2).
+#[test]
+fn a_dsack_widens_the_reordering_window() {
+    let mut tcb = sending(true, 10);
+    send!(tcb, ack(2, &[]));
+    let srtt = tcb.rtt.srtt();
+    assert_eq!(tcb.sent.reo_wnd(false, srtt, HANDSHAKE_RTT), HANDSHAKE_RTT / 4);
+    send!(tcb, ack(2, &[(0, 1)]));
+    assert_eq!(tcb.sent.reo_wnd(false, srtt, HANDSHAKE_RTT), HANDSHAKE_RTT / 2);
+}
+
+/// Without timestamps, the ACK of exactly a probe that resent the last segment cannot tell
+/// whether the original had arrived too; a D-SACK of the probe says it had, an ACK beyond it
+/// without one says the probe repaired a loss (RFC 8985 §7.4).
+#[test]
+fn without_timestamps_a_loss_probe_is_judged_by_dsack_or_a_later_ack() {
+    for dsack in [false, true] {
+        let mut tcb = sending(true, 10);
+        let pto = 2 * HANDSHAKE_RTT + Duration::from_millis(2);
+        assert_eq!(tcb.advance_to_next_timer(), pto);
+        assert_eq!(indices(&tcb.emitted_all()), [9]);
+        send!(tcb, ack(10, &[]));
+        assert!(tcb.tlp_end.is_some(), "undecided");
+        if dsack {
+            // Both copies arrived: the peer reports the second as a duplicate.
+            send!(tcb, ack(10, &[(9, 10)]));
+            assert_eq!(tcb.tlp_end, None);
+        }
+        tcb.send(&pattern(10 * SMSS, SMSS)).unwrap();
+        assert_eq!(indices(&tcb.emitted_all()), [10]);
+        send!(tcb, ack(11, &[]));
+        assert_eq!(tcb.tlp_end, None);
+        assert_eq!(tcb.stats.probe_recoveries, u64::from(!dsack));
+        assert_eq!(tcb.info().snd_ssthresh < usize::MAX, !dsack);
+    }
 }
 
 // ===================================================================================
@@ -251,8 +361,8 @@ fn one_segment_per_rtt_is_timed() {
     // The ACK of segment 0 ends the timing started when it left.
     send!(tcb, ack(1, &[]));
     let after_first = tcb.info();
-    assert_eq!(after_first.min_rtt, Duration::ZERO, "the handshake measured 0 ms");
-    assert_eq!(after_first.rtt, Duration::from_micros(3750));
+    assert_eq!(after_first.min_rtt, HANDSHAKE_RTT, "measured by the handshake");
+    assert_eq!(after_first.rtt, Duration::from_micros(12_500), "7/8 × 10 ms + 1/8 × 30 ms");
     // Segment 1's ACK gives no sample: it was not the timed one.
     tcb.advance(Duration::from_millis(30));
     send!(tcb, ack(2, &[]));
@@ -284,4 +394,26 @@ fn path_mtu_has_a_floor_and_ignores_increases() {
     assert_eq!(tcb.info().snd_mss, 536);
     tcb.on_path_mtu(now, 1500);
     assert_eq!(tcb.info().snd_mss, 536);
+}
+
+/// The segments the path dropped for their size are resent by going back to SND.UNA; when the
+/// window does not cover all of them at once, RACK then sees resent segments arrive before the
+/// originals beyond them, which must not count as a congestion signal.
+#[test]
+fn path_mtu_resending_starts_no_recovery_with_sack() {
+    let mut tcb = sending(true, 20);
+    assert_eq!(answer(&mut tcb, ack(2, &[])), [10, 11, 12, 13]);
+    // 12 segments out; a fresh window of 10 (as after an idle restart) resends 10 × 1460
+    // bytes in 960-byte segments, leaving the last 2 segments' worth unsent.
+    tcb.cc = CongestionAlgorithm::NewReno.build(SMSS);
+    let now = tcb.now;
+    tcb.on_path_mtu(now, 1000);
+    assert_eq!(tcb.emitted_all().len(), 16);
+    tcb.advance(HANDSHAKE_RTT);
+    send!(tcb, TcpRepr { ack_number: Some(seq(2) + 2 * 960), ..SEND_TEMPL });
+    tcb.advance(HANDSHAKE_RTT);
+    tcb.emitted_all();
+    assert_eq!(tcb.info().fast_recoveries, 0);
+    assert_eq!(tcb.info().snd_ssthresh, usize::MAX);
+    check_loss_state(&tcb);
 }

@@ -1,8 +1,9 @@
 //! Tests of the TCB, driven by hand-built segments and virtual time.
 //!
 //! Read first: RFC 9293 §3.10 (event processing), RFC 5961 (challenge ACKs), RFC 7323 (window
-//! scale, timestamps, PAWS), RFC 2018 and RFC 6675 (SACK), RFC 5681 and RFC 6582 (fast
-//! retransmit, NewReno), RFC 6298 (RTO), RFC 1122 §4.2.3 (delayed ACK, SWS, keepalive).
+//! scale, timestamps, PAWS), RFC 2018 and RFC 6675 (SACK), RFC 8985 (RACK-TLP), RFC 5681 and
+//! RFC 6582 (fast retransmit, NewReno), RFC 6298 (RTO), RFC 1122 §4.2.3 (delayed ACK, SWS,
+//! keepalive).
 //!
 //! The tests are grouped the way RFC 9293 §3.10 describes event processing, by
 //! state (banners below and one file per group) and then by mechanism (windows, SACK, timers,
@@ -389,4 +390,13 @@ pub(super) fn pattern(from: usize, n: usize) -> Vec<u8> {
 
 pub(super) fn pattern_byte(i: usize) -> u8 {
     ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8
+}
+
+/// The per-segment loss state agrees with the scoreboard and with a recount (with SACK, once
+/// data flows).
+#[track_caller]
+pub(super) fn check_loss_state(socket: &TcpSocket) {
+    if socket.sack_enabled && socket.snd_una != socket.iss {
+        socket.sent.check(&socket.scoreboard, socket.snd_una, socket.snd_max);
+    }
 }

@@ -152,7 +152,9 @@ impl Pair {
         } else {
             &mut self.client
         };
-        if target.process(self.now, &repr) == SegmentOutcome::SendReset {
+        let outcome = target.process(self.now, &repr);
+        check_loss_state(target);
+        if outcome == SegmentOutcome::SendReset {
             let reset = reset_reply(&repr).unwrap();
             let mut bytes = vec![0; reset.header_len()];
             reset.emit(
@@ -192,10 +194,12 @@ impl Pair {
         }
         if self.client.poll_at().is_some_and(|at| at <= self.now) {
             self.client.on_timer(self.now);
+            check_loss_state(&self.client);
         }
         if let Some(server) = self.server.as_mut() {
             if server.poll_at().is_some_and(|at| at <= self.now) {
                 server.on_timer(self.now);
+                check_loss_state(server);
             }
         }
     }

@@ -1,6 +1,6 @@
-//! Timers: retransmission timeout with backoff and give-up (RFC 6298, TCP_USER_TIMEOUT),
-//! persist and zero-window probes (RFC 9293 §3.8.6.1), keepalive (RFC 1122 §4.2.3.6), idle
-//! restart (RFC 5681 §4.1), and `poll_at`.
+//! Timers: retransmission timeout with backoff and give-up (RFC 6298, TCP_USER_TIMEOUT), the
+//! tail loss probe (RFC 8985 §7), persist and zero-window probes (RFC 9293 §3.8.6.1),
+//! keepalive (RFC 1122 §4.2.3.6), idle restart (RFC 5681 §4.1), and `poll_at`.
 
 use super::*;
 use crate::socket::tcp::timer::Timer;
@@ -162,10 +162,14 @@ fn eifel_spurious_timeout_is_undone() {
     tcb.send(&data).unwrap();
     assert_eq!(tcb.emitted_all().len(), 3);
     let cwnd = tcb.info().snd_cwnd;
+    // Two RTTs (here the 2 ms margin alone) without an ACK: a tail loss probe, then the timeout.
     tcb.advance_to_next_timer();
-    assert_eq!(tcb.emitted_all().len(), 1, "go-back-N starts with one segment");
+    assert_eq!(tcb.emitted_all().len(), 1, "the loss probe");
+    tcb.advance_to_next_timer();
+    assert_eq!(tcb.now, Instant::from_millis(212));
+    assert_eq!(tcb.emitted_all().len(), 1, "the timeout resends one segment");
     assert_eq!(tcb.info().snd_cwnd, 1448);
-    // The ACK echoes the original's TSval (10), not the retransmission's (210): the original
+    // The ACK echoes the original's TSval (10), not the retransmission's (212): the original
     // arrived. The window comes back, and segments 2 and 3 are not sent again.
     send!(tcb, ts_ack(1449, 10));
     // Restored, then grown by the segment this ACK covers (slow start).
@@ -182,15 +186,125 @@ fn eifel_genuine_timeout_keeps_the_reduction() {
     tcb.advance(Duration::from_millis(10));
     tcb.send(&pattern(0, 3 * 1448)).unwrap();
     tcb.emitted_all();
-    tcb.advance_to_next_timer();
+    tcb.advance_to_next_timer(); // the loss probe
+    tcb.emitted_all();
+    tcb.advance_to_next_timer(); // the timeout
     tcb.emitted_all();
     // Echoing the retransmission's TSval: it was needed.
-    send!(tcb, ts_ack(1449, 210));
+    send!(tcb, ts_ack(1449, 212));
     assert_eq!(tcb.spurious_retransmits, 0);
     assert!(tcb.info().snd_cwnd < 3 * 1448);
-    // Go-back-N continues with the next segment.
+    // The retransmission continues with the next segment.
     let resent = tcb.emitted_all();
     assert_eq!(resent[0].repr.seq_number, LOCAL_SEQ + 1449);
+}
+
+// ===================================================================================
+// Tail loss probe (RFC 8985 §7)
+// ===================================================================================
+
+/// `with_timestamps` with three segments sent at 10 ms. The handshake measured 0 ms, so the
+/// probe timeout is the 2 ms margin alone.
+fn three_segments_out() -> Tcb {
+    let mut tcb = with_timestamps();
+    tcb.advance(Duration::from_millis(10));
+    tcb.send(&pattern(0, 3 * 1448)).unwrap();
+    assert_eq!(tcb.emitted_all().len(), 3);
+    tcb
+}
+
+#[test]
+fn loss_probe_resends_the_last_segment_and_its_ack_shows_the_repaired_loss() {
+    let mut tcb = three_segments_out();
+    assert_eq!(tcb.advance_to_next_timer(), Duration::from_millis(2));
+    let probe = tcb.emitted_all();
+    assert_eq!((probe.len(), tcb.stats.loss_probes), (1, 1));
+    assert_eq!(probe[0].repr.seq_number, LOCAL_SEQ + 1 + 2 * 1448);
+    assert_eq!(probe[0].payload, pattern(2 * 1448, 1448));
+    // Only one probe until it is answered; the retransmission timer runs from the probe.
+    assert_eq!(tcb.timers.get(Timer::LossProbe), None);
+    assert_eq!(tcb.timers.get(Timer::Retransmit), Some(Instant::from_millis(212)));
+    // The last segment had been lost: the ACK echoes the probe's TSval (12 ms). Nothing timed
+    // out, but the window reacts as fast recovery would have.
+    let cwnd = tcb.info().snd_cwnd;
+    send!(tcb, ts_ack(3 * 1448 + 1, 12));
+    assert_eq!(tcb.stats.probe_recoveries, 1);
+    assert!(tcb.info().snd_cwnd < cwnd && tcb.info().snd_ssthresh < usize::MAX);
+    assert_eq!(tcb.info().timeouts, 0);
+}
+
+#[test]
+fn loss_probe_answered_by_the_original_changes_nothing() {
+    let mut tcb = three_segments_out();
+    tcb.advance_to_next_timer();
+    assert_eq!(tcb.emitted_all().len(), 1);
+    // The ACK echoes the original's TSval (10 ms): the probe was not needed.
+    send!(tcb, ts_ack(3 * 1448 + 1, 10));
+    assert_eq!(tcb.stats.probe_recoveries, 0);
+    assert_eq!(tcb.info().snd_ssthresh, usize::MAX);
+    assert_eq!(tcb.tlp_end, None);
+}
+
+#[test]
+fn loss_probe_sends_new_data_when_there_is_some() {
+    let mut tcb = with_timestamps();
+    tcb.advance(Duration::from_millis(10));
+    // Twelve segments queued, ten (the initial window) sent.
+    tcb.send(&pattern(0, 12 * 1448)).unwrap();
+    assert_eq!(tcb.emitted_all().len(), 10);
+    tcb.advance_to_next_timer();
+    let probe = tcb.emitted_all();
+    assert_eq!(probe.len(), 1, "one probe, whatever the congestion window");
+    assert_eq!(probe[0].repr.seq_number, LOCAL_SEQ + 1 + 10 * 1448);
+    assert!(!tcb.tlp_retransmitted);
+    // Its ACK ends the probe episode without a reduction.
+    send!(tcb, ts_ack(11 * 1448 + 1, 12));
+    assert_eq!((tcb.tlp_end, tcb.stats.probe_recoveries), (None, 0));
+}
+
+/// A tail loss: the first of three segments lost. The probe draws a SACK, RACK deems the first
+/// segment lost, and fast recovery repairs it: no timeout.
+#[test]
+fn loss_probe_turns_a_tail_loss_into_fast_recovery() {
+    let mut tcb = three_segments_out();
+    tcb.advance_to_next_timer();
+    assert_eq!(tcb.emitted_all().len(), 1);
+    tcb.advance(Duration::from_millis(10));
+    let sack = TcpOptions {
+        timestamp: Some((600, 10)),
+        ..sack(&[((LOCAL_SEQ + 1449).0, (LOCAL_SEQ + 1 + 3 * 1448).0)])
+    };
+    send!(tcb, TcpRepr { options: sack, ..ts_ack(1, 10) });
+    let resent = tcb.emitted_all();
+    assert_eq!(resent[0].repr.seq_number, LOCAL_SEQ + 1);
+    let info = tcb.info();
+    assert_eq!((info.fast_recoveries, info.timeouts), (1, 0));
+}
+
+/// With SACK, a timeout resends what is outstanding through recovery, skipping what the peer
+/// then SACKs; the loss probe is not armed again until the timeout recovery is over.
+#[test]
+fn timeout_with_sack_resends_in_order_and_skips_what_is_sacked() {
+    let mut tcb = three_segments_out();
+    tcb.advance_to_next_timer(); // the probe
+    tcb.emitted_all();
+    tcb.advance_to_next_timer(); // the timeout
+    assert_eq!(tcb.recovery, Some(crate::socket::tcp::Recovery::Timeout));
+    let resent = tcb.emitted_all();
+    assert_eq!(resent.len(), 1);
+    assert_eq!(resent[0].repr.seq_number, LOCAL_SEQ + 1);
+    // The peer had the third segment: SACKed with the ACK of the first, it is not resent.
+    let sack = TcpOptions {
+        timestamp: Some((600, 212)),
+        ..sack(&[((LOCAL_SEQ + 1 + 2 * 1448).0, (LOCAL_SEQ + 1 + 3 * 1448).0)])
+    };
+    send!(tcb, TcpRepr { options: sack, ..ts_ack(1449, 212) });
+    let resent = tcb.emitted_all();
+    assert_eq!(resent.len(), 1);
+    assert_eq!(resent[0].repr.seq_number, LOCAL_SEQ + 1449);
+    send!(tcb, ts_ack(3 * 1448 + 1, 212));
+    assert_eq!(tcb.recovery, None);
+    check_loss_state(&tcb);
 }
 
 // ===================================================================================

@@ -1,6 +1,6 @@
-//! Windows: our advertised window with RFC 7323 scaling (never shrinking the right edge,
-//! RFC 9293 §3.8.6.2.2), the caps without scaling, buffer resizing through `set_options`, and
-//! the send buffer.
+//! Windows: our advertised window with RFC 7323 scaling (never offering more than the ring
+//! holds, never shrinking the right edge the ring can hold, RFC 9293 §3.8.6.2.2), the caps
+//! without scaling, buffer resizing through `set_options`, and the send buffer.
 
 use super::*;
 
@@ -37,24 +37,127 @@ fn advertised_window_is_scaled() {
     assert_eq!(tcb.info().rcv_wnd, ((1 << 20) - 1000) >> 5 << 5);
 }
 
+/// The right edge of the window on an emitted ACK, with our scale of 5.
+fn right_edge(emitted: &Emitted) -> SeqNumber {
+    emitted.repr.ack_number.unwrap() + (usize::from(emitted.repr.window_len) << 5)
+}
+
 #[test]
-fn right_edge_never_moves_left_even_when_rounding() {
+fn right_edge_never_moves_left_while_the_ring_has_room() {
     let mut tcb = scaled(1 << 20);
     let mut seq = REMOTE_SEQ + 1;
     let mut edge = None;
-    // Odd-sized segments leave RCV.NXT unaligned to the 32-byte scale unit.
+    // Odd-sized segments leave RCV.NXT unaligned to the 32-byte scale unit; the reader keeps
+    // up, so the ring always holds the old edge rounded up.
     for len in [7, 13, 1001, 333, 1459, 1] {
         let data = vec![0; len];
         send!(tcb, TcpRepr { seq_number: seq, payload: &data, options: ts(502, 0), ..SEND_TEMPL });
         seq += len;
         for emitted in tcb.emitted_all() {
-            let right =
-                emitted.repr.ack_number.unwrap() + (usize::from(emitted.repr.window_len) << 5);
+            let right = right_edge(&emitted);
             if let Some(previous) = edge {
                 assert!(right >= previous, "right edge moved left: {right:?} < {previous:?}");
             }
             edge = Some(right);
         }
+        tcb.recv(&mut vec![0; len]).unwrap();
+    }
+}
+
+/// The regression seen against Linux: a full buffer, a reader that does not keep up, and
+/// holding the old edge by rounding up offered up to a unit more than the ring could hold, so
+/// the peer sent data that was dropped. Now the edge stays within the ring; where the ring
+/// cannot hold the old edge rounded up, the edge on the wire falls short of it by less than a
+/// unit, and data up to the old edge is still accepted, and stored.
+#[test]
+fn window_never_offers_more_than_the_ring_holds() {
+    let mut tcb = scaled(1 << 20);
+    tcb.quickacks = u32::MAX;
+    let mut seq = REMOTE_SEQ + 1;
+    let mut highest_edge = None;
+    let mut retracted = false;
+    for len in [7, 13, 1001, 333, 1459, 1, 77, 1448, 1448, 5] {
+        let data = vec![0; len];
+        send!(tcb, TcpRepr { seq_number: seq, payload: &data, options: ts(502, 0), ..SEND_TEMPL });
+        seq += len;
+        let ack = tcb.emitted().expect("every segment acknowledged");
+        let right = right_edge(&ack);
+        let buffer_end = tcb.rcv_nxt + tcb.rx.free();
+        assert!(right <= buffer_end, "offered {right:?} beyond the ring's {buffer_end:?}");
+        if let Some(highest) = highest_edge {
+            assert!(right + 32 > highest, "moved left by a unit or more");
+            retracted |= right < highest;
+        }
+        highest_edge = Some(highest_edge.map_or(right, |h: SeqNumber| h.max(right)));
+        assert_eq!(tcb.rcv_adv, highest_edge.unwrap(), "acceptance never retracts");
+    }
+    // The case the old rounding got wrong arose: the edge on the wire fell short of the one
+    // held, where rounding up would have gone past the ring.
+    assert!(retracted);
+    // The peer may send up to the highest edge, and all of it is stored.
+    let room = tcb.rcv_adv - seq;
+    let stored = tcb.rx.len();
+    send!(
+        tcb,
+        TcpRepr { seq_number: seq, payload: &vec![0; room], options: ts(502, 0), ..SEND_TEMPL }
+    );
+    assert_eq!(tcb.rx.len(), stored + room);
+}
+
+/// Random arrivals (up to what was offered) and reads against both promises, checked on every
+/// ACK: the edge on the wire is within the ring, moves left only when rounding up would leave
+/// the ring and then by less than a unit, and what the peer was offered is always storable.
+#[test]
+fn random_arrivals_and_reads_keep_both_window_promises() {
+    let mut rng = super::pair::Rng(0x5ca1e);
+    for recv_buffer in [1 << 20, (1 << 20) + 4321, 3 << 20] {
+        let mut tcb = scaled(recv_buffer);
+        tcb.quickacks = u32::MAX;
+        let shift = tcb.rcv_wscale;
+        let unit = 1usize << shift;
+        let mut seq = REMOTE_SEQ + 1;
+        let mut highest_edge: Option<SeqNumber> = None;
+        let (mut retractions, mut data_segments) = (0, 0);
+        let mut sink = vec![0; 1 << 16];
+        for _ in 0..3000 {
+            if rng.next().is_multiple_of(3) {
+                let want = 1 + (rng.next() % (1 << 16)) as usize;
+                let _ = tcb.recv(&mut sink[..want]);
+            } else {
+                let offered = tcb.rcv_adv - seq;
+                let len = (1 + (rng.next() % 1460) as usize).min(offered);
+                if len == 0 {
+                    continue;
+                }
+                let before = tcb.rx.len();
+                let data = vec![0; len];
+                send!(
+                    tcb,
+                    TcpRepr { seq_number: seq, payload: &data, options: ts(502, 0), ..SEND_TEMPL }
+                );
+                assert_eq!(tcb.rx.len(), before + len, "offered data was dropped");
+                seq += len;
+                data_segments += 1;
+            }
+            for ack in tcb.emitted_all() {
+                let ack_number = ack.repr.ack_number.unwrap();
+                let right = ack_number + (usize::from(ack.repr.window_len) << shift);
+                let free = tcb.rx.free();
+                assert!(right <= ack_number + free, "offered beyond the ring");
+                if let Some(highest) = highest_edge {
+                    let held = (highest - ack_number).div_ceil(unit) * unit;
+                    if held <= free {
+                        assert!(right >= highest, "moved left though the ring holds the edge");
+                    } else {
+                        assert!(right + unit > highest, "moved left by a unit or more");
+                        retractions += usize::from(right < highest);
+                    }
+                }
+                highest_edge = Some(highest_edge.map_or(right, |h| h.max(right)));
+            }
+            assert!(tcb.rcv_adv <= tcb.rcv_nxt + tcb.rx.free(), "acceptance beyond the ring");
+        }
+        assert!(data_segments > 1000 && retractions > 0, "{data_segments} {retractions}");
     }
 }
 
