@@ -362,7 +362,7 @@ impl TcpSocket {
         if ack > self.snd_una {
             let flight_before = self.snd_max - self.snd_una;
             let mut data_acked = ack - self.snd_una;
-            if self.snd_una == self.iss {
+            if self.syn_unacked() {
                 data_acked -= 1; // our SYN
             }
             if self.fin_sent() && ack == self.data_end() + 1 {
@@ -371,6 +371,13 @@ impl TcpSocket {
             let data_acked = data_acked.min(self.tx.len());
             self.tx.consume(data_acked);
             self.snd_una = ack;
+            if self.recovery.is_none() && self.snd_una > self.recover {
+                // Once SND.UNA has passed `recover` its exact value no longer matters; dragging
+                // it along keeps the serial comparisons with it valid on connections that move
+                // more than 2 GiB between losses. (Ahead of SND.UNA it still guards, e.g. the
+                // resends after a path-MTU drop.)
+                self.recover = self.snd_una;
+            }
             if self.snd_nxt < ack {
                 self.snd_nxt = ack;
             }

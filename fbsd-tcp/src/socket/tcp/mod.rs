@@ -1119,11 +1119,17 @@ impl TcpSocket {
 
     /// The sequence number of the send ring's first byte.
     fn tx_front(&self) -> SeqNumber {
-        if self.snd_una == self.iss {
+        if self.syn_unacked() {
             self.iss + 1
         } else {
             self.snd_una
         }
+    }
+
+    /// True until our SYN is acknowledged. SND.UNA = ISS alone does not say it: after 2^32 − 1
+    /// bytes of data SND.UNA wraps back to ISS.
+    fn syn_unacked(&self) -> bool {
+        self.snd_una == self.iss && self.stats.bytes_acked == 0
     }
 
     /// One past the last data byte the user wrote: where a FIN goes.

@@ -19,6 +19,10 @@
 
 use crate::wire::{SackBlock, SeqNumber};
 
+/// Most disjoint SACKed ranges the scoreboard keeps (FreeBSD caps holes at 128 per connection);
+/// blocks that would open more are ignored.
+pub const MAX_RANGES: usize = 256;
+
 /// RFC 6675 DupThresh.
 pub const DUP_THRESH: usize = 3;
 
@@ -254,6 +258,12 @@ impl Scoreboard {
         let first = self.sacked.partition_point(|&(_, r)| r < left);
         let last = self.sacked.partition_point(|&(l, _)| l <= right);
         if first == last {
+            if self.sacked.len() >= MAX_RANGES {
+                // SACK information is advisory (RFC 2018 §8: a sender may ignore it); a receiver
+                // reporting thousands of one-byte islands must not make every ACK cost
+                // thousands of moves in a daemon that serves every application.
+                return;
+            }
             newly_sacked(left, right);
             self.sacked.insert(first, (left, right));
             self.sacked_bytes += right - left;
@@ -331,6 +341,21 @@ mod tests {
     }
 
     // ---- update ----
+
+    #[test]
+    fn islands_beyond_the_range_cap_are_ignored_but_still_merge() {
+        let mut board = Scoreboard::new();
+        let islands: Vec<SackBlock> =
+            (0..MAX_RANGES + 10).map(|i| block(10 * i + 1, 10 * i + 2)).collect();
+        for chunk in islands.chunks(4) {
+            board.update(seq(0), seq(1 << 20), chunk);
+        }
+        assert_eq!(ranges(&board).len(), MAX_RANGES);
+        assert_eq!(board.sacked_bytes(), MAX_RANGES);
+        // A block that touches a range already held still counts.
+        assert_eq!(board.update(seq(0), seq(1 << 20), &[block(2, 5)]), 3);
+        assert_eq!(ranges(&board).len(), MAX_RANGES);
+    }
 
     #[test]
     fn update_merges_and_counts_new_bytes() {

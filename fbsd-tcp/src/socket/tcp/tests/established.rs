@@ -1023,3 +1023,22 @@ fn readiness_after_reset() {
     assert_eq!(tcb.take_error(), Some(Errno::ConnectionReset));
     assert_eq!(tcb.readiness(), crate::socket::Readiness { error: false, ..all });
 }
+
+#[test]
+fn data_keeps_its_place_when_snd_una_wraps_back_onto_the_iss() {
+    let mut tcb = established();
+    // As after 2^32 − 1 bytes sent and acknowledged: SND.UNA has wrapped back onto the ISS,
+    // which must not be mistaken for an unacknowledged SYN.
+    let iss = tcb.iss;
+    tcb.snd_una = iss;
+    tcb.snd_nxt = iss;
+    tcb.snd_max = iss;
+    tcb.stats.bytes_acked = u64::from(u32::MAX);
+    assert_eq!(tcb.send(b"after the wrap"), Ok(14));
+    let segment = tcb.emitted().expect("the data goes out");
+    assert_eq!(segment.repr.seq_number, iss);
+    assert_eq!(segment.payload, b"after the wrap");
+    send!(tcb, TcpRepr { ack_number: Some(iss + 14), ..SEND_TEMPL });
+    assert_eq!(tcb.info().unacked, 0);
+    assert_eq!(tcb.info().bytes_acked, u64::from(u32::MAX) + 14);
+}
