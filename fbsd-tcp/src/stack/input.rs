@@ -8,6 +8,7 @@ use super::{Kind, Socket, Stack};
 use crate::socket::tcp::{SegmentOutcome, TcpSocket};
 use crate::socket::Errno;
 use crate::time::Instant;
+use crate::wire::SeqNumber;
 use crate::wire::{
     ArpOperation, ArpPacket, ArpRepr, DstUnreachable, EtherType, EthernetFrame, EthernetRepr,
     Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr, ParseError, TcpControl, TcpFlags,
@@ -214,6 +215,13 @@ impl Stack {
                 else {
                     return;
                 };
+                let quoted_seq =
+                    data.get(4..8).map(|b| SeqNumber(u32::from_be_bytes([b[0], b[1], b[2], b[3]])));
+                if !quoted_seq.is_some_and(|seq| tcb.quotes_outstanding(seq)) {
+                    // A blind attacker does not know what is in flight (RFC 5927 §4.1).
+                    self.counters.icmp_dropped += 1;
+                    return;
+                }
                 match reason {
                     // RFC 1191: a router without next-hop MTU support sends 0; guess the next
                     // plateau below what we sent (RFC 1191 §5's table, coarsely).

@@ -943,3 +943,32 @@ fn connections_left_on_a_port_block_a_bind_without_so_reuseaddr() {
     let plain = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
     stack.bind(plain, "0.0.0.0:8000".parse().unwrap()).unwrap();
 }
+
+#[test]
+fn icmp_errors_must_quote_a_sequence_number_in_flight() {
+    let mut stack = stack();
+    learn_peer(&mut stack);
+    let socket = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
+    let _ = stack.connect(Instant::ZERO, socket, "10.77.0.1:80".parse().unwrap());
+    let syn = drain(&mut stack).remove(0);
+    let (header, segment) = parse_ip(&syn);
+    let unreachable = |quoted_segment: &[u8]| {
+        let error = Icmpv4Repr::DstUnreachable {
+            reason: DstUnreachable::HostUnreachable,
+            header,
+            data: quoted_segment,
+        };
+        let mut icmp = vec![0; error.buffer_len()];
+        error.emit(&mut Icmpv4Packet::new_checked(&mut icmp[..]).unwrap(), CHECKSUMS);
+        ip_frame(IpProtocol::Icmp, OUR_IP, &icmp)
+    };
+    // A blind forgery: right ports, a sequence number nobody sent.
+    let mut forged = segment[..8].to_vec();
+    forged[4] ^= 0x80;
+    stack.receive_frame(Instant::ZERO, &unreachable(&forged));
+    assert_eq!(stack.take_error(socket), Ok(None), "ignored");
+    assert_eq!(stack.counters().icmp_dropped, 1);
+    // The real thing quotes our SYN.
+    stack.receive_frame(Instant::ZERO, &unreachable(&segment[..8]));
+    assert_eq!(stack.take_error(socket), Ok(Some(Errno::HostUnreachable)));
+}

@@ -740,6 +740,12 @@ impl TcpSocket {
         self.timers.next_deadline()
     }
 
+    /// RFC 5927 §4.1: an ICMP error about this connection is believable only if the segment it
+    /// quotes starts within what we have sent and not yet seen acknowledged.
+    pub fn quotes_outstanding(&self, seq: SeqNumber) -> bool {
+        self.snd_una <= seq && seq < self.snd_max.max(self.snd_una + 1)
+    }
+
     /// The earliest armed timer, leaving pending output aside: for a caller that dispatches
     /// after every interaction anyway and must keep timers running while it cannot send (a next
     /// hop that does not resolve).
