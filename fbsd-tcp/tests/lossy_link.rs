@@ -162,10 +162,11 @@ mod loss_matrix {
     //! - a loss-limited Reno-style flow (CUBIC is Reno-friendly at a 10 ms RTT) reaches the
     //!   Mathis et al. rate MSS/RTT × √(3/2)/√p; the transfer takes the longer of that and the
     //!   line-rate time; we allow 1.5 times it;
-    //! - a retransmission is itself lost with probability p, and SACK recovery (RFC 6675)
-    //!   cannot see that: only the RTO repairs it. That is p² of all segments, each waiting at
-    //!   least the 200 ms minimum RTO; we allow three times that (the backoff when the
-    //!   retransmission after the timeout is lost too, and the restart from one segment);
+    //! - a retransmission is itself lost with probability p. RACK (RFC 8985) detects most of
+    //!   those, but not when nothing sent after it is acknowledged (a small window, a lost tail
+    //!   probe): the bound still allows for an RTO on each, p² of all segments, each waiting at
+    //!   least the 200 ms minimum RTO, three times over (the backoff when the retransmission
+    //!   after the timeout is lost too, and the restart from one segment);
     //! - plus 5 s for the handshake, slow start and the tail.
     //!
     //! A stack that stalled on an RTO for every loss would need at least p × segments × 200 ms;
