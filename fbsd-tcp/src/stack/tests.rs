@@ -153,6 +153,31 @@ fn parse_tcp(frame: &[u8]) -> (TcpFlags, Option<SeqNumber>, SeqNumber, u16) {
     (repr.flags, repr.ack_number, repr.seq_number, repr.dst_port)
 }
 
+/// A TCP listener bound to `addr` (backlog 8).
+fn listening(stack: &mut Stack, addr: &str) -> crate::socket::SocketHandle {
+    let listener = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
+    stack.bind(listener, addr.parse().unwrap()).unwrap();
+    stack.listen(listener, 8).unwrap();
+    listener
+}
+
+/// The peer (port 40000, ISN 1000) opens a connection to `port` and `listener` accepts it:
+/// returns the connection and our ISN.
+fn handshake(
+    stack: &mut Stack,
+    listener: crate::socket::SocketHandle,
+    port: u16,
+) -> (crate::socket::SocketHandle, SeqNumber) {
+    stack.receive_frame(Instant::ZERO, &tcp_frame(40000, port, TcpFlags::SYN, 1000, None, b""));
+    let (_, _, isn, _) = parse_tcp(&drain(stack)[0]);
+    stack.receive_frame(
+        Instant::ZERO,
+        &tcp_frame(40000, port, TcpFlags::default(), 1001, Some(isn.0 + 1), b""),
+    );
+    let (connection, _) = stack.accept(listener).unwrap();
+    (connection, isn)
+}
+
 // ---- ARP ----
 
 #[test]
@@ -509,9 +534,7 @@ fn dual_stack_listener_accepts_ipv4_and_reports_v4_mapped_peers() {
 fn closing_a_listener_resets_its_unaccepted_connections() {
     let mut stack = stack();
     learn_peer(&mut stack);
-    let listener = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
-    stack.bind(listener, "0.0.0.0:8000".parse().unwrap()).unwrap();
-    stack.listen(listener, 8).unwrap();
+    let listener = listening(&mut stack, "0.0.0.0:8000");
     stack.receive_frame(Instant::ZERO, &tcp_frame(40000, 8000, TcpFlags::SYN, 1000, None, b""));
     let (_, _, our_isn, _) = parse_tcp(&drain(&mut stack)[0]);
     stack.receive_frame(
@@ -586,19 +609,11 @@ fn timers_drive_syn_retransmission() {
 fn a_new_syn_reuses_a_four_tuple_in_time_wait() {
     let mut stack = stack();
     learn_peer(&mut stack);
-    let listener = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
-    stack.bind(listener, "0.0.0.0:8000".parse().unwrap()).unwrap();
-    stack.listen(listener, 8).unwrap();
+    let listener = listening(&mut stack, "0.0.0.0:8000");
 
     // Handshake, then the stack closes first and the peer answers with its own FIN: the stack's
     // side ends in TIME-WAIT.
-    stack.receive_frame(Instant::ZERO, &tcp_frame(40000, 8000, TcpFlags::SYN, 1000, None, b""));
-    let (_, _, isn, _) = parse_tcp(&drain(&mut stack)[0]);
-    stack.receive_frame(
-        Instant::ZERO,
-        &tcp_frame(40000, 8000, TcpFlags::default(), 1001, Some(isn.0 + 1), b""),
-    );
-    let (connection, _) = stack.accept(listener).unwrap();
+    let (connection, _) = handshake(&mut stack, listener, 8000);
     stack.close(Instant::ZERO, connection).unwrap();
     let (flags, _, fin_seq, _) = parse_tcp(&drain(&mut stack)[0]);
     assert!(flags.contains(TcpFlags::FIN));
@@ -713,9 +728,7 @@ fn an_established_connection_whose_peer_vanishes_times_out() {
 fn packets_from_martian_sources_are_discarded_silently() {
     let mut stack = stack();
     learn_peer(&mut stack);
-    let listener = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
-    stack.bind(listener, "0.0.0.0:80".parse().unwrap()).unwrap();
-    stack.listen(listener, 8).unwrap();
+    listening(&mut stack, "0.0.0.0:80");
     for source in
         [OUR_IP, Ipv4Addr::BROADCAST, Ipv4Addr::new(10, 77, 0, 255), Ipv4Addr::new(127, 0, 0, 1)]
     {
@@ -731,9 +744,7 @@ fn packets_from_martian_sources_are_discarded_silently() {
 #[test]
 fn a_syn_from_a_source_we_cannot_route_to_is_dropped() {
     let mut stack = stack(); // no gateway: only 10.77.0.0/24 is reachable
-    let listener = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
-    stack.bind(listener, "0.0.0.0:80".parse().unwrap()).unwrap();
-    stack.listen(listener, 8).unwrap();
+    listening(&mut stack, "0.0.0.0:80");
     let source = Ipv4Addr::new(192, 0, 2, 1);
     stack.receive_frame(
         Instant::ZERO,
@@ -748,9 +759,7 @@ fn a_syn_from_a_source_we_cannot_route_to_is_dropped() {
 fn the_timer_heap_stays_small_however_often_timers_move() {
     let mut stack = stack();
     learn_peer(&mut stack);
-    let listener = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
-    stack.bind(listener, "0.0.0.0:80".parse().unwrap()).unwrap();
-    stack.listen(listener, 8).unwrap();
+    let listener = listening(&mut stack, "0.0.0.0:80");
     let options = SocketOptions { keepalive: true, ..stack.options(listener).unwrap().clone() };
     stack.set_options(Instant::ZERO, listener, options).unwrap();
     stack.receive_frame(Instant::ZERO, &tcp_frame(40000, 80, TcpFlags::SYN, 1000, None, b""));
@@ -827,9 +836,7 @@ fn broadcasts_reach_every_wildcard_socket_on_the_port() {
 fn tcp_recv_from_keeps_data_read_after_the_connection_closed() {
     let mut stack = stack();
     learn_peer(&mut stack);
-    let listener = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
-    stack.bind(listener, "0.0.0.0:80".parse().unwrap()).unwrap();
-    stack.listen(listener, 8).unwrap();
+    let listener = listening(&mut stack, "0.0.0.0:80");
     stack.receive_frame(Instant::ZERO, &tcp_frame(40000, 80, TcpFlags::SYN, 1000, None, b""));
     let (_, _, isn, _) = parse_tcp(&drain(&mut stack)[0]);
     let fin_data = TcpFlags::FIN | TcpFlags::PSH;
@@ -911,16 +918,8 @@ fn a_stack_is_never_built_from_an_invalid_configuration() {
 fn connections_left_on_a_port_block_a_bind_without_so_reuseaddr() {
     let mut stack = stack();
     learn_peer(&mut stack);
-    let listener = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
-    stack.bind(listener, "0.0.0.0:8000".parse().unwrap()).unwrap();
-    stack.listen(listener, 8).unwrap();
-    stack.receive_frame(Instant::ZERO, &tcp_frame(40000, 8000, TcpFlags::SYN, 1000, None, b""));
-    let (_, _, isn, _) = parse_tcp(&drain(&mut stack)[0]);
-    stack.receive_frame(
-        Instant::ZERO,
-        &tcp_frame(40000, 8000, TcpFlags::default(), 1001, Some(isn.0 + 1), b""),
-    );
-    let (connection, _) = stack.accept(listener).unwrap();
+    let listener = listening(&mut stack, "0.0.0.0:8000");
+    let (connection, _) = handshake(&mut stack, listener, 8000);
     stack.close(Instant::ZERO, listener).unwrap();
 
     // The server restarts while its old connection lives on.
