@@ -96,7 +96,6 @@ fn report(what: &str, upload: &Upload, backend: &dyn Backend) {
 }
 
 #[test]
-#[ignore = "needs fbsd-tcp's TCP core, still todo!() on this branch"]
 fn kernel_tcp_uploads_to_the_engine_through_a_tap() {
     if !privileged("engine over tap") {
         return;
@@ -114,13 +113,17 @@ fn kernel_tcp_uploads_to_the_engine_through_a_tap() {
 }
 
 #[test]
-#[ignore = "needs fbsd-tcp's TCP core, still todo!() on this branch"]
 fn kernel_tcp_uploads_to_the_engine_through_a_veth() {
     if !privileged("engine over af-packet") {
         return;
     }
     let ns = NetNs::new("e2eafp");
     ns.veth_pair("veth0", "veth1");
+    // The kernel's TCP hands a veth whole TSO/GSO super-frames, which cross unsegmented and
+    // are larger than any frame the engine accepts; a packet socket on a real NIC sees GRO'd
+    // ones the same way. Until the backend takes them apart (PACKET_VNET_HDR), the test keeps
+    // the kernel to wire-sized frames.
+    ns.ip("link set dev veth1 gso_max_segs 1");
     let config = BackendConfig::new(BackendKind::AfPacket, "veth0");
     let mut backend = ns.run(|| AfPacketBackend::open(&config)).unwrap();
     let len = 4 << 20;
