@@ -8,8 +8,9 @@
 //! Built so far:
 //! - [`backend`]: the NIC backends behind one burst-oriented, zero-copy [`backend::Backend`]
 //!   trait — a TAP the daemon creates, an existing interface through AF_PACKET rings, and an
-//!   in-memory pair for tests. All of the crate's `unsafe` code (system calls, ring memory shared
-//!   with the kernel) is confined to `backend::sys`.
+//!   in-memory pair for tests, and DPDK behind the `dpdk` feature. All of the crate's `unsafe`
+//!   code (system calls, ring memory shared with the kernel, DPDK's C API) is confined to
+//!   `backend::sys` and `backend::dpdk::sys`.
 //! - [`pcap`]: capture files that tcpdump and Wireshark read.
 //!
 //! - [`config`]: defaults, the TOML file and command-line settings.
