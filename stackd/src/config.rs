@@ -168,7 +168,18 @@ impl Config {
         }
         Ok(Config {
             backend,
-            iface: settings.iface.unwrap_or_else(|| "jr0".to_owned()),
+            iface: match (settings.iface, backend) {
+                (Some(iface), _) => iface,
+                (None, BackendKind::Tap) => "jr0".to_owned(),
+                // The TAP's name is ours to pick; an interface or a port to bind is not.
+                (None, _) => return Err(ConfigError::Invalid {
+                    field: "iface",
+                    value: String::new(),
+                    reason: format!(
+                        "the {backend} backend needs --iface: the interface or DPDK port to use"
+                    ),
+                }),
+            },
             addr,
             host_addr,
             gateway,
@@ -293,6 +304,10 @@ mod tests {
             (
                 Settings { mtu: Some(100), ..Default::default() },
                 "mtu = \"100\": must be between 576 and 9000",
+            ),
+            (
+                Settings { backend: Some("af-packet".into()), ..Default::default() },
+                "iface = \"\": the af-packet backend needs --iface: the interface or DPDK port to use",
             ),
         ];
         for (settings, expected) in cases {

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -21,8 +21,6 @@ use crate::proto::{
 
 /// Connections served at once; more are refused (closed at once) and logged.
 const MAX_CLIENTS: usize = 1024;
-/// Messages read from one connection per turn, so one chatty client cannot starve the rest.
-const MESSAGES_PER_TURN: usize = 16;
 
 /// Who is on the other end of a control connection, as the kernel vouches (SO_PEERCRED).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +44,8 @@ struct Connection {
 pub struct ControlServer {
     listener: OwnedFd,
     path: PathBuf,
+    /// Device and inode of the socket file we bound: only that file is removed at exit.
+    identity: (u64, u64),
     connections: HashMap<usize, Connection>,
     next_key: usize,
 }
@@ -56,6 +56,12 @@ pub enum ControlError {
     /// Another daemon answers at the path.
     #[error("control socket {path} is in use: another joyride-stackd is running (stop it, or pass --control with another path)")]
     InUse {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Something that is not a socket is at the path.
+    #[error("control socket {path}: the path exists and is not a socket; refusing to replace it (pass --control with another path)")]
+    NotASocket {
         /// The path.
         path: PathBuf,
     },
@@ -97,7 +103,12 @@ impl ControlServer {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(system("create its directory"))?;
         }
-        if path.exists() {
+        if let Ok(existing) = std::fs::symlink_metadata(path) {
+            // Only a socket file may be replaced: a mistyped --control must never delete a
+            // configuration file or anything else that happens to be there.
+            if !existing.file_type().is_socket() {
+                return Err(ControlError::NotASocket { path: path.to_owned() });
+            }
             if std::os::unix::net::UnixStream::connect(path).is_ok() || seqpacket_answers(path) {
                 return Err(ControlError::InUse { path: path.to_owned() });
             }
@@ -116,9 +127,11 @@ impl ControlServer {
             .map_err(system("chmod 0660"))?;
         socket::listen(&listener, Backlog::new(128).unwrap_or(Backlog::MAXCONN))
             .map_err(nix_system("listen"))?;
+        let identity = std::fs::symlink_metadata(path).map_err(system("stat the socket file"))?;
         Ok(ControlServer {
             listener,
             path: path.to_owned(),
+            identity: (identity.dev(), identity.ino()),
             connections: HashMap::new(),
             next_key: 0,
         })
@@ -189,7 +202,9 @@ impl ControlServer {
         let fd = connection.socket.as_raw_fd();
         let peer = connection.peer;
         let mut buffer = vec![0u8; MAX_MESSAGE + 1];
-        for _ in 0..MESSAGES_PER_TURN {
+        // Read until EAGAIN: the event loop's epoll is edge-triggered, so requests left unread
+        // now would wait for the client's next one (a pipelining client would hang).
+        loop {
             let len = match socket::recv(fd, &mut buffer, MsgFlags::MSG_DONTWAIT) {
                 Ok(0) => return self.close(key, "closed by the client"),
                 Ok(len) => len,
@@ -208,7 +223,6 @@ impl ControlServer {
                 Err(_) => return self.close(key, "client gone before its reply"),
             }
         }
-        Served::Open
     }
 
     /// Closes connection `key` (the event loop could not watch it).
@@ -226,7 +240,12 @@ impl ControlServer {
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        // Another daemon may have replaced the file since (after this one was declared stale).
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| (m.dev(), m.ino()) == self.identity);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -281,6 +300,45 @@ mod tests {
             Operation::Counters => Ok(Reply::Counters { counters: vec![("rx_frames".into(), 7)] }),
             _ => Ok(Reply::Sockets { total: 0, sockets: vec![] }),
         }
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("stackd-control-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_path_that_is_not_a_socket_is_never_replaced() {
+        let dir = temp_dir("notsocket");
+        let file = dir.join("stackd.toml");
+        std::fs::write(&file, "precious").unwrap();
+        let error = ControlServer::bind(&file).unwrap_err();
+        assert!(matches!(error, ControlError::NotASocket { .. }), "{error}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "precious");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn pipelined_requests_are_all_answered_in_one_turn() {
+        let dir = temp_dir("pipeline");
+        let path = dir.join("s.sock");
+        let mut server = ControlServer::bind(&path).unwrap();
+        let mut client = crate::client::Client::connect(&path).unwrap();
+        for id in 1..=40 {
+            let request = format!(r#"{{"version":1,"id":{id},"op":{{"op":"counters"}}}}"#);
+            client.send_raw(request.as_bytes()).unwrap();
+        }
+        let accepted = server.accept_pending();
+        assert_eq!(accepted.len(), 1);
+        assert_eq!(server.serve(accepted[0].0, |_, op| ok_handler(op)), Served::Open);
+        for id in 1..=40u64 {
+            let reply: Response = serde_json::from_slice(&client.receive_raw().unwrap()).unwrap();
+            assert_eq!(reply.id, id);
+        }
+        drop(server);
+        assert!(!path.exists(), "the socket file goes with the server");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

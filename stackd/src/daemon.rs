@@ -230,7 +230,10 @@ impl Daemon {
         while self.stack.poll_event().is_some() {}
 
         self.transmit(now)?;
-        Ok(received == RECEIVE_BURST || self.backend.tx_blocked())
+        // A full device is not a reason to spin: the NIC's descriptor turns writable (epoll
+        // tells us) when it has room again, and the engine keeps its frames meanwhile.
+        let polled = self.backend.poll_fd().is_none();
+        Ok(received == RECEIVE_BURST || (polled && received > 0))
     }
 
     fn transmit(&mut self, now: Instant) -> Result<(), DaemonError> {

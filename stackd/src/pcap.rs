@@ -12,6 +12,7 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -59,11 +60,29 @@ impl PcapWriter {
     /// Creates (or truncates) `path` and writes the file header.
     pub fn create(path: impl AsRef<Path>) -> Result<PcapWriter, PcapError> {
         let path = path.as_ref().to_path_buf();
-        let file = File::create(&path).map_err(|source| PcapError::Io {
-            path: path.clone(),
-            step: "create the file",
-            source,
-        })?;
+        // The daemon runs as root and a capture holds every frame's payload: never follow a
+        // symlink someone planted in a shared directory (it could point at /etc/shadow), write
+        // only to a regular file or a character device (/dev/null), and keep it private (0600).
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .and_then(|file| {
+                let kind = file.metadata()?.file_type();
+                if kind.is_file() || kind.is_char_device() {
+                    Ok(file)
+                } else {
+                    Err(std::io::Error::other("not a regular file or a character device"))
+                }
+            })
+            .map_err(|source| PcapError::Io {
+                path: path.clone(),
+                step: "create the file",
+                source,
+            })?;
         let mut writer =
             PcapWriter { out: BufWriter::with_capacity(BUFFER, file), path, failed: false };
         let mut header = [0u8; 24];
@@ -280,5 +299,36 @@ mod tests {
             stdout.trim(),
             "1.000000 ARP, Request who-has 10.77.0.1 tell 10.77.0.2, length 28"
         );
+    }
+}
+
+#[cfg(test)]
+mod safety_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_planted_symlink_or_fifo_is_refused_and_captures_are_private() {
+        let dir = std::env::temp_dir().join(format!("stackd-pcap-safety-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "do not truncate").unwrap();
+        let link = dir.join("capture.pcap");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(PcapWriter::create(&link).is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "do not truncate");
+
+        let fifo = dir.join("fifo.pcap");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        assert!(
+            PcapWriter::create(&fifo).is_err(),
+            "refused at once, without blocking on the FIFO"
+        );
+
+        let real = dir.join("real.pcap");
+        drop(PcapWriter::create(&real).unwrap());
+        let mode = std::fs::metadata(&real).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

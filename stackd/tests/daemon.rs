@@ -243,7 +243,7 @@ fn start_up_failures_say_what_to_do() {
     let tmp = std::env::temp_dir().join(format!("jrstackd-fail-{}", std::process::id()));
     let control = tmp.join("s.sock");
     let control = control.to_str().unwrap();
-    let message = run(&["--backend", "dpdk", "--control", control]);
+    let message = run(&["--backend", "dpdk", "--iface", "net_tap0", "--control", control]);
     assert!(
         message.contains("rebuild with --features dpdk") || cfg!(feature = "dpdk"),
         "{message}"
