@@ -172,13 +172,15 @@ impl Config {
                 (Some(iface), _) => iface,
                 (None, BackendKind::Tap) => "jr0".to_owned(),
                 // The TAP's name is ours to pick; an interface or a port to bind is not.
-                (None, _) => return Err(ConfigError::Invalid {
-                    field: "iface",
-                    value: String::new(),
-                    reason: format!(
+                (None, _) => {
+                    return Err(ConfigError::Invalid {
+                        field: "iface",
+                        value: String::new(),
+                        reason: format!(
                         "the {backend} backend needs --iface: the interface or DPDK port to use"
                     ),
-                }),
+                    })
+                }
             },
             addr,
             host_addr,

@@ -36,6 +36,8 @@ const RECEIVE_BURST: usize = 256;
 const POLLED_IDLE_SLEEP: Duration = Duration::from_micros(100);
 /// Frames the engine may still emit at shutdown (RSTs for every connection, then nothing).
 const SHUTDOWN_FRAMES: usize = 65536;
+/// How long shutdown waits for a full device to take the last frames.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -313,16 +315,39 @@ impl Daemon {
             let _ = self.stack.shutdown(now, handle, Shutdown::Both);
             let _ = self.stack.close(now, handle);
         }
+        // Every reset must leave, though a ring may fill on the way: keep handing frames over,
+        // giving the device a moment whenever it is full, within a frame budget and a deadline.
         let mut budget = SHUTDOWN_FRAMES;
-        let stack = &mut self.stack;
-        let pcap = &mut self.pcap;
-        let _ = self.backend.transmit(&mut |buf| {
-            budget = budget.checked_sub(1)?;
-            let len = stack.poll_transmit(now, buf)?;
-            capture(pcap, &buf[..len]);
-            Some(len)
-        });
-        let _ = self.backend.flush();
+        let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
+        loop {
+            let stack = &mut self.stack;
+            let pcap = &mut self.pcap;
+            let mut drained = true;
+            let sent = self.backend.transmit(&mut |buf| {
+                budget = budget.checked_sub(1)?;
+                let Some(len) = stack.poll_transmit(now, buf) else {
+                    return None;
+                };
+                drained = false;
+                capture(pcap, &buf[..len]);
+                Some(len)
+            });
+            let flushed = self.backend.flush();
+            let blocked = self.backend.tx_blocked();
+            if sent.is_err()
+                || flushed.is_err()
+                || budget == 0
+                || std::time::Instant::now() > deadline
+            {
+                break;
+            }
+            if !blocked && drained {
+                break;
+            }
+            if blocked {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         if let Some(pcap) = &mut self.pcap {
             if let Err(error) = pcap.flush() {
                 tracing::warn!(%error, "capture file incomplete");
