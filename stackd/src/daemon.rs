@@ -325,9 +325,7 @@ impl Daemon {
             let mut drained = true;
             let sent = self.backend.transmit(&mut |buf| {
                 budget = budget.checked_sub(1)?;
-                let Some(len) = stack.poll_transmit(now, buf) else {
-                    return None;
-                };
+                let len = stack.poll_transmit(now, buf)?;
                 drained = false;
                 capture(pcap, &buf[..len]);
                 Some(len)
