@@ -178,6 +178,21 @@ fn handshake(
     (connection, isn)
 }
 
+/// The stack connects to the peer's port 80 and the peer (ISN 7000) accepts: returns the
+/// connection and its local port.
+fn connected(stack: &mut Stack) -> (crate::socket::SocketHandle, u16) {
+    let socket = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
+    let _ = stack.connect(Instant::ZERO, socket, "10.77.0.1:80".parse().unwrap());
+    let (_, _, isn, _) = parse_tcp(&drain(stack)[0]);
+    let port = stack.local_addr(socket).unwrap().port();
+    stack.receive_frame(
+        Instant::ZERO,
+        &tcp_frame(80, port, TcpFlags::SYN, 7000, Some(isn.0 + 1), b""),
+    );
+    drain(stack);
+    (socket, port)
+}
+
 // ---- ARP ----
 
 #[test]
@@ -640,15 +655,7 @@ fn a_new_syn_reuses_a_four_tuple_in_time_wait() {
 fn time_wait_ends_after_two_msl_and_frees_the_connection() {
     let mut stack = stack();
     learn_peer(&mut stack);
-    let socket = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
-    let _ = stack.connect(Instant::ZERO, socket, "10.77.0.1:80".parse().unwrap());
-    let (_, _, isn, _) = parse_tcp(&drain(&mut stack)[0]);
-    let port = stack.local_addr(socket).unwrap().port();
-    stack.receive_frame(
-        Instant::ZERO,
-        &tcp_frame(80, port, TcpFlags::SYN, 7000, Some(isn.0 + 1), b""),
-    );
-    drain(&mut stack);
+    let (socket, port) = connected(&mut stack);
     stack.close(Instant::ZERO, socket).unwrap();
     let (_, _, fin_seq, _) = parse_tcp(&drain(&mut stack)[0]);
     stack.receive_frame(
@@ -707,15 +714,7 @@ fn connect_to_a_host_that_never_answers_arp_fails_with_ehostunreach() {
 fn an_established_connection_whose_peer_vanishes_times_out() {
     let mut stack = stack();
     learn_peer(&mut stack);
-    let socket = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
-    let _ = stack.connect(Instant::ZERO, socket, "10.77.0.1:80".parse().unwrap());
-    let (_, _, isn, _) = parse_tcp(&drain(&mut stack)[0]);
-    let port = stack.local_addr(socket).unwrap().port();
-    stack.receive_frame(
-        Instant::ZERO,
-        &tcp_frame(80, port, TcpFlags::SYN, 7000, Some(isn.0 + 1), b""),
-    );
-    drain(&mut stack);
+    let (socket, _) = connected(&mut stack);
     stack.send(socket, b"are you there?").unwrap();
     // The peer never answers again, and its ARP entry expires on the way.
     run_timers_until(&mut stack, Instant::ZERO + Duration::from_secs(3600));
