@@ -453,7 +453,7 @@ impl Stack {
                 TcpState::Closed => tcb.take_error().unwrap_or(Errno::InvalidArgument),
                 _ => Errno::IsConnected,
             }),
-            Kind::TcpListener(_) => Err(Errno::InvalidArgument),
+            Kind::TcpListener(_) => Err(Errno::IsConnected), // as Linux's inet_stream_connect
             Kind::Udp(udp) => {
                 let bound = udp.local;
                 if remote.port() == 0 {
@@ -521,7 +521,8 @@ impl Stack {
         let index = self.table.resolve(handle)?;
         match &mut self.socket_mut(index).kind {
             Kind::Udp(_) => self.send_to(handle, data, None),
-            _ => self.with_tcb(index, |tcb| tcb.send(data)),
+            // Linux answers a send on a TCP socket that never connected with EPIPE.
+            _ => self.with_tcb(index, Errno::BrokenPipe, |tcb| tcb.send(data)),
         }
     }
 
@@ -532,7 +533,7 @@ impl Stack {
         fill: impl FnOnce(&mut [u8], &mut [u8]) -> usize,
     ) -> Result<usize, Errno> {
         let index = self.table.resolve(handle)?;
-        self.with_tcb(index, |tcb| tcb.send_with(fill))
+        self.with_tcb(index, Errno::BrokenPipe, |tcb| tcb.send_with(fill))
     }
 
     /// recv(2). `Ok(0)` is end of stream (TCP).
@@ -541,7 +542,7 @@ impl Stack {
         if let Kind::Udp(_) = self.socket_ref(index).kind {
             return self.recv_from(handle, buf).map(|(copied, _, _)| copied);
         }
-        self.with_tcb(index, |tcb| tcb.recv(buf))
+        self.with_tcb(index, Errno::NotConnected, |tcb| tcb.recv(buf))
     }
 
     /// Zero-copy receive (TCP): `consume` reads the receive buffer in place.
@@ -551,7 +552,7 @@ impl Stack {
         consume: impl FnOnce(&[u8], &[u8]) -> usize,
     ) -> Result<usize, Errno> {
         let index = self.table.resolve(handle)?;
-        self.with_tcb(index, |tcb| tcb.recv_with(consume))
+        self.with_tcb(index, Errno::NotConnected, |tcb| tcb.recv_with(consume))
     }
 
     /// Runs a data call on a connection and settles what it changed. Sockets that are not
@@ -559,11 +560,12 @@ impl Stack {
     fn with_tcb<T>(
         &mut self,
         index: u32,
+        not_connected: Errno,
         call: impl FnOnce(&mut TcpSocket) -> Result<T, Errno>,
     ) -> Result<T, Errno> {
         let result = match &mut self.socket_mut(index).kind {
             Kind::TcpConn(tcb) => call(tcb),
-            Kind::TcpIdle { .. } | Kind::TcpListener(_) => return Err(Errno::NotConnected),
+            Kind::TcpIdle { .. } | Kind::TcpListener(_) => return Err(not_connected),
             Kind::Udp(_) => return Err(Errno::NotSupported),
         };
         self.tcp_touched(index);
@@ -658,6 +660,8 @@ impl Stack {
             Shutdown::Both => (true, true),
         };
         match &mut self.socket_mut(index).kind {
+            // An unconnected datagram socket has nothing to shut down (Linux: ENOTCONN).
+            Kind::Udp(udp) if udp.peer.is_none() => Err(Errno::NotConnected),
             Kind::Udp(udp) => {
                 udp.shutdown(read, write);
                 self.push_event(index);
@@ -672,10 +676,9 @@ impl Stack {
                 result
             }
             Kind::TcpIdle { .. } => Err(Errno::NotConnected),
-            Kind::TcpListener(_) => {
-                // Linux lets shutdown(SHUT_RD) wake a listener's accept waiters; we have none.
-                Err(Errno::NotConnected)
-            }
+            // Linux accepts shutdown on a listener (SHUT_RD stops it listening; here it keeps
+            // listening until close, which no program we know of minds).
+            Kind::TcpListener(_) => Ok(()),
         }
     }
 

@@ -477,7 +477,19 @@ fn operations_on_the_wrong_kind_of_socket_fail_like_the_kernel() {
     assert_eq!(stack.listen(udp, 1), Err(Errno::NotSupported));
     assert_eq!(stack.accept(udp).map(|_| ()), Err(Errno::NotSupported));
     let tcp = stack.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
-    assert_eq!(stack.send(tcp, b"x"), Err(Errno::NotConnected));
+    assert_eq!(stack.send(tcp, b"x"), Err(Errno::BrokenPipe), "Linux: EPIPE before any connect");
+    let mut buf = [0u8; 4];
+    assert_eq!(stack.recv(tcp, &mut buf), Err(Errno::NotConnected));
+    assert_eq!(
+        stack.shutdown(Instant::ZERO, udp, crate::socket::Shutdown::Write),
+        Err(Errno::NotConnected)
+    );
+    let listener = listening(&mut stack, "0.0.0.0:81");
+    assert_eq!(
+        stack.connect(Instant::ZERO, listener, "10.77.0.1:80".parse().unwrap()),
+        Err(Errno::IsConnected)
+    );
+    assert_eq!(stack.shutdown(Instant::ZERO, listener, crate::socket::Shutdown::Both), Ok(()));
     assert_eq!(stack.peer_addr(tcp), Err(Errno::NotConnected));
     assert_eq!(stack.accept(tcp).map(|_| ()), Err(Errno::InvalidArgument));
     let v6 = stack.socket(AddressFamily::Inet6, SocketType::Stream).unwrap();
