@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::control::{ControlError, ControlServer, Served};
 use crate::pcap::PcapWriter;
 use crate::proto::{
-    Operation, ProtocolError, Reply, SocketLine, PROTOCOL_VERSION, SOCKETS_PER_PAGE,
+    Operation, ProtocolError, Reply, SocketLine, MAX_MESSAGE, PROTOCOL_VERSION, SOCKETS_PER_PAGE,
 };
 
 const BACKEND: Token = Token(0);
@@ -119,7 +119,14 @@ impl Daemon {
         // Signals first: a SIGTERM during start-up must still end in a clean stop.
         let (signals, signal_writer) = UnixStream::pair().map_err(event_loop("signal pipe"))?;
         signals.set_nonblocking(true).map_err(event_loop("signal pipe"))?;
+        // The first SIGINT/SIGTERM asks for a clean stop; a second one, while that stop (or a
+        // start-up step) hangs, ends the process at once, as users expect of a second Ctrl-C.
+        let stop_requested = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register_conditional_shutdown(signal, 130, stop_requested.clone())
+                .map_err(event_loop("install signal handler"))?;
+            signal_hook::flag::register(signal, stop_requested.clone())
+                .map_err(event_loop("install signal handler"))?;
             let writer = signal_writer.try_clone().map_err(event_loop("signal pipe"))?;
             signal_hook::low_level::pipe::register(signal, writer)
                 .map_err(event_loop("install signal handler"))?;
@@ -395,7 +402,20 @@ fn handle(
         Operation::Counters => Reply::Counters { counters: counter_list(stack, backend) },
         Operation::Sockets { offset } => {
             let all = stack.sockets();
-            let sockets = all.iter().skip(offset).take(SOCKETS_PER_PAGE).map(socket_line).collect();
+            // A page ends at SOCKETS_PER_PAGE lines or at a byte budget well inside one message,
+            // whichever comes first; the client asks again from where it ended.
+            let mut budget = MAX_MESSAGE / 2;
+            let sockets = all
+                .iter()
+                .skip(offset)
+                .take(SOCKETS_PER_PAGE)
+                .map(socket_line)
+                .take_while(|line| {
+                    let size = line.details.len() + line.local.len() + line.peer.len() + 160;
+                    budget = budget.saturating_sub(size);
+                    budget > 0
+                })
+                .collect();
             Reply::Sockets { total: all.len(), sockets }
         }
     })
