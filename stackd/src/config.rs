@@ -26,27 +26,37 @@ use crate::backend::BackendKind;
 pub const DEFAULT_CONTROL_PATH: &str = "/run/joyride/stackd.sock";
 
 /// Settings as a file or the command line gives them: every field optional, strings not yet
-/// checked.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+/// checked. The same struct is the TOML schema (kebab-case keys) and the flag set, so a setting
+/// added here exists in both at once.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
-    /// `tap`, `af-packet` or `dpdk`.
+    /// NIC backend: tap (creates the interface), af-packet (binds an existing one), dpdk.
+    #[arg(long, value_name = "tap|af-packet|dpdk")]
     pub backend: Option<String>,
-    /// Interface to create (tap) or bind (af-packet), or the DPDK port.
+    /// The interface to create (tap) or bind (af-packet), or the DPDK port.
+    #[arg(long, value_name = "NAME")]
     pub iface: Option<String>,
-    /// The stack's address with prefix length.
+    /// The stack's address and network.
+    #[arg(long, value_name = "IP/PREFIX")]
     pub addr: Option<String>,
-    /// The address the daemon gives the kernel's side of its TAP.
+    /// The address given to the kernel's side of the TAP.
+    #[arg(long, value_name = "IP/PREFIX")]
     pub host_addr: Option<String>,
-    /// Next hop for destinations outside the network.
+    /// Next hop for destinations outside the network (default: host-addr's address).
+    #[arg(long, value_name = "IP")]
     pub gateway: Option<String>,
-    /// IP MTU.
+    /// IP MTU of the link.
+    #[arg(long, value_name = "N")]
     pub mtu: Option<usize>,
     /// Control socket path.
+    #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
-    /// Capture every frame to this pcap file.
+    /// Write every frame in and out to this pcap file (tcpdump -r reads it).
+    #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
-    /// DPDK EAL arguments.
+    /// DPDK EAL arguments, e.g. "-l 0 --no-huge --no-pci --vdev=net_tap0".
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     pub dpdk_args: Option<String>,
 }
 

@@ -22,33 +22,8 @@ struct Cli {
     /// gateway, mtu, control, pcap, dpdk-args).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// NIC backend: tap (creates the interface), af-packet (binds an existing one), dpdk.
-    #[arg(long, value_name = "tap|af-packet|dpdk")]
-    backend: Option<String>,
-    /// The interface to create (tap) or bind (af-packet), or the DPDK port.
-    #[arg(long, value_name = "NAME")]
-    iface: Option<String>,
-    /// The stack's address and network.
-    #[arg(long, value_name = "IP/PREFIX")]
-    addr: Option<String>,
-    /// The address given to the kernel's side of the TAP.
-    #[arg(long, value_name = "IP/PREFIX")]
-    host_addr: Option<String>,
-    /// Next hop for destinations outside the network (default: host-addr's address).
-    #[arg(long, value_name = "IP")]
-    gateway: Option<String>,
-    /// IP MTU of the link.
-    #[arg(long, value_name = "N")]
-    mtu: Option<usize>,
-    /// Control socket path.
-    #[arg(long, value_name = "PATH")]
-    control: Option<PathBuf>,
-    /// Write every frame in and out to this pcap file (tcpdump -r reads it).
-    #[arg(long, value_name = "FILE")]
-    pcap: Option<PathBuf>,
-    /// DPDK EAL arguments, e.g. "-l 0 --no-huge --no-pci --vdev=net_tap0".
-    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
-    dpdk_args: Option<String>,
+    #[command(flatten)]
+    settings: Settings,
 }
 
 fn main() -> ExitCode {
@@ -69,18 +44,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = Settings {
-        backend: cli.backend,
-        iface: cli.iface,
-        addr: cli.addr,
-        host_addr: cli.host_addr,
-        gateway: cli.gateway,
-        mtu: cli.mtu,
-        control: cli.control,
-        pcap: cli.pcap,
-        dpdk_args: cli.dpdk_args,
-    };
-    let config = Config::load(cli.config.as_deref(), settings).context("invalid configuration")?;
+    let config =
+        Config::load(cli.config.as_deref(), cli.settings).context("invalid configuration")?;
     let daemon = Daemon::start(config).context("cannot start")?;
     daemon.run().context("stopped on an error")
 }
