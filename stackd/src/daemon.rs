@@ -505,9 +505,8 @@ fn counter_list(stack: &Stack, backend: &dyn Backend) -> Vec<(String, u64)> {
 /// 16 bytes from the kernel's random source for ISNs and ephemeral ports (RFC 6528). Falls back
 /// to time and pid mixed, with a warning, if /dev/urandom cannot be read (a chroot without /dev).
 fn random_secret() -> [u8; 16] {
-    let mut secret = [0u8; 16];
-    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut secret)) {
-        Ok(()) => secret,
+    match backend::random_bytes() {
+        Ok(secret) => secret,
         Err(error) => {
             tracing::warn!(%error, "no /dev/urandom: sequence numbers will be more predictable");
             let seed = SystemTime::now()

@@ -448,13 +448,19 @@ pub(crate) fn interface_running(control: BorrowedFd<'_>, name: &str) -> bool {
 
 /// A random locally administered unicast MAC (02:…), for a TAP's engine side.
 pub(crate) fn random_local_mac() -> io::Result<EthernetAddress> {
-    use std::io::Read;
-    let mut bytes = [0u8; 6];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let mut bytes: [u8; 6] = random_bytes()?;
     // Locally administered (bit 1), unicast (bit 0 clear); 02 in the first byte keeps it
     // recognisable in captures.
     bytes[0] = 0x02;
     Ok(EthernetAddress(bytes))
+}
+
+/// `N` bytes from the kernel's random source.
+pub(crate) fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
+    use std::io::Read;
+    let mut bytes = [0u8; N];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes)
 }
 
 #[cfg(test)]
