@@ -571,17 +571,7 @@ impl Geometry {
 }
 
 fn setup_error(iface: &str, step: &'static str, source: io::Error) -> OpenError {
-    match source.raw_os_error() {
-        Some(libc::EPERM | libc::EACCES) => OpenError::NeedsCapability {
-            kind: BackendKind::AfPacket,
-            iface: iface.to_owned(),
-            step,
-            capability: "CAP_NET_RAW",
-        },
-        _ => {
-            OpenError::System { kind: BackendKind::AfPacket, iface: iface.to_owned(), step, source }
-        }
-    }
+    OpenError::from_setup(BackendKind::AfPacket, "CAP_NET_RAW", iface, step, source)
 }
 
 /// One received frame, as the kernel described it.

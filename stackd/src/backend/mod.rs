@@ -380,6 +380,25 @@ pub enum OpenError {
     },
 }
 
+impl OpenError {
+    /// A set-up step of `kind` on `iface` failed: EPERM or EACCES mean the process lacks
+    /// `capability`, anything else is a system error.
+    pub(crate) fn from_setup(
+        kind: BackendKind,
+        capability: &'static str,
+        iface: &str,
+        step: &'static str,
+        source: io::Error,
+    ) -> OpenError {
+        match source.raw_os_error() {
+            Some(libc::EPERM | libc::EACCES) => {
+                OpenError::NeedsCapability { kind, iface: iface.to_owned(), step, capability }
+            }
+            _ => OpenError::System { kind, iface: iface.to_owned(), step, source },
+        }
+    }
+}
+
 /// A failure of a running backend (see the trait's "Errors").
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {

@@ -153,15 +153,7 @@ impl TapBackend {
 
 /// An open-time failure: EPERM / EACCES mean a missing CAP_NET_ADMIN.
 fn setup_error(iface: &str, step: &'static str, source: io::Error) -> OpenError {
-    match source.raw_os_error() {
-        Some(libc::EPERM | libc::EACCES) => OpenError::NeedsCapability {
-            kind: BackendKind::Tap,
-            iface: iface.to_owned(),
-            step,
-            capability: "CAP_NET_ADMIN",
-        },
-        _ => OpenError::System { kind: BackendKind::Tap, iface: iface.to_owned(), step, source },
-    }
+    OpenError::from_setup(BackendKind::Tap, "CAP_NET_ADMIN", iface, step, source)
 }
 
 /// What TAP read and write errors mean.
