@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential pkg-config   # cc for crates with C parts
   iproute2 iputils-ping        # namespaces, veth, TAP set-up; ping as a peer in tests
-  python3                      # kernel-side peers in the interop tests
+  python3 curl                 # kernel-side peers in the interop and stackd tests
   procps                       # ps/pgrep in test clean-up
   tcpdump                      # reads back the pcap files stackd writes, in its tests
 )

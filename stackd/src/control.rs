@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -15,8 +15,10 @@ use nix::sys::socket::{
     self, sockopt, AddressFamily, Backlog, MsgFlags, SockFlag, SockType, UnixAddr,
 };
 
+use crate::fdpass;
 use crate::proto::{
-    Operation, ProtocolError, Reply, Request, Response, MAX_MESSAGE, PROTOCOL_VERSION,
+    Operation, ProtocolError, Reply, Request, Response, MAX_DESCRIPTORS, MAX_MESSAGE,
+    PROTOCOL_VERSION,
 };
 
 /// Connections served at once; more are refused (closed at once) and logged.
@@ -192,36 +194,53 @@ impl ControlServer {
         accepted
     }
 
-    /// Reads and answers the requests waiting on connection `key`.
+    /// Reads and answers the requests waiting on connection `key`. The handler gets the
+    /// descriptors that came with a request and returns those to send with its reply.
     pub fn serve(
         &mut self,
         key: usize,
-        mut handle: impl FnMut(&Peer, Operation) -> Result<Reply, ProtocolError>,
+        mut handle: impl FnMut(&Peer, Operation, Vec<OwnedFd>) -> Handled,
     ) -> Served {
         let Some(connection) = self.connections.get(&key) else { return Served::Closed };
-        let fd = connection.socket.as_raw_fd();
         let peer = connection.peer;
         let mut buffer = vec![0u8; MAX_MESSAGE + 1];
         // Read until EAGAIN: the event loop's epoll is edge-triggered, so requests left unread
         // now would wait for the client's next one (a pipelining client would hang).
         loop {
-            let len = match socket::recv(fd, &mut buffer, MsgFlags::MSG_DONTWAIT) {
-                Ok(0) => return self.close(key, "closed by the client"),
-                Ok(len) => len,
+            let socket = self.connections[&key].socket.as_fd();
+            let received = match fdpass::receive(socket, &mut buffer, MsgFlags::MSG_DONTWAIT) {
+                Ok(received) if received.len == 0 && received.descriptors.is_empty() => {
+                    return self.close(key, "closed by the client")
+                }
+                Ok(received) => received,
                 Err(Errno::EAGAIN) => return Served::Open,
                 Err(Errno::EINTR) => continue,
                 Err(_) => return self.close(key, "receive failed"),
             };
-            let response = answer(&buffer[..len], |op| handle(&peer, op));
+            let (response, descriptors) = if received.truncated {
+                // Whatever came with a cut message is dropped (closed) with it.
+                let message = format!(
+                    "message cut short: longer than {MAX_MESSAGE} bytes or more than {MAX_DESCRIPTORS} descriptors"
+                );
+                (Response { id: 0, result: Err(ProtocolError::BadRequest { message }) }, Vec::new())
+            } else {
+                answer(&buffer[..received.len], received.descriptors, |op, fds| {
+                    handle(&peer, op, fds)
+                })
+            };
             let Ok(encoded) = serde_json::to_vec(&response) else {
                 return self.close(key, "reply could not be encoded");
             };
-            match socket::send(fd, &encoded, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
+            let socket = self.connections[&key].socket.as_fd();
+            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+            let lent: Vec<_> = descriptors.iter().map(AsFd::as_fd).collect();
+            match fdpass::send(socket, &encoded, &lent, flags) {
                 Ok(_) => {}
                 // A client that does not read its replies is not waited for.
                 Err(Errno::EAGAIN) => return self.close(key, "client does not read its replies"),
                 Err(_) => return self.close(key, "client gone before its reply"),
             }
+            // Our copies of the descriptors sent close here; the client holds its own.
         }
     }
 
@@ -249,14 +268,19 @@ impl Drop for ControlServer {
     }
 }
 
+/// What a request handler returns: the outcome, and descriptors to send with the reply.
+pub type Handled = (Result<Reply, ProtocolError>, Vec<OwnedFd>);
+
 /// Decodes one message and answers it.
 fn answer(
     message: &[u8],
-    handle: impl FnOnce(Operation) -> Result<Reply, ProtocolError>,
-) -> Response {
+    descriptors: Vec<OwnedFd>,
+    handle: impl FnOnce(Operation, Vec<OwnedFd>) -> Handled,
+) -> (Response, Vec<OwnedFd>) {
+    let refuse = |id, error| (Response { id, result: Err(error) }, Vec::new());
     if message.len() > MAX_MESSAGE {
         let message = format!("message longer than {MAX_MESSAGE} bytes");
-        return Response { id: 0, result: Err(ProtocolError::BadRequest { message }) };
+        return refuse(0, ProtocolError::BadRequest { message });
     }
     let request: Request = match serde_json::from_slice(message) {
         Ok(request) => request,
@@ -266,18 +290,16 @@ fn answer(
                 .ok()
                 .and_then(|value| value.get("id").and_then(|id| id.as_u64()))
                 .unwrap_or(0);
-            return Response {
-                id,
-                result: Err(ProtocolError::BadRequest { message: error.to_string() }),
-            };
+            return refuse(id, ProtocolError::BadRequest { message: error.to_string() });
         }
     };
     if request.version != PROTOCOL_VERSION {
         let error =
             ProtocolError::UnsupportedVersion { client: request.version, daemon: PROTOCOL_VERSION };
-        return Response { id: request.id, result: Err(error) };
+        return refuse(request.id, error);
     }
-    Response { id: request.id, result: handle(request.op) }
+    let (result, descriptors) = handle(request.op, descriptors);
+    (Response { id: request.id, result }, descriptors)
 }
 
 /// True if a SOCK_SEQPACKET connect to `path` succeeds (a live daemon is listening).
@@ -295,11 +317,16 @@ fn seqpacket_answers(path: &Path) -> bool {
 mod tests {
     use super::*;
 
-    fn ok_handler(op: Operation) -> Result<Reply, ProtocolError> {
-        match op {
+    fn ok_handler(op: Operation, _descriptors: Vec<OwnedFd>) -> Handled {
+        let result = match op {
             Operation::Counters => Ok(Reply::Counters { counters: vec![("rx_frames".into(), 7)] }),
             _ => Ok(Reply::Sockets { total: 0, sockets: vec![] }),
-        }
+        };
+        (result, Vec::new())
+    }
+
+    fn answer_of(message: &[u8]) -> Response {
+        answer(message, Vec::new(), ok_handler).0
     }
 
     fn temp_dir(tag: &str) -> PathBuf {
@@ -331,7 +358,7 @@ mod tests {
         }
         let accepted = server.accept_pending();
         assert_eq!(accepted.len(), 1);
-        assert_eq!(server.serve(accepted[0].0, |_, op| ok_handler(op)), Served::Open);
+        assert_eq!(server.serve(accepted[0].0, |_, op, fds| ok_handler(op, fds)), Served::Open);
         for id in 1..=40u64 {
             let reply: Response = serde_json::from_slice(&client.receive_raw().unwrap()).unwrap();
             assert_eq!(reply.id, id);
@@ -344,7 +371,7 @@ mod tests {
     #[test]
     fn a_well_formed_request_is_answered_under_its_id() {
         let request = br#"{"version":1,"id":42,"op":{"op":"counters"}}"#;
-        let response = answer(request, ok_handler);
+        let response = answer_of(request);
         assert_eq!(response.id, 42);
         assert_eq!(
             response.result,
@@ -354,30 +381,27 @@ mod tests {
 
     #[test]
     fn garbage_and_unknown_versions_get_clear_errors() {
-        let response = answer(b"\x00\xffnot json", ok_handler);
+        let response = answer_of(b"\x00\xffnot json");
         assert_eq!(response.id, 0);
         assert!(matches!(response.result, Err(ProtocolError::BadRequest { .. })));
 
-        let response = answer(br#"{"version":1,"id":9,"op":{"op":"launch-missiles"}}"#, ok_handler);
+        let response = answer_of(br#"{"version":1,"id":9,"op":{"op":"launch-missiles"}}"#);
         assert_eq!(response.id, 9, "the id is echoed even when the operation is unknown");
         let Err(ProtocolError::BadRequest { message }) = response.result else {
             panic!("{response:?}")
         };
         assert!(message.contains("launch-missiles"), "{message}");
 
-        let response = answer(br#"{"version":7,"id":3,"op":{"op":"counters"}}"#, ok_handler);
+        let response = answer_of(br#"{"version":7,"id":3,"op":{"op":"counters"}}"#);
         assert_eq!(
             response.result,
             Err(ProtocolError::UnsupportedVersion { client: 7, daemon: 1 })
         );
 
-        let response = answer(br#"{"version":1,"id":5,"op""#, ok_handler);
+        let response = answer_of(br#"{"version":1,"id":5,"op""#);
         assert!(matches!(response.result, Err(ProtocolError::BadRequest { .. })), "truncated JSON");
 
         let oversized = vec![b' '; MAX_MESSAGE + 1];
-        assert!(matches!(
-            answer(&oversized, ok_handler).result,
-            Err(ProtocolError::BadRequest { .. })
-        ));
+        assert!(matches!(answer_of(&oversized).result, Err(ProtocolError::BadRequest { .. })));
     }
 }

@@ -19,11 +19,12 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::backend::{self, Backend, BackendConfig, BackendError, OpenError};
 use crate::config::Config;
-use crate::control::{ControlError, ControlServer, Served};
+use crate::control::{ControlError, ControlServer, Handled, Served};
 use crate::pcap::PcapWriter;
 use crate::proto::{
     Operation, ProtocolError, Reply, SocketLine, MAX_MESSAGE, PROTOCOL_VERSION, SOCKETS_PER_PAGE,
 };
+use crate::sockets::{Context, SocketService, CARRIER_TOKENS};
 
 const BACKEND: Token = Token(0);
 const LISTENER: Token = Token(1);
@@ -105,6 +106,7 @@ pub struct Daemon {
     backend: Box<dyn Backend>,
     pcap: Option<PcapWriter>,
     control: ControlServer,
+    sockets: SocketService,
     poll: Poll,
     /// Receives a byte per SIGINT/SIGTERM (written by signal-hook's handler).
     signals: UnixStream,
@@ -180,7 +182,19 @@ impl Daemon {
             control = %config.control.display(),
             "joyride-stackd serving"
         );
-        Ok(Daemon { config, stack, backend, pcap, control, poll, signals, clock, stopping: false })
+        let sockets = SocketService::new().map_err(event_loop("open /dev/urandom for tokens"))?;
+        Ok(Daemon {
+            config,
+            stack,
+            backend,
+            pcap,
+            control,
+            sockets,
+            poll,
+            signals,
+            clock,
+            stopping: false,
+        })
     }
 
     /// Runs until SIGINT or SIGTERM, then stops cleanly: every connection is reset, the last
@@ -210,6 +224,11 @@ impl Daemon {
                     BACKEND => {}
                     LISTENER => self.accept_clients(),
                     SIGNALS => self.take_signals(),
+                    Token(token) if token >= CARRIER_TOKENS => {
+                        let now = self.clock.now();
+                        let mut cx = cx_of(&mut self.stack, &self.poll, now);
+                        self.sockets.carrier_event(&mut cx, token - CARRIER_TOKENS);
+                    }
                     Token(token) => self.serve_client(token - FIRST_CLIENT),
                 }
             }
@@ -235,8 +254,7 @@ impl Daemon {
         if self.stack.poll_timeout().is_some_and(|deadline| deadline <= now) {
             self.stack.handle_timeout(now);
         }
-        // The data planes will consume readiness events; until then they only need draining.
-        while self.stack.poll_event().is_some() {}
+        self.sockets.engine_events(&mut cx_of(&mut self.stack, &self.poll, now));
 
         self.transmit(now)?;
         // A full device is not a reason to spin: the NIC's descriptor turns writable (epoll
@@ -284,19 +302,30 @@ impl Daemon {
     }
 
     fn serve_client(&mut self, key: usize) {
-        let stack = &self.stack;
-        let config = &self.config;
-        let backend = &*self.backend;
-        let served = self.control.serve(key, |_peer, op| handle(stack, config, backend, op));
+        let now = self.clock.now();
+        let Daemon { stack, config, backend, sockets, control, poll, .. } = self;
+        let mut cx = cx_of(stack, poll, now);
+        let served = control.serve(key, |peer, op, descriptors| match op {
+            Operation::Hello { .. } | Operation::Counters | Operation::Sockets { .. } => {
+                (report(cx.stack, sockets, config, &**backend, op), Vec::new())
+            }
+            op => {
+                let answer = sockets.handle(&mut cx, key, peer, op, descriptors);
+                (answer.result, answer.descriptors) as Handled
+            }
+        });
         if served == Served::Closed {
             // The descriptor is closed with the connection; epoll forgets it then.
             tracing::trace!(key, "control connection closed");
+            sockets.connection_closed(&mut cx, key);
         }
     }
 
     fn forget_client(&mut self, key: usize, fd: RawFd) {
         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         self.control.drop_connection(key);
+        let now = self.clock.now();
+        self.sockets.connection_closed(&mut cx_of(&mut self.stack, &self.poll, now), key);
     }
 
     fn take_signals(&mut self) {
@@ -378,9 +407,14 @@ fn capture(pcap: &mut Option<PcapWriter>, frame: &[u8]) {
     }
 }
 
-/// Answers one control request.
-fn handle(
+fn cx_of<'a>(stack: &'a mut Stack, poll: &'a Poll, now: Instant) -> Context<'a> {
+    Context { stack, registry: poll.registry(), now }
+}
+
+/// Answers the requests that report on the daemon (hello, counters, the socket list).
+fn report(
     stack: &Stack,
+    sockets: &SocketService,
     config: &Config,
     backend: &dyn Backend,
     op: Operation,
@@ -399,7 +433,7 @@ fn handle(
                 ),
             }
         }
-        Operation::Counters => Reply::Counters { counters: counter_list(stack, backend) },
+        Operation::Counters => Reply::Counters { counters: counter_list(stack, sockets, backend) },
         Operation::Sockets { offset } => {
             let all = stack.sockets();
             // A page ends at SOCKETS_PER_PAGE lines or at a byte budget well inside one message,
@@ -409,7 +443,7 @@ fn handle(
                 .iter()
                 .skip(offset)
                 .take(SOCKETS_PER_PAGE)
-                .map(socket_line)
+                .map(|socket| socket_line(socket, sockets))
                 .take_while(|line| {
                     let size = line.details.len() + line.local.len() + line.peer.len() + 160;
                     budget = budget.saturating_sub(size);
@@ -418,10 +452,14 @@ fn handle(
                 .collect();
             Reply::Sockets { total: all.len(), sockets }
         }
+        op => {
+            let message = format!("{op:?} is not a report");
+            return Err(ProtocolError::BadRequest { message });
+        }
     })
 }
 
-fn socket_line(socket: &fbsd_tcp::socket::SocketSummary) -> SocketLine {
+fn socket_line(socket: &fbsd_tcp::socket::SocketSummary, sockets: &SocketService) -> SocketLine {
     let details = socket.tcp.as_ref().map_or_else(String::new, |info| {
         format!(
             "{} wscale:{},{} rto:{} rtt:{:.3}/{:.3} mss:{} cwnd:{} ssthresh:{} bytes_acked:{} bytes_received:{} segs_out:{} segs_in:{} retrans:{}",
@@ -452,14 +490,20 @@ fn socket_line(socket: &fbsd_tcp::socket::SocketSummary) -> SocketLine {
         local: socket.local.to_string(),
         peer: socket.peer.to_string(),
         details,
+        owner: socket.handle.map_or_else(String::new, |handle| sockets.owner_of(handle)),
     }
 }
 
 /// The engine's and the backend's counters as (name, value) pairs.
-fn counter_list(stack: &Stack, backend: &dyn Backend) -> Vec<(String, u64)> {
+fn counter_list(
+    stack: &Stack,
+    sockets: &SocketService,
+    backend: &dyn Backend,
+) -> Vec<(String, u64)> {
     let c = stack.counters();
     let b = backend.stats();
-    let pairs: [(&str, u64); 38] = [
+    let d = sockets.counters();
+    let pairs: [(&str, u64); 48] = [
         ("rx_frames", c.rx_frames),
         ("rx_bytes", c.rx_bytes),
         ("tx_frames", c.tx_frames),
@@ -498,6 +542,16 @@ fn counter_list(stack: &Stack, backend: &dyn Backend) -> Vec<(String, u64)> {
         ("nic_rx_oversized", b.rx_oversized),
         ("nic_tx_dropped", b.tx_dropped),
         ("nic_rx_checksum_completed", b.rx_checksum_completed),
+        ("tcp_active_opens", c.tcp_active_opens),
+        ("tcp_passive_opens", c.tcp_passive_opens),
+        ("sessions", sockets.session_count() as u64),
+        ("sockets", sockets.socket_count() as u64),
+        ("engine_sockets", stack.socket_count() as u64),
+        ("carrier_in_bytes", d.carrier_in_bytes),
+        ("carrier_out_bytes", d.carrier_out_bytes),
+        ("carrier_failures", d.carrier_failures),
+        ("datagrams_dropped", d.datagrams_dropped),
+        ("datagrams_refused", d.datagrams_refused),
     ];
     pairs.into_iter().map(|(name, value)| (name.to_owned(), value)).collect()
 }

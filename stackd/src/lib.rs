@@ -24,9 +24,12 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod carrier;
 pub mod client;
 pub mod config;
 pub mod control;
 pub mod daemon;
+mod fdpass;
 pub mod pcap;
 pub mod proto;
+pub mod sockets;

@@ -1,0 +1,1210 @@
+//! Sessions, the sockets they hold, and the carrier data plane that moves their bytes.
+//!
+//! # Sessions and tokens
+//! Every control connection that makes sockets belongs to one session (a process tree served by
+//! `joyride run`, a container served by the OCI agent). Each socket has a 128-bit token drawn
+//! from the kernel's random source; a request names a socket by token, and the token counts only
+//! inside a session that holds it. When the last connection of a session closes, the session
+//! ends: its sockets whose carriers the programs still hold live on until those close (as a
+//! kernel socket lives as long as a descriptor of it), the rest are closed.
+//!
+//! # Carriers (DESIGN.md, "Trap path")
+//! A socket's carrier is an AF_UNIX pair: the daemon keeps one end, the program gets the other.
+//! - TCP, stream carrier. Until a socket connects, its carrier is prefilled so that it polls not
+//!   writable; on connection the filler is discarded, which wakes pollers (non-blocking connect
+//!   then works as with the kernel: EINPROGRESS, writable, SO_ERROR). Bytes the program writes
+//!   move into the engine's send buffer, and received bytes into the carrier, only while the
+//!   other side has room: a full send buffer stops reading the carrier, a full carrier stops
+//!   reading the receive buffer, which keeps the receive window shut. A FIN from the peer is
+//!   end-of-stream for the program; the program's `shutdown(SHUT_WR)` on its end (end-of-stream
+//!   for the daemon) sends the FIN after its last byte. Closing every descriptor of the
+//!   program's end closes the socket; with unread data it resets the connection, as the kernel
+//!   does. A reset or failed connect closes the daemon's end: the program reads ECONNRESET if
+//!   bytes it wrote were still unread, end-of-stream otherwise, and writes fail with EPIPE; the
+//!   error itself waits in SO_ERROR.
+//! - TCP listener: the carrier is a doorbell. It turns readable (one byte) when connections wait;
+//!   a client drains it *before* each [`Operation::Accept`], and the daemon rings again if more
+//!   connections remain after it, so no wake-up is lost and several processes may share a
+//!   listener.
+//! - UDP, seqpacket carrier: one datagram per message. A connected socket carries bare
+//!   datagrams; an unconnected one prefixes each with [`crate::proto::datagram`]'s header (the
+//!   destination going out, the source coming in). A datagram the engine cannot send yet waits
+//!   (one per socket) and stops the carrier being read; one the program's full carrier cannot
+//!   take is dropped and counted, as a full socket buffer drops it.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::Read;
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, OwnedFd};
+
+use fbsd_tcp::socket::tcp::CongestionAlgorithm;
+use fbsd_tcp::time::{Duration, Instant};
+use fbsd_tcp::{Errno, Shutdown, SocketHandle, Stack};
+use mio::unix::SourceFd;
+use mio::{Interest, Registry};
+
+use crate::carrier::{Carrier, Datagram, Transfer};
+use crate::control::Peer;
+use crate::proto::{
+    datagram, Family, Operation, OptionName, OptionValue, ProtocolError, Reply, ShutdownHow,
+    SocketKind, TcpInfoReport, Token,
+};
+
+/// Event-loop tokens of carriers start here (slot `n` is `CARRIER_TOKENS + n`).
+pub const CARRIER_TOKENS: usize = 1 << 32;
+
+/// Records of reset sockets kept for their SO_ERROR until the program closes them or its
+/// session ends; past this many, the oldest go.
+const MAX_DEAD_RECORDS: usize = 4096;
+
+/// Scratch space: a whole UDP datagram with its header, and a large piece of filler.
+const SCRATCH: usize = 65536 + datagram::HEADER_LEN;
+
+/// What the event loop lends the service for one call.
+#[derive(Debug)]
+pub struct Context<'a> {
+    /// The engine.
+    pub stack: &'a mut Stack,
+    /// Where carriers are watched.
+    pub registry: &'a Registry,
+    /// The engine's clock now.
+    pub now: Instant,
+}
+
+/// The answer to a socket operation: a reply and the descriptors that travel with it.
+#[derive(Debug)]
+pub struct Answer {
+    /// The outcome.
+    pub result: Result<Reply, ProtocolError>,
+    /// Descriptors for the client (a new socket's carrier).
+    pub descriptors: Vec<OwnedFd>,
+}
+
+impl From<Result<Reply, ProtocolError>> for Answer {
+    fn from(result: Result<Reply, ProtocolError>) -> Answer {
+        Answer { result, descriptors: Vec::new() }
+    }
+}
+
+/// Counters of the data plane, for the control socket and the logs.
+#[derive(Debug, Default, Clone)]
+pub struct ServiceCounters {
+    /// Bytes moved from programs into the engine.
+    pub carrier_in_bytes: u64,
+    /// Bytes moved from the engine to programs.
+    pub carrier_out_bytes: u64,
+    /// Datagrams a program's full carrier could not take.
+    pub datagrams_dropped: u64,
+    /// Datagrams from programs with no valid address header, too long, or refused by the
+    /// engine.
+    pub datagrams_refused: u64,
+    /// Carriers that could not be made (out of descriptors or memory).
+    pub carrier_failures: u64,
+}
+
+#[derive(Debug)]
+struct Session {
+    token: Token,
+    name: String,
+    uid: u32,
+    pids: Vec<u32>,
+    connections: usize,
+    sockets: HashMap<Token, usize>,
+}
+
+#[derive(Debug)]
+struct Record {
+    token: Token,
+    /// The session shown as owner (`None` once it ended).
+    owner: Option<u64>,
+    /// Sessions that hold the token.
+    members: usize,
+    /// The engine's socket (`None` once released: a reset socket kept for SO_ERROR).
+    handle: Option<SocketHandle>,
+    family: Family,
+    kind: SocketKind,
+    listening: bool,
+    carrier: Option<Carrier>,
+    /// Prefill bytes still in the carrier.
+    filler: usize,
+    connecting: bool,
+    /// The program shut down writing (end-of-stream read from the carrier).
+    program_done_writing: bool,
+    /// The daemon shut down the carrier's writing side (FIN or SHUT_RD).
+    program_told_eof: bool,
+    /// A listener's doorbell byte is out since the last Accept.
+    bell_rung: bool,
+    udp_connected: bool,
+    /// A datagram the engine could not take yet.
+    pending_datagram: Option<Vec<u8>>,
+    /// An error the data plane took from the engine, for SO_ERROR.
+    error: Option<i32>,
+}
+
+/// What the data plane decided about a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Keep,
+    /// Both sides are done, or the program closed: close the engine's socket gracefully.
+    Close,
+    /// The program closed with data unread: reset the connection.
+    Abort,
+    /// The engine's connection failed or was reset: close the carrier, keep the error.
+    Failed,
+}
+
+/// Random tokens from the kernel (read in blocks: one read per 256 tokens).
+#[derive(Debug)]
+struct TokenSource {
+    random: File,
+    block: Vec<u8>,
+}
+
+impl TokenSource {
+    fn open() -> std::io::Result<TokenSource> {
+        Ok(TokenSource { random: File::open("/dev/urandom")?, block: Vec::new() })
+    }
+
+    fn next(&mut self) -> Result<Token, ProtocolError> {
+        if self.block.len() < 16 {
+            self.block.resize(4096, 0);
+            if let Err(error) = self.random.read_exact(&mut self.block) {
+                self.block.clear();
+                return Err(internal(format!("no randomness for a token: {error}")));
+            }
+        }
+        let bytes: [u8; 16] = self.block[self.block.len() - 16..].try_into().expect("16 bytes");
+        self.block.truncate(self.block.len() - 16);
+        Ok(Token(u128::from_le_bytes(bytes)))
+    }
+}
+
+/// The sessions, the sockets and the carrier data plane.
+#[derive(Debug)]
+pub struct SocketService {
+    tokens: TokenSource,
+    sessions: HashMap<u64, Session>,
+    session_ids: HashMap<Token, u64>,
+    /// Control connection key → its session.
+    connections: HashMap<usize, u64>,
+    records: Vec<Option<Record>>,
+    free_slots: Vec<usize>,
+    by_handle: HashMap<SocketHandle, usize>,
+    by_carrier_name: HashMap<Vec<u8>, usize>,
+    /// Transfer token → (slot, socket token).
+    transfers: HashMap<Token, (usize, Token)>,
+    dead: VecDeque<(usize, Token)>,
+    next_session: u64,
+    scratch: Vec<u8>,
+    counters: ServiceCounters,
+}
+
+impl SocketService {
+    /// An empty service; fails only without /dev/urandom, which tokens need.
+    pub fn new() -> std::io::Result<SocketService> {
+        Ok(SocketService {
+            tokens: TokenSource::open()?,
+            sessions: HashMap::new(),
+            session_ids: HashMap::new(),
+            connections: HashMap::new(),
+            records: Vec::new(),
+            free_slots: Vec::new(),
+            by_handle: HashMap::new(),
+            by_carrier_name: HashMap::new(),
+            transfers: HashMap::new(),
+            dead: VecDeque::new(),
+            next_session: 1,
+            scratch: vec![0; SCRATCH],
+            counters: ServiceCounters::default(),
+        })
+    }
+
+    /// Data-plane counters.
+    pub fn counters(&self) -> &ServiceCounters {
+        &self.counters
+    }
+
+    /// Open sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Sockets the service holds (with a carrier, or kept for their error).
+    pub fn socket_count(&self) -> usize {
+        self.records.len() - self.free_slots.len()
+    }
+
+    /// The processes of the session owning the engine socket `handle`, as `ss` shows them.
+    pub fn owner_of(&self, handle: SocketHandle) -> String {
+        let session = self
+            .by_handle
+            .get(&handle)
+            .and_then(|&slot| self.records[slot].as_ref())
+            .and_then(|record| record.owner)
+            .and_then(|id| self.sessions.get(&id));
+        session.map_or_else(String::new, |session| {
+            let pids: Vec<String> = session.pids.iter().map(u32::to_string).collect();
+            format!("pids={} ({})", pids.join(","), session.name)
+        })
+    }
+
+    /// Serves one session or socket operation from control connection `connection`.
+    pub fn handle(
+        &mut self,
+        cx: &mut Context<'_>,
+        connection: usize,
+        peer: &Peer,
+        op: Operation,
+        descriptors: Vec<OwnedFd>,
+    ) -> Answer {
+        if !matches!(op, Operation::Identify) && !descriptors.is_empty() {
+            return Err(ProtocolError::Descriptor {
+                message: "this operation takes no descriptor".into(),
+            })
+            .into();
+        }
+        match op {
+            Operation::OpenSession { name, pids } => {
+                self.open_session(connection, peer, name, pids).into_answer()
+            }
+            Operation::JoinSession { session } => {
+                self.join_session(connection, peer, session).into_answer()
+            }
+            Operation::Socket { family, kind, plane: _ } => {
+                self.socket(cx, connection, family, kind).into_answer()
+            }
+            Operation::Accept { socket } => self.accept(cx, connection, socket).into_answer(),
+            Operation::Identify => self.identify(connection, descriptors).into_answer(),
+            Operation::Adopt { transfer } => self.adopt(connection, transfer).into_answer(),
+            Operation::Share { socket } => self.share(connection, socket).into_answer(),
+            Operation::Close { socket } => self
+                .resolve(connection, socket)
+                .map(|slot| {
+                    self.release(cx, slot, Fate::Close);
+                    Reply::Done
+                })
+                .into_answer(),
+            op => self.socket_call(cx, connection, op).into_answer(),
+        }
+    }
+
+    /// A control connection closed: its session ends with its last connection.
+    pub fn connection_closed(&mut self, cx: &mut Context<'_>, connection: usize) {
+        let Some(id) = self.connections.remove(&connection) else { return };
+        let Some(session) = self.sessions.get_mut(&id) else { return };
+        session.connections -= 1;
+        if session.connections > 0 {
+            return;
+        }
+        let session = self.sessions.remove(&id).expect("present");
+        self.session_ids.remove(&session.token);
+        tracing::debug!(name = session.name, sockets = session.sockets.len(), "session ends");
+        for (token, slot) in session.sockets {
+            let Some(record) = self.record_mut(slot, token) else { continue };
+            record.members -= 1;
+            if record.owner == Some(id) {
+                record.owner = None;
+            }
+            // A socket whose carrier the program still holds lives on until it closes.
+            if record.members == 0 && record.carrier.is_none() {
+                self.release(cx, slot, Fate::Close);
+            }
+        }
+    }
+
+    /// The carrier in `slot` (an event-loop token minus [`CARRIER_TOKENS`]) has news.
+    pub fn carrier_event(&mut self, cx: &mut Context<'_>, slot: usize) {
+        self.pump(cx, slot);
+    }
+
+    /// Serves the engine's readiness changes (call after the engine ran).
+    pub fn engine_events(&mut self, cx: &mut Context<'_>) {
+        // Pumping can change readiness again (a read opens the window); the bound keeps one
+        // turn finite whatever the engine reports.
+        for _ in 0..65536 {
+            let Some(handle) = cx.stack.poll_event() else { return };
+            if let Some(&slot) = self.by_handle.get(&handle) {
+                self.pump(cx, slot);
+            }
+        }
+    }
+
+    // ---- sessions ----
+
+    fn open_session(
+        &mut self,
+        connection: usize,
+        peer: &Peer,
+        name: String,
+        pids: Vec<u32>,
+    ) -> Result<Reply, ProtocolError> {
+        if self.connections.contains_key(&connection) {
+            return Err(ProtocolError::SessionExists);
+        }
+        let token = self.tokens.next()?;
+        let id = self.next_session;
+        self.next_session += 1;
+        let pids = if pids.is_empty() { vec![peer.pid as u32] } else { pids };
+        tracing::debug!(name, ?pids, uid = peer.uid, "session opens");
+        self.sessions.insert(
+            id,
+            Session { token, name, uid: peer.uid, pids, connections: 1, sockets: HashMap::new() },
+        );
+        self.session_ids.insert(token, id);
+        self.connections.insert(connection, id);
+        Ok(Reply::Session { session: token })
+    }
+
+    fn join_session(
+        &mut self,
+        connection: usize,
+        peer: &Peer,
+        token: Token,
+    ) -> Result<Reply, ProtocolError> {
+        if self.connections.contains_key(&connection) {
+            return Err(ProtocolError::SessionExists);
+        }
+        let id = *self.session_ids.get(&token).ok_or(ProtocolError::UnknownSession)?;
+        let session = self.sessions.get_mut(&id).ok_or(ProtocolError::UnknownSession)?;
+        if peer.uid != session.uid && peer.uid != 0 {
+            return Err(ProtocolError::UnknownSession);
+        }
+        session.connections += 1;
+        self.connections.insert(connection, id);
+        Ok(Reply::Session { session: token })
+    }
+
+    fn session_of(&self, connection: usize) -> Result<u64, ProtocolError> {
+        self.connections.get(&connection).copied().ok_or(ProtocolError::NoSession)
+    }
+
+    /// The slot of `socket` if this connection's session holds it.
+    fn resolve(&self, connection: usize, socket: Token) -> Result<usize, ProtocolError> {
+        let id = self.session_of(connection)?;
+        let slot = *self.sessions[&id].sockets.get(&socket).ok_or(ProtocolError::UnknownSocket)?;
+        // A stale entry (the socket was released meanwhile) names nothing.
+        self.records
+            .get(slot)
+            .and_then(Option::as_ref)
+            .filter(|record| record.token == socket)
+            .map(|_| slot)
+            .ok_or(ProtocolError::UnknownSocket)
+    }
+
+    fn record_mut(&mut self, slot: usize, token: Token) -> Option<&mut Record> {
+        self.records.get_mut(slot)?.as_mut().filter(|record| record.token == token)
+    }
+
+    fn join(&mut self, id: u64, slot: usize) -> Reply {
+        let record = self.records[slot].as_mut().expect("live slot");
+        let session = self.sessions.get_mut(&id).expect("live session");
+        if session.sockets.insert(record.token, slot).is_none() {
+            record.members += 1;
+            record.owner.get_or_insert(id);
+        }
+        Reply::Identified {
+            socket: record.token,
+            family: record.family,
+            kind: record.kind,
+            listening: record.listening,
+        }
+    }
+
+    fn identify(
+        &mut self,
+        connection: usize,
+        descriptors: Vec<OwnedFd>,
+    ) -> Result<Reply, ProtocolError> {
+        let id = self.session_of(connection)?;
+        let [carrier] = <[OwnedFd; 1]>::try_from(descriptors).map_err(|_| {
+            ProtocolError::Descriptor { message: "identify takes exactly one carrier".into() }
+        })?;
+        let name = crate::carrier::identify(carrier.as_fd()).ok_or_else(|| {
+            ProtocolError::Descriptor { message: "not a carrier of this daemon".into() }
+        })?;
+        let slot = *self.by_carrier_name.get(&name).ok_or(ProtocolError::UnknownSocket)?;
+        Ok(self.join(id, slot))
+    }
+
+    fn share(&mut self, connection: usize, socket: Token) -> Result<Reply, ProtocolError> {
+        let slot = self.resolve(connection, socket)?;
+        let transfer = self.tokens.next()?;
+        self.transfers.insert(transfer, (slot, socket));
+        Ok(Reply::Transfer { transfer })
+    }
+
+    fn adopt(&mut self, connection: usize, transfer: Token) -> Result<Reply, ProtocolError> {
+        let id = self.session_of(connection)?;
+        let (slot, socket) =
+            self.transfers.remove(&transfer).ok_or(ProtocolError::UnknownSocket)?;
+        self.record_mut(slot, socket).ok_or(ProtocolError::UnknownSocket)?;
+        Ok(self.join(id, slot))
+    }
+
+    // ---- socket calls ----
+
+    fn socket(
+        &mut self,
+        cx: &mut Context<'_>,
+        connection: usize,
+        family: Family,
+        kind: SocketKind,
+    ) -> Result<(Reply, Vec<OwnedFd>), ProtocolError> {
+        let id = self.session_of(connection)?;
+        let engine_family = match family {
+            Family::Inet => fbsd_tcp::AddressFamily::Inet,
+            Family::Inet6 => fbsd_tcp::AddressFamily::Inet6,
+        };
+        let engine_kind = match kind {
+            SocketKind::Stream => fbsd_tcp::SocketType::Stream,
+            SocketKind::Datagram => fbsd_tcp::SocketType::Datagram,
+        };
+        let handle = cx.stack.socket(engine_family, engine_kind).map_err(errno)?;
+        let made = match kind {
+            SocketKind::Stream => Carrier::stream().and_then(|(carrier, program_end)| {
+                let filler = carrier.prefill(program_end.as_fd())?;
+                Ok((carrier, program_end, filler))
+            }),
+            SocketKind::Datagram => Carrier::datagram().map(|(c, p)| (c, p, 0)),
+        };
+        let (carrier, program_end, filler) = match made {
+            Ok(made) => made,
+            Err(error) => {
+                let _ = cx.stack.close(cx.now, handle);
+                self.counters.carrier_failures += 1;
+                return Err(carrier_error(error));
+            }
+        };
+        let token = self.tokens.next()?;
+        let record = Record {
+            token,
+            owner: None,
+            members: 0,
+            handle: Some(handle),
+            family,
+            kind,
+            listening: false,
+            carrier: None,
+            filler,
+            connecting: false,
+            program_done_writing: false,
+            program_told_eof: false,
+            bell_rung: false,
+            udp_connected: false,
+            pending_datagram: None,
+            error: None,
+        };
+        let slot = self.insert(cx, record, carrier)?;
+        self.join(id, slot);
+        Ok((Reply::Socket { socket: token }, vec![program_end]))
+    }
+
+    /// Stores a record with its carrier, watched by the event loop.
+    fn insert(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut record: Record,
+        carrier: Carrier,
+    ) -> Result<usize, ProtocolError> {
+        let slot = self.free_slots.pop().unwrap_or_else(|| {
+            self.records.push(None);
+            self.records.len() - 1
+        });
+        let registered = cx.registry.register(
+            &mut SourceFd(&carrier.raw_fd()),
+            mio::Token(CARRIER_TOKENS + slot),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if let Err(error) = registered {
+            self.free_slots.push(slot);
+            if let Some(handle) = record.handle {
+                let _ = cx.stack.close(cx.now, handle);
+            }
+            return Err(internal(format!("cannot watch a carrier: {error}")));
+        }
+        if let Some(handle) = record.handle {
+            self.by_handle.insert(handle, slot);
+        }
+        self.by_carrier_name.insert(carrier.name().to_vec(), slot);
+        record.carrier = Some(carrier);
+        self.records[slot] = Some(record);
+        Ok(slot)
+    }
+
+    fn accept(
+        &mut self,
+        cx: &mut Context<'_>,
+        connection: usize,
+        socket: Token,
+    ) -> Result<(Reply, Vec<OwnedFd>), ProtocolError> {
+        let id = self.session_of(connection)?;
+        let slot = self.resolve(connection, socket)?;
+        let record = self.records[slot].as_mut().expect("resolved");
+        let listener = record.handle.ok_or(ProtocolError::Errno { errno: libc::EINVAL })?;
+        if !record.listening {
+            return Err(ProtocolError::Errno { errno: libc::EINVAL });
+        }
+        // The client drained the doorbell before asking; ring again below if more wait.
+        record.bell_rung = false;
+        let family = record.family;
+        let accepted = cx.stack.accept(listener);
+        self.pump(cx, slot);
+        let (handle, peer) = accepted.map_err(errno)?;
+        let (carrier, program_end) = match Carrier::stream() {
+            Ok(pair) => pair,
+            Err(error) => {
+                self.counters.carrier_failures += 1;
+                let _ = cx.stack.close(cx.now, handle);
+                return Err(carrier_error(error));
+            }
+        };
+        let token = self.tokens.next()?;
+        let record = Record {
+            token,
+            owner: None,
+            members: 0,
+            handle: Some(handle),
+            family,
+            kind: SocketKind::Stream,
+            listening: false,
+            carrier: None,
+            filler: 0,
+            connecting: false,
+            program_done_writing: false,
+            program_told_eof: false,
+            bell_rung: false,
+            udp_connected: false,
+            pending_datagram: None,
+            error: None,
+        };
+        let child = self.insert(cx, record, carrier)?;
+        self.join(id, child);
+        // Data (or a FIN) may have arrived with the handshake.
+        self.pump(cx, child);
+        Ok((Reply::Accepted { socket: token, peer }, vec![program_end]))
+    }
+
+    /// The calls that act on one socket and need no descriptor.
+    fn socket_call(
+        &mut self,
+        cx: &mut Context<'_>,
+        connection: usize,
+        op: Operation,
+    ) -> Result<Reply, ProtocolError> {
+        let socket = match &op {
+            Operation::Bind { socket, .. }
+            | Operation::Listen { socket, .. }
+            | Operation::Connect { socket, .. }
+            | Operation::Shutdown { socket, .. }
+            | Operation::SetOption { socket, .. }
+            | Operation::GetOption { socket, .. }
+            | Operation::LocalAddress { socket }
+            | Operation::PeerAddress { socket }
+            | Operation::Readiness { socket } => *socket,
+            other => {
+                return Err(ProtocolError::BadRequest {
+                    message: format!("{other:?} is not a socket operation"),
+                })
+            }
+        };
+        let slot = self.resolve(connection, socket)?;
+        let record = self.records[slot].as_mut().expect("resolved");
+        // A socket reset earlier keeps only its error and its type.
+        let Some(handle) = record.handle else {
+            return match op {
+                Operation::GetOption { name: OptionName::Error, .. } => Ok(Reply::Option {
+                    value: OptionValue::Int(record.error.take().unwrap_or(0).into()),
+                }),
+                Operation::GetOption { name: OptionName::Type, .. } => {
+                    Ok(Reply::Option { value: OptionValue::Int(socket_type(record.kind)) })
+                }
+                _ => Err(ProtocolError::Errno { errno: libc::ENOTCONN }),
+            };
+        };
+        let stack = &mut *cx.stack;
+        let now = cx.now;
+        let reply = match op {
+            Operation::Bind { addr, .. } => {
+                stack.bind(handle, addr).map_err(errno)?;
+                Reply::Done
+            }
+            Operation::Listen { backlog, .. } => {
+                if record.kind != SocketKind::Stream {
+                    return Err(ProtocolError::Errno { errno: libc::EOPNOTSUPP });
+                }
+                stack.listen(handle, backlog as usize).map_err(errno)?;
+                record.listening = true;
+                if let Some(carrier) = &record.carrier {
+                    if let Transfer::Moved(n) = carrier.discard(record.filler, &mut self.scratch) {
+                        record.filler -= n;
+                    }
+                }
+                Reply::Done
+            }
+            Operation::Connect { addr, .. } => match stack.connect(now, handle, addr) {
+                Ok(()) => {
+                    record.udp_connected = record.kind == SocketKind::Datagram;
+                    Reply::Done
+                }
+                Err(Errno::InProgress) => {
+                    record.connecting = true;
+                    return Err(ProtocolError::Errno { errno: libc::EINPROGRESS });
+                }
+                Err(error) => return Err(errno(error)),
+            },
+            Operation::Shutdown { how, .. } => {
+                shutdown(stack, now, record, handle, how)?;
+                Reply::Done
+            }
+            Operation::SetOption { name, value, .. } => {
+                set_option(stack, now, handle, name, value)?;
+                Reply::Done
+            }
+            Operation::GetOption { name, .. } => {
+                Reply::Option { value: get_option(stack, record, handle, name)? }
+            }
+            Operation::LocalAddress { .. } => {
+                Reply::Address { addr: stack.local_addr(handle).map_err(errno)? }
+            }
+            Operation::PeerAddress { .. } => {
+                Reply::Address { addr: stack.peer_addr(handle).map_err(errno)? }
+            }
+            Operation::Readiness { .. } => {
+                let ready = stack.readiness(handle).map_err(errno)?;
+                Reply::Readiness {
+                    readable: ready.readable,
+                    writable: ready.writable,
+                    read_closed: ready.read_closed,
+                    hangup: ready.hangup,
+                    error: ready.error,
+                }
+            }
+            _ => unreachable!("matched above"),
+        };
+        self.pump(cx, slot);
+        Ok(reply)
+    }
+
+    // ---- the data plane ----
+
+    fn pump(&mut self, cx: &mut Context<'_>, slot: usize) {
+        let Some(record) = self.records.get_mut(slot).and_then(Option::as_mut) else { return };
+        let fate = match (record.kind, record.listening) {
+            (_, _) if record.handle.is_none() || record.carrier.is_none() => Fate::Keep,
+            (SocketKind::Stream, true) => pump_listener(cx, record),
+            (SocketKind::Stream, false) => {
+                pump_stream(cx, record, &mut self.scratch, &mut self.counters)
+            }
+            (SocketKind::Datagram, _) => {
+                pump_datagram(cx, record, &mut self.scratch, &mut self.counters)
+            }
+        };
+        if fate != Fate::Keep {
+            self.release(cx, slot, fate);
+        }
+    }
+
+    /// Ends a socket's life in the engine and drops its carrier. A failed socket some session
+    /// still holds keeps its record (for SO_ERROR); everything else is forgotten.
+    fn release(&mut self, cx: &mut Context<'_>, slot: usize, fate: Fate) {
+        let Some(record) = self.records[slot].as_mut() else { return };
+        if let Some(carrier) = record.carrier.take() {
+            self.by_carrier_name.remove(carrier.name());
+        }
+        if let Some(handle) = record.handle.take() {
+            self.by_handle.remove(&handle);
+            if fate == Fate::Abort {
+                if let Ok(options) = cx.stack.options(handle) {
+                    let options =
+                        fbsd_tcp::SocketOptions { linger: Some(Duration::ZERO), ..options.clone() };
+                    let _ = cx.stack.set_options(cx.now, handle, options);
+                }
+            }
+            if fate == Fate::Failed && record.error.is_none() {
+                record.error = cx.stack.take_error(handle).ok().flatten().map(Errno::raw);
+            }
+            let _ = cx.stack.close(cx.now, handle);
+        }
+        if fate == Fate::Failed && record.members > 0 {
+            self.dead.push_back((slot, record.token));
+            while self.dead.len() > MAX_DEAD_RECORDS {
+                let (old, token) = self.dead.pop_front().expect("non-empty");
+                if self.record_mut(old, token).is_some_and(|r| r.handle.is_none()) {
+                    self.forget(old);
+                }
+            }
+            return;
+        }
+        self.forget(slot);
+    }
+
+    fn forget(&mut self, slot: usize) {
+        if let Some(record) = self.records[slot].take() {
+            if let Some(session) = record.owner.and_then(|id| self.sessions.get_mut(&id)) {
+                session.sockets.remove(&record.token);
+            }
+            self.free_slots.push(slot);
+        }
+    }
+}
+
+/// Result of an operation before the descriptors are attached.
+trait IntoAnswer {
+    fn into_answer(self) -> Answer;
+}
+
+impl IntoAnswer for Result<Reply, ProtocolError> {
+    fn into_answer(self) -> Answer {
+        self.into()
+    }
+}
+
+impl IntoAnswer for Result<(Reply, Vec<OwnedFd>), ProtocolError> {
+    fn into_answer(self) -> Answer {
+        match self {
+            Ok((reply, descriptors)) => Answer { result: Ok(reply), descriptors },
+            Err(error) => Err(error).into(),
+        }
+    }
+}
+
+fn pump_listener(cx: &mut Context<'_>, record: &mut Record) -> Fate {
+    let (Some(handle), Some(carrier)) = (record.handle, &record.carrier) else { return Fate::Keep };
+    // Nothing meaningful is written to a listener; what is, is read away so that the
+    // program's close (end-of-stream) is seen.
+    let mut sink = [0u8; 512];
+    loop {
+        match carrier.read_into(&mut sink, &mut []) {
+            Transfer::Moved(_) => continue,
+            Transfer::WouldBlock => break,
+            Transfer::EndOfStream | Transfer::Failed(_) => return Fate::Close,
+        }
+    }
+    let pending = cx.stack.readiness(handle).is_ok_and(|ready| ready.readable);
+    if pending && !record.bell_rung && carrier.write_from(b"!", b"") == Transfer::Moved(1) {
+        record.bell_rung = true;
+    }
+    Fate::Keep
+}
+
+fn pump_stream(
+    cx: &mut Context<'_>,
+    record: &mut Record,
+    scratch: &mut [u8],
+    counters: &mut ServiceCounters,
+) -> Fate {
+    let (Some(handle), Some(carrier)) = (record.handle, &record.carrier) else { return Fate::Keep };
+    let stack = &mut *cx.stack;
+    if record.filler > 0 {
+        if !record.connecting {
+            // Never connected (nor listening): only the program's close matters.
+            return if carrier.hung_up() { Fate::Close } else { Fate::Keep };
+        }
+        let Ok(ready) = stack.readiness(handle) else { return Fate::Failed };
+        if ready.error || ready.hangup {
+            return Fate::Failed;
+        }
+        if !ready.writable {
+            return Fate::Keep; // still connecting
+        }
+        if let Transfer::Moved(n) = carrier.discard(record.filler, scratch) {
+            record.filler -= n;
+        }
+        record.connecting = false;
+    }
+
+    // Engine → program, while the carrier takes it.
+    loop {
+        let mut offered = None;
+        let result = stack.recv_with(handle, |first, second| {
+            offered = Some(first.len() + second.len());
+            match carrier.write_from(first, second) {
+                Transfer::Moved(n) => n,
+                _ => 0,
+            }
+        });
+        match (result, offered) {
+            (Ok(n), Some(offered)) if n > 0 => {
+                counters.carrier_out_bytes += n as u64;
+                if n < offered {
+                    break; // the carrier is full: its writable edge brings us back
+                }
+            }
+            (Ok(_), None) => {
+                // End of stream from the peer (or our SHUT_RD).
+                if !record.program_told_eof {
+                    carrier.finish_writing();
+                    record.program_told_eof = true;
+                }
+                break;
+            }
+            (Ok(_), Some(_)) | (Err(Errno::WouldBlock), _) => break,
+            (Err(error), _) => {
+                record.error = Some(error.raw());
+                return Fate::Failed;
+            }
+        }
+    }
+
+    // Program → engine, while the send buffer has room.
+    while !record.program_done_writing {
+        let mut read = Transfer::WouldBlock;
+        let result = stack.send_with(handle, |first, second| {
+            read = carrier.read_into(first, second);
+            match read {
+                Transfer::Moved(n) => n,
+                _ => 0,
+            }
+        });
+        match (result, read) {
+            (Ok(n), _) if n > 0 => counters.carrier_in_bytes += n as u64,
+            (Ok(_), Transfer::EndOfStream) => {
+                record.program_done_writing = true;
+                let _ = stack.shutdown(cx.now, handle, Shutdown::Write);
+            }
+            // The program closed its end with data unread: as the kernel, reset.
+            (Ok(_), Transfer::Failed(_)) => return Fate::Abort,
+            (Ok(_), _) | (Err(Errno::WouldBlock), _) => break,
+            (Err(Errno::BrokenPipe), _) => {
+                // Writing after a shutdown or a close: the kernel would fail the write with
+                // EPIPE; the bytes already sit in the carrier, so they are dropped here.
+                match carrier.discard(usize::MAX, scratch) {
+                    Transfer::Moved(_) => {}
+                    Transfer::EndOfStream => record.program_done_writing = true,
+                    Transfer::Failed(_) => return Fate::Abort,
+                    Transfer::WouldBlock => break,
+                }
+            }
+            (Err(error), _) => {
+                record.error = Some(error.raw());
+                return Fate::Failed;
+            }
+        }
+    }
+
+    if record.program_done_writing && (record.program_told_eof || carrier.hung_up()) {
+        return Fate::Close;
+    }
+    Fate::Keep
+}
+
+fn pump_datagram(
+    cx: &mut Context<'_>,
+    record: &mut Record,
+    scratch: &mut [u8],
+    counters: &mut ServiceCounters,
+) -> Fate {
+    let (Some(handle), Some(carrier)) = (record.handle, &record.carrier) else { return Fate::Keep };
+    let stack = &mut *cx.stack;
+
+    // Program → engine.
+    for _ in 0..1024 {
+        let datagram: &[u8] = match record.pending_datagram.as_deref() {
+            Some(pending) => pending,
+            None => match carrier.receive_datagram(scratch) {
+                Datagram::Received(n) => &scratch[..n],
+                Datagram::Truncated => {
+                    counters.datagrams_refused += 1;
+                    continue;
+                }
+                Datagram::Empty => break,
+                Datagram::Closed => return Fate::Close,
+            },
+        };
+        let sent = if record.udp_connected {
+            stack.send(handle, datagram)
+        } else {
+            match datagram::split(datagram) {
+                Some((remote, payload)) => {
+                    stack.send_to(handle, payload, Some(socket_address(record.family, remote)))
+                }
+                None => Err(Errno::DestAddrRequired),
+            }
+        };
+        match sent {
+            Err(Errno::WouldBlock) => {
+                if record.pending_datagram.is_none() {
+                    record.pending_datagram = Some(datagram.to_vec());
+                }
+                break;
+            }
+            Ok(n) => {
+                counters.carrier_in_bytes += n as u64;
+                record.pending_datagram = None;
+            }
+            Err(error) => {
+                tracing::trace!(?error, "datagram refused by the engine");
+                counters.datagrams_refused += 1;
+                record.pending_datagram = None;
+            }
+        }
+    }
+
+    // Engine → program.
+    let header_len = if record.udp_connected { 0 } else { datagram::HEADER_LEN };
+    for _ in 0..1024 {
+        let Ok((copied, _, source)) = stack.recv_from(handle, &mut scratch[header_len..]) else {
+            break;
+        };
+        if header_len > 0 {
+            scratch[..header_len].copy_from_slice(&datagram::header(ipv4_of(source)));
+        }
+        match carrier.write_from(&scratch[..header_len + copied], &[]) {
+            Transfer::Moved(_) => counters.carrier_out_bytes += copied as u64,
+            Transfer::EndOfStream => return Fate::Close,
+            _ => counters.datagrams_dropped += 1,
+        }
+    }
+    Fate::Keep
+}
+
+fn shutdown(
+    stack: &mut Stack,
+    now: Instant,
+    record: &mut Record,
+    handle: SocketHandle,
+    how: ShutdownHow,
+) -> Result<(), ProtocolError> {
+    let (read, write) = match how {
+        ShutdownHow::Read => (true, false),
+        ShutdownHow::Write => (false, true),
+        ShutdownHow::Both => (true, true),
+    };
+    if record.kind == SocketKind::Datagram || record.listening {
+        let how = match how {
+            ShutdownHow::Read => Shutdown::Read,
+            ShutdownHow::Write => Shutdown::Write,
+            ShutdownHow::Both => Shutdown::Both,
+        };
+        stack.shutdown(now, handle, how).map_err(errno)?;
+    } else {
+        // The FIN itself follows the carrier's end-of-stream, after the program's last byte;
+        // here the call only answers as the kernel would.
+        stack.peer_addr(handle).map_err(errno)?;
+        if read {
+            stack.shutdown(now, handle, Shutdown::Read).map_err(errno)?;
+        }
+    }
+    if read && !record.program_told_eof {
+        if let Some(carrier) = &record.carrier {
+            carrier.finish_writing();
+        }
+        record.program_told_eof = true;
+    }
+    let _ = write;
+    Ok(())
+}
+
+fn set_option(
+    stack: &mut Stack,
+    now: Instant,
+    handle: SocketHandle,
+    name: OptionName,
+    value: OptionValue,
+) -> Result<(), ProtocolError> {
+    let invalid = ProtocolError::Errno { errno: libc::EINVAL };
+    let mut options = stack.options(handle).map_err(errno)?.clone();
+    let int = || match &value {
+        OptionValue::Int(n) => Ok(*n),
+        _ => Err(ProtocolError::Errno { errno: libc::EINVAL }),
+    };
+    let seconds = |n: i64| -> Result<Duration, ProtocolError> {
+        u64::try_from(n)
+            .ok()
+            .filter(|&n| (1..=32767).contains(&n))
+            .map(Duration::from_secs)
+            .ok_or(ProtocolError::Errno { errno: libc::EINVAL })
+    };
+    let size = |n: i64| usize::try_from(n.max(0)).unwrap_or(usize::MAX);
+    match name {
+        OptionName::ReuseAddr => options.reuse_addr = int()? != 0,
+        OptionName::ReusePort => options.reuse_port = int()? != 0,
+        OptionName::KeepAlive => options.keepalive = int()? != 0,
+        OptionName::NoDelay => options.nodelay = int()? != 0,
+        OptionName::Broadcast => options.broadcast = int()? != 0,
+        OptionName::V6Only => options.v6_only = int()? != 0,
+        // Linux doubles the value asked for to cover its bookkeeping; so does this.
+        OptionName::SendBuffer => options.send_buffer = size(int()?).saturating_mul(2),
+        OptionName::RecvBuffer => options.recv_buffer = size(int()?).saturating_mul(2),
+        OptionName::KeepIdle => options.keep_idle = seconds(int()?)?,
+        OptionName::KeepInterval => options.keep_interval = seconds(int()?)?,
+        OptionName::KeepCount => {
+            options.keep_count =
+                u32::try_from(int()?).ok().filter(|n| (1..=127).contains(n)).ok_or(invalid)?
+        }
+        OptionName::MaxSegment => {
+            let mss = int()?;
+            options.max_segment =
+                if mss == 0 { None } else { Some(u16::try_from(mss).map_err(|_| invalid)?) }
+        }
+        OptionName::UserTimeout => {
+            let millis = u64::try_from(int()?).map_err(|_| invalid)?;
+            options.user_timeout = Some(Duration::from_millis(millis));
+        }
+        OptionName::Ttl => {
+            // -1 restores the default, as on Linux.
+            let ttl = int()?;
+            options.ttl = if ttl == -1 {
+                64
+            } else {
+                u8::try_from(ttl).ok().filter(|&t| t > 0).ok_or(invalid)?
+            };
+        }
+        OptionName::Linger => match value {
+            OptionValue::Linger(linger) => {
+                options.linger = linger.map(|seconds| Duration::from_secs(u64::from(seconds)))
+            }
+            _ => return Err(invalid),
+        },
+        OptionName::Congestion => match &value {
+            OptionValue::Text(name) => {
+                options.congestion = CongestionAlgorithm::from_name(name)
+                    .ok_or(ProtocolError::Errno { errno: libc::ENOENT })?
+            }
+            _ => return Err(invalid),
+        },
+        OptionName::Error | OptionName::Type | OptionName::AcceptConn | OptionName::TcpInfo => {
+            return Err(ProtocolError::Errno { errno: libc::ENOPROTOOPT })
+        }
+    }
+    stack.set_options(now, handle, options).map_err(errno)
+}
+
+fn get_option(
+    stack: &mut Stack,
+    record: &mut Record,
+    handle: SocketHandle,
+    name: OptionName,
+) -> Result<OptionValue, ProtocolError> {
+    if name == OptionName::Error {
+        let pending = match record.error.take() {
+            Some(error) => Some(error),
+            None => stack.take_error(handle).map_err(errno)?.map(Errno::raw),
+        };
+        return Ok(OptionValue::Int(pending.unwrap_or(0).into()));
+    }
+    if name == OptionName::TcpInfo {
+        return Ok(OptionValue::TcpInfo(tcp_info(&stack.tcp_info(handle).map_err(errno)?)));
+    }
+    let options = stack.options(handle).map_err(errno)?;
+    let flag = |on: bool| OptionValue::Int(i64::from(on));
+    let int = |n: u64| OptionValue::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    Ok(match name {
+        OptionName::ReuseAddr => flag(options.reuse_addr),
+        OptionName::ReusePort => flag(options.reuse_port),
+        OptionName::KeepAlive => flag(options.keepalive),
+        OptionName::NoDelay => flag(options.nodelay),
+        OptionName::Broadcast => flag(options.broadcast),
+        OptionName::V6Only => flag(options.v6_only),
+        OptionName::AcceptConn => flag(record.listening),
+        OptionName::Type => OptionValue::Int(socket_type(record.kind)),
+        OptionName::SendBuffer => int(options.send_buffer as u64),
+        OptionName::RecvBuffer => int(options.recv_buffer as u64),
+        OptionName::KeepIdle => int(options.keep_idle.as_secs()),
+        OptionName::KeepInterval => int(options.keep_interval.as_secs()),
+        OptionName::KeepCount => int(options.keep_count.into()),
+        OptionName::MaxSegment => {
+            let mss = match options.max_segment {
+                Some(mss) => usize::from(mss),
+                None => stack.tcp_info(handle).map(|info| info.snd_mss).unwrap_or(536),
+            };
+            int(mss as u64)
+        }
+        OptionName::UserTimeout => {
+            int(options.user_timeout.map_or(0, |timeout| timeout.as_millis() as u64))
+        }
+        OptionName::Ttl => int(options.ttl.into()),
+        OptionName::Linger => {
+            OptionValue::Linger(options.linger.map(|linger| linger.as_secs() as u32))
+        }
+        OptionName::Congestion => OptionValue::Text(options.congestion.name().into()),
+        OptionName::Error | OptionName::TcpInfo => unreachable!("answered above"),
+    })
+}
+
+fn tcp_info(info: &fbsd_tcp::socket::tcp::TcpInfo) -> TcpInfoReport {
+    let mss = info.snd_mss.max(1);
+    let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    TcpInfoReport {
+        state: linux_tcp_state(info.state),
+        rto_us: info.rto.as_micros() as u64,
+        rtt_us: info.rtt.as_micros() as u64,
+        rttvar_us: info.rttvar.as_micros() as u64,
+        snd_mss: clamp(info.snd_mss),
+        rcv_mss: clamp(info.rcv_mss),
+        snd_cwnd: clamp(info.snd_cwnd / mss),
+        snd_ssthresh: if info.snd_ssthresh == usize::MAX {
+            0
+        } else {
+            clamp(info.snd_ssthresh / mss)
+        },
+        unacked: clamp(info.unacked.div_ceil(mss)),
+        total_retrans: u32::try_from(info.total_retrans).unwrap_or(u32::MAX),
+        bytes_acked: info.bytes_acked,
+        bytes_received: info.bytes_received,
+    }
+}
+
+/// Linux's `enum tcp_state` number for an ss state name.
+fn linux_tcp_state(name: &str) -> u8 {
+    match name {
+        "ESTAB" => 1,
+        "SYN-SENT" => 2,
+        "SYN-RECV" => 3,
+        "FIN-WAIT-1" => 4,
+        "FIN-WAIT-2" => 5,
+        "TIME-WAIT" => 6,
+        "CLOSE-WAIT" => 8,
+        "LAST-ACK" => 9,
+        "LISTEN" => 10,
+        "CLOSING" => 11,
+        _ => 7, // CLOSE
+    }
+}
+
+fn socket_type(kind: SocketKind) -> i64 {
+    match kind {
+        SocketKind::Stream => libc::SOCK_STREAM.into(),
+        SocketKind::Datagram => libc::SOCK_DGRAM.into(),
+    }
+}
+
+/// An IPv4 address as a socket of `family` names it (v4-mapped for AF_INET6).
+fn socket_address(family: Family, addr: SocketAddrV4) -> SocketAddr {
+    match family {
+        Family::Inet => SocketAddr::V4(addr),
+        Family::Inet6 => {
+            SocketAddr::V6(SocketAddrV6::new(addr.ip().to_ipv6_mapped(), addr.port(), 0, 0))
+        }
+    }
+}
+
+/// The IPv4 address behind an address the engine reported (v4-mapped for AF_INET6 sockets).
+fn ipv4_of(addr: SocketAddr) -> SocketAddrV4 {
+    match addr {
+        SocketAddr::V4(addr) => addr,
+        SocketAddr::V6(addr) => SocketAddrV4::new(
+            addr.ip().to_ipv4_mapped().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+            addr.port(),
+        ),
+    }
+}
+
+fn errno(error: Errno) -> ProtocolError {
+    ProtocolError::Errno { errno: error.raw() }
+}
+
+fn internal(message: String) -> ProtocolError {
+    ProtocolError::Internal { message }
+}
+
+fn carrier_error(error: std::io::Error) -> ProtocolError {
+    match error.raw_os_error() {
+        // Out of descriptors or memory: the program sees what socket(2) would tell it.
+        Some(code @ (libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS)) => {
+            ProtocolError::Errno { errno: code }
+        }
+        _ => internal(format!("cannot make a carrier: {error}")),
+    }
+}
