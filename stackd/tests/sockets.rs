@@ -390,8 +390,9 @@ conns = [socket.create_connection(("10.77.0.2", 8000), timeout=30) for i in rang
 print("connected", flush=True)
 for i, c in enumerate(conns): c.sendall(b"hello %04d\n" % i)
 ok = sum(c.recv(64) == b"HELLO\n" for c in conns)
-for c in conns: c.close()
 print("ok", ok, flush=True)
+input()
+for c in conns: c.close()
 "#,
     );
     let mut accepted = Vec::with_capacity(CONNECTIONS);
@@ -412,6 +413,12 @@ print("ok", ok, flush=True)
         connection.write_all(b"HELLO\n").unwrap();
     }
     assert_eq!(peer.line(), "ok 1000");
+    // A thousand idle connections cost an idle daemon nothing: it sleeps in epoll.
+    let before = cpu_ticks(daemon.child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let busy = cpu_ticks(daemon.child.id()) - before;
+    assert!(busy <= 10, "an idle daemon used {busy} clock ticks in a second");
+    peer.send_line("close");
     for mut connection in accepted {
         let mut rest = Vec::new();
         connection.read_to_end(&mut rest).unwrap();
@@ -425,6 +432,14 @@ print("ok", ok, flush=True)
     wait_for(|| counter(&mut client, "engine_sockets") == idle_sockets, "the listener to go");
     assert_eq!(counter(&mut client, "sockets"), 0);
     assert_eq!(open_descriptors(daemon.child.id()), idle_fds, "descriptors back to idle");
+}
+
+/// User and system time of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 fn open_descriptors(pid: u32) -> usize {
