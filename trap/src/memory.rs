@@ -206,8 +206,7 @@ mod tests {
             assert!(matches!(err, MemoryError::Fault { .. }), "{addr:#x}: {err:?}");
             assert_eq!(err.errno(), libc::EFAULT);
         }
-        // A range that starts mapped and runs off the end of a mapping: mmap two pages and
-        // unmap the second would need unsafe; a read-only page does for writes.
+        // Writes into a read-only page are faults too (no FOLL_FORCE as through /proc/PID/mem).
         static CONSTANT: [u8; 4] = *b"ro!!";
         let err = write_memory(me(), CONSTANT.as_ptr() as u64, b"xx").unwrap_err();
         assert!(matches!(err, MemoryError::Fault { .. }), "{err:?}");

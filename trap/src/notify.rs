@@ -97,7 +97,7 @@ impl From<InstallError> for io::Error {
 /// Async-signal-safe: allocates nothing and makes two system calls, so it may run in a forked
 /// child before exec (build the [`Filter`] before forking). Such a child must not make a call
 /// the filter notifies before the listener is in the supervisor's hands, or it waits on itself
-/// forever: see [`crate::spawn`] for the hand-over.
+/// forever: see [`mod@crate::spawn`] for the hand-over.
 pub fn install_listener(filter: &Filter, options: InstallOptions) -> Result<OwnedFd, InstallError> {
     if options.no_new_privs {
         sys::set_no_new_privs()
