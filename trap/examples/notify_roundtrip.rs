@@ -2,8 +2,9 @@
 //! SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP.
 //!
 //! ```text
-//! cargo run --release -p trap --example notify_roundtrip [-- CALLS]
-//! taskset -c 0 cargo run --release -p trap --example notify_roundtrip   # both on one CPU
+//! cargo run --release -p trap --example notify_roundtrip [-- CALLS [CHILD_CPU]]
+//! taskset -c 0 target/release/examples/notify_roundtrip        # both on one CPU
+//! taskset -c 0 target/release/examples/notify_roundtrip 20000 1  # on two CPUs (taskset(1))
 //! ```
 //!
 //! The child (this program again, under `FilterSpec::socket_creation()`) calls
@@ -32,6 +33,8 @@ fn main() {
         .nth(1)
         .map(|a| a.parse().expect("CALLS must be a number"))
         .unwrap_or(DEFAULT_CALLS);
+    let child_cpu: Option<u32> =
+        std::env::args().nth(2).map(|a| a.parse().expect("CHILD_CPU must be a CPU number"));
     if std::env::var_os(ROLE).is_some() {
         child(calls);
         return;
@@ -46,7 +49,7 @@ fn main() {
     println!("seccomp notification round trip, {calls} calls each: median [p10 .. p90]");
     let mut native = None;
     for (sync, poll) in [(false, true), (false, false), (true, true), (true, false)] {
-        let r = run(calls, sync, poll);
+        let r = run(calls, child_cpu, sync, poll);
         native.get_or_insert(r.native);
         let wakeup = if sync { "SYNC_WAKE_UP" } else { "default wake-up" };
         let how = if poll { "poll + recv" } else { "blocking recv" };
@@ -62,9 +65,17 @@ struct Figures {
     native: String,
 }
 
-fn run(calls: usize, sync: bool, poll: bool) -> Figures {
+fn run(calls: usize, child_cpu: Option<u32>, sync: bool, poll: bool) -> Figures {
     let exe = std::env::current_exe().expect("current_exe");
-    let mut cmd = Command::new(exe);
+    let mut cmd = match child_cpu {
+        // taskset runs under the filter too and execs the child: the filter stays.
+        Some(cpu) => {
+            let mut cmd = Command::new("taskset");
+            cmd.arg("-c").arg(cpu.to_string()).arg(exe);
+            cmd
+        }
+        None => Command::new(exe),
+    };
     cmd.arg(calls.to_string()).env(ROLE, "1").stdout(Stdio::piped());
     let filter = Arc::new(FilterSpec::socket_creation().build().expect("filter"));
     let (mut child, listener) =

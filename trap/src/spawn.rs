@@ -102,7 +102,9 @@ pub fn take_listener_from(pid: u32, fd: i32) -> Result<Listener, HandoverError> 
 /// Starts `cmd` with `filter` installed (between fork and exec, in the child) and returns the
 /// child and the listener of its notifications.
 ///
-/// The filter applies to the program `cmd` runs and everything it starts. `timeout` bounds the
+/// The filter applies to the program `cmd` runs and everything it starts. `pre_exec` hooks the
+/// caller registered on `cmd` before this call run before the installation, later ones after it
+/// (under the filter, where they must not make a notified call). `timeout` bounds the
 /// wait for the child to reach the installation (it covers fork and the earlier set-up steps of
 /// `cmd`, normally well under a millisecond).
 ///

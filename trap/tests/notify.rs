@@ -409,7 +409,6 @@ fn child_role() {
 
 /// Raw system calls, so that the tests control every argument. Each `unsafe` block passes
 /// pointers only to locals that outlive the call.
-#[allow(unsafe_code)]
 mod child {
     use super::*;
     use std::ffi::{c_int, c_long, c_void};
