@@ -264,7 +264,17 @@ impl ShmBackend {
         };
         let (file, side, geometry, map) = settle(&config.iface, &path, wanted)?;
 
-        let (bell, bell_path, peer_bell) = bind_bell(&config.iface, &path, side)?;
+        let (bell, bell_path, peer_bell) = match bind_bell(&config.iface, &path, side) {
+            Ok(bell) => bell,
+            Err(error) => {
+                // Leave no region behind that only we held.
+                if sys::ofd_try_lock(file.as_fd(), 0, 2).unwrap_or(false) && same_file(&path, &file)
+                {
+                    let _ = std::fs::remove_file(&path);
+                }
+                return Err(error);
+            }
+        };
         let rings = WireRings::new(map, geometry.ring(side.other()), geometry.ring(side));
         let map = rings.map();
         map.u64_at(side_word(side, MAC)).store(mac_word(mac), Ordering::Relaxed);
