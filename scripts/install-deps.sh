@@ -9,6 +9,9 @@ packages=(
   python3 curl                 # kernel-side peers in the interop and stackd tests
   procps                       # ps/pgrep in test clean-up
   tcpdump                      # reads back the pcap files stackd writes, in its tests
+  libdpdk-dev libclang-dev     # stackd's `dpdk` feature: DPDK 22.11 (pkg-config finds it) and
+                               # libclang for bindgen. Installing them on a fresh Debian 12 may
+                               # upgrade systemd/udev, which resets /dev/net/tun's mode: harmless.
 )
 missing=()
 for p in "${packages[@]}"; do

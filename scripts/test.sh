@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints, and every test of the workspace (unit, simulated-link,
-# and — as root — the end-to-end tests in network namespaces). CI runs exactly this.
+# and — as root — the end-to-end tests in network namespaces), then stackd once more with its
+# `dpdk` feature (the DPDK backend on net_tap, net_memif and net_af_packet vdevs, no hugepages,
+# no NIC). CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -9,3 +11,7 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 cargo test --workspace --locked
+
+# The DPDK backend: its own lints and tests, against the system's libdpdk (install-deps.sh).
+cargo clippy -p stackd --features dpdk --all-targets --locked -- -D warnings
+cargo test -p stackd --features dpdk --locked
