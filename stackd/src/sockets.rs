@@ -40,7 +40,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use fbsd_tcp::socket::tcp::CongestionAlgorithm;
 use fbsd_tcp::time::{Duration, Instant};
-use fbsd_tcp::{Errno, Shutdown, SocketHandle, Stack};
+use fbsd_tcp::{Errno, Readiness, Shutdown, SocketHandle, Stack};
 use mio::unix::SourceFd;
 use mio::{Interest, Registry};
 
@@ -140,6 +140,8 @@ struct Record {
     pending_datagram: Option<Vec<u8>>,
     /// An error the data plane took from the engine, for SO_ERROR.
     error: Option<i32>,
+    /// The engine's readiness when the data plane last ran for this socket.
+    last_readiness: Option<Readiness>,
 }
 
 /// What the data plane decided about a socket.
@@ -319,14 +321,23 @@ impl SocketService {
     }
 
     /// Serves the engine's readiness changes (call after the engine ran).
+    ///
+    /// The engine reports every socket it touched, including those the data plane itself just
+    /// read or wrote; a socket whose readiness is what it was when the data plane last ran for
+    /// it has nothing new (the data plane always goes as far as the carrier and the engine let
+    /// it, so more of the same waits on the other side's edge), and is skipped. Without this,
+    /// each pass would schedule the next one and the daemon would never sleep.
     pub fn engine_events(&mut self, cx: &mut Context<'_>) {
-        // Pumping can change readiness again (a read opens the window); the bound keeps one
-        // turn finite whatever the engine reports.
+        // The bound keeps one turn finite whatever the engine reports.
         for _ in 0..65536 {
             let Some(handle) = cx.stack.poll_event() else { return };
-            if let Some(&slot) = self.by_handle.get(&handle) {
-                self.pump(cx, slot);
+            let Some(&slot) = self.by_handle.get(&handle) else { continue };
+            let ready = cx.stack.readiness(handle).ok();
+            let record = self.records[slot].as_ref().expect("indexed slot");
+            if ready.is_some() && record.last_readiness == ready {
+                continue;
             }
+            self.pump(cx, slot);
         }
     }
 
@@ -494,6 +505,7 @@ impl SocketService {
             udp_connected: false,
             pending_datagram: None,
             error: None,
+            last_readiness: None,
         };
         let slot = self.insert(cx, record, carrier)?;
         self.join(id, slot);
@@ -577,6 +589,7 @@ impl SocketService {
             udp_connected: false,
             pending_datagram: None,
             error: None,
+            last_readiness: None,
         };
         let child = self.insert(cx, record, carrier)?;
         self.join(id, child);
@@ -702,6 +715,8 @@ impl SocketService {
         };
         if fate != Fate::Keep {
             self.release(cx, slot, fate);
+        } else if let Some(handle) = record.handle {
+            record.last_readiness = cx.stack.readiness(handle).ok();
         }
     }
 
@@ -898,8 +913,9 @@ fn pump_datagram(
     let (Some(handle), Some(carrier)) = (record.handle, &record.carrier) else { return Fate::Keep };
     let stack = &mut *cx.stack;
 
-    // Program → engine.
-    for _ in 0..1024 {
+    // Program → engine, until the carrier is empty or the engine full (epoll's edges come only
+    // after that).
+    loop {
         let datagram: &[u8] = match record.pending_datagram.as_deref() {
             Some(pending) => pending,
             None => match carrier.receive_datagram(scratch) {
@@ -941,12 +957,9 @@ fn pump_datagram(
         }
     }
 
-    // Engine → program.
+    // Engine → program: everything queued (the engine's queue is bounded).
     let header_len = if record.udp_connected { 0 } else { datagram::HEADER_LEN };
-    for _ in 0..1024 {
-        let Ok((copied, _, source)) = stack.recv_from(handle, &mut scratch[header_len..]) else {
-            break;
-        };
+    while let Ok((copied, _, source)) = stack.recv_from(handle, &mut scratch[header_len..]) {
         if header_len > 0 {
             scratch[..header_len].copy_from_slice(&datagram::header(ipv4_of(source)));
         }

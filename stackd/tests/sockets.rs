@@ -390,8 +390,9 @@ conns = [socket.create_connection(("10.77.0.2", 8000), timeout=30) for i in rang
 print("connected", flush=True)
 for i, c in enumerate(conns): c.sendall(b"hello %04d\n" % i)
 ok = sum(c.recv(64) == b"HELLO\n" for c in conns)
-for c in conns: c.close()
 print("ok", ok, flush=True)
+input()
+for c in conns: c.close()
 "#,
     );
     let mut accepted = Vec::with_capacity(CONNECTIONS);
@@ -412,6 +413,12 @@ print("ok", ok, flush=True)
         connection.write_all(b"HELLO\n").unwrap();
     }
     assert_eq!(peer.line(), "ok 1000");
+    // A thousand idle connections cost an idle daemon nothing: it sleeps in epoll.
+    let before = cpu_ticks(daemon.child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let busy = cpu_ticks(daemon.child.id()) - before;
+    assert!(busy <= 10, "an idle daemon used {busy} clock ticks in a second");
+    peer.send_line("close");
     for mut connection in accepted {
         let mut rest = Vec::new();
         connection.read_to_end(&mut rest).unwrap();
@@ -425,6 +432,14 @@ print("ok", ok, flush=True)
     wait_for(|| counter(&mut client, "engine_sockets") == idle_sockets, "the listener to go");
     assert_eq!(counter(&mut client, "sockets"), 0);
     assert_eq!(open_descriptors(daemon.child.id()), idle_fds, "descriptors back to idle");
+}
+
+/// User and system time of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 fn open_descriptors(pid: u32) -> usize {
@@ -511,4 +526,148 @@ fn bad_requests_foreign_tokens_and_vanishing_clients_are_refused_without_leaks()
     wait_for(|| counter(&mut alice, "sessions") == 1, "sessions to end with their clients");
     assert_eq!(open_descriptors(daemon.child.id()), idle_fds, "descriptors back to idle");
     assert!(matches!(alice.call(Operation::Counters), Ok(Reply::Counters { .. })));
+}
+
+#[test]
+fn half_close_and_socket_options() {
+    if skip_unless_root() {
+        return;
+    }
+    let (ns, _daemon, mut client) = daemon_with_session("jrhalf0");
+    let mut server = Python::start(
+        &ns,
+        r#"
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.77.0.1", 9200)); s.listen(1); print("ready", flush=True)
+c, a = s.accept(); n = 0
+while True:
+    b = c.recv(65536)
+    if not b: break
+    n += len(b)
+c.sendall(b"got %d" % n); c.close(); print("done", flush=True)
+"#,
+    );
+    assert_eq!(server.line(), "ready");
+    let socket = client.socket(Family::Inet, SocketKind::Stream).unwrap();
+    let token = socket.token;
+    let set = |client: &mut Client, name, value| client.set_option(token, name, value);
+    set(&mut client, OptionName::NoDelay, OptionValue::Int(1)).unwrap();
+    set(&mut client, OptionName::SendBuffer, OptionValue::Int(65536)).unwrap();
+    set(&mut client, OptionName::KeepIdle, OptionValue::Int(30)).unwrap();
+    set(&mut client, OptionName::Congestion, OptionValue::Text("reno".into())).unwrap();
+    let unknown = set(&mut client, OptionName::Congestion, OptionValue::Text("bbr".into()));
+    assert_eq!(unknown.unwrap_err().errno(), libc::ENOENT);
+    let read_only = set(&mut client, OptionName::Error, OptionValue::Int(0));
+    assert_eq!(read_only.unwrap_err().errno(), libc::ENOPROTOOPT);
+    assert_eq!(
+        set(&mut client, OptionName::KeepIdle, OptionValue::Int(0)).unwrap_err().errno(),
+        libc::EINVAL
+    );
+    let not_connected = client.peer_address(token).unwrap_err();
+    assert_eq!(not_connected.errno(), libc::ENOTCONN);
+
+    client.connect_blocking(&socket, v4(HOST, 9200), IO_TIMEOUT).unwrap();
+    let get = |client: &mut Client, name| client.get_option(token, name).unwrap();
+    assert_eq!(get(&mut client, OptionName::NoDelay), OptionValue::Int(1));
+    assert_eq!(get(&mut client, OptionName::SendBuffer), OptionValue::Int(131072));
+    assert_eq!(get(&mut client, OptionName::KeepIdle), OptionValue::Int(30));
+    assert_eq!(get(&mut client, OptionName::Congestion), OptionValue::Text("reno".into()));
+    assert_eq!(get(&mut client, OptionName::Type), OptionValue::Int(libc::SOCK_STREAM.into()));
+    assert_eq!(get(&mut client, OptionName::AcceptConn), OptionValue::Int(0));
+    let OptionValue::TcpInfo(info) = get(&mut client, OptionName::TcpInfo) else {
+        panic!("TCP_INFO")
+    };
+    assert_eq!(info.state, 1, "ESTABLISHED");
+    assert_eq!(info.snd_mss, 1448, "1460 less the timestamp option, as Linux reports it");
+
+    // Half close: the FIN follows the last byte written; the reply still arrives.
+    let mut connection = stream(socket.carrier.try_clone().unwrap());
+    connection.write_all(&payload(100_000, 3)).unwrap();
+    client.shutdown(&socket, stackd::proto::ShutdownHow::Write).unwrap();
+    let mut reply = String::new();
+    connection.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "got 100000");
+    assert_eq!(server.line(), "done");
+}
+
+#[test]
+fn a_listener_shared_by_two_sessions_serves_both_and_closes_with_its_last_carrier() {
+    if skip_unless_root() {
+        return;
+    }
+    let (ns, daemon, mut first) = daemon_with_session("jrshare0");
+    let listener = listen(&mut first, 8081, 8);
+    // A second program (another session) that received the listener's descriptor.
+    let mut second = daemon.client();
+    second.open_session("second worker", &[]).unwrap();
+    let copy = listener.carrier.try_clone().unwrap();
+    let (token, _, kind, listening) = second.identify(copy.as_fd()).unwrap();
+    assert_eq!((token, kind, listening), (listener.token, SocketKind::Stream, true));
+
+    let mut peer = Python::start(
+        &ns,
+        r#"
+import socket
+a = socket.create_connection(("10.77.0.2", 8081), timeout=10)
+b = socket.create_connection(("10.77.0.2", 8081), timeout=10)
+print(a.recv(16).decode(), b.recv(16).decode(), flush=True)
+a.close(); b.close(); input()
+try:
+    socket.create_connection(("10.77.0.2", 8081), timeout=10); print("connected", flush=True)
+except ConnectionRefusedError:
+    print("refused", flush=True)
+"#,
+    );
+    let (one, _) =
+        first.accept_blocking(listener.token, listener.carrier.as_fd(), IO_TIMEOUT).unwrap();
+    let (two, _) = second.accept_blocking(token, copy.as_fd(), IO_TIMEOUT).unwrap();
+    stream(one.carrier).write_all(b"first").unwrap();
+    stream(two.carrier).write_all(b"second").unwrap();
+    let mut words: Vec<String> = peer.line().split(' ').map(str::to_owned).collect();
+    words.sort();
+    assert_eq!(words, ["first", "second"]);
+    drop(listener);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(counter(&mut first, "sockets"), 1, "one descriptor still holds the listener");
+    drop(copy);
+    wait_for(|| counter(&mut first, "sockets") == 0, "the listener to close");
+    peer.send_line("go");
+    assert_eq!(peer.line(), "refused");
+}
+
+#[test]
+fn a_socket_outlives_its_session_while_the_program_holds_its_carrier() {
+    if skip_unless_root() {
+        return;
+    }
+    let (ns, daemon, mut client) = daemon_with_session("jrorph0");
+    let mut server = Python::start(
+        &ns,
+        r#"
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.77.0.1", 9300)); s.listen(1); print("ready", flush=True)
+c, a = s.accept()
+while True:
+    b = c.recv(100)
+    if not b: break
+    c.sendall(b.upper())
+print("closed", flush=True)
+"#,
+    );
+    assert_eq!(server.line(), "ready");
+    let socket = client.socket(Family::Inet, SocketKind::Stream).unwrap();
+    client.connect_blocking(&socket, v4(HOST, 9300), IO_TIMEOUT).unwrap();
+    drop(client); // the supervisor goes; the program keeps its socket
+    let mut observer = daemon.client();
+    wait_for(|| counter(&mut observer, "sessions") == 0, "the session to end");
+    let mut connection = stream(socket.carrier);
+    connection.write_all(b"still here").unwrap();
+    let mut answer = [0u8; 10];
+    connection.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"STILL HERE");
+    drop(connection);
+    assert_eq!(server.line(), "closed");
+    wait_for(|| counter(&mut observer, "sockets") == 0, "the socket to go with its carrier");
 }
