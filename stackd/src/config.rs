@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! # /etc/joyride/stackd.toml
-//! backend = "tap"            # tap | af-packet | dpdk
+//! backend = "tap"            # tap | af-packet | dpdk | shm
 //! iface = "jr0"
 //! addr = "10.77.0.2/24"      # the stack's address and network
 //! host-addr = "10.77.0.1/24" # given to the kernel's side of the TAP
@@ -31,10 +31,12 @@ pub const DEFAULT_CONTROL_PATH: &str = "/run/joyride/stackd.sock";
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
-    /// NIC backend: tap (creates the interface), af-packet (binds an existing one), dpdk.
-    #[arg(long, value_name = "tap|af-packet|dpdk")]
+    /// NIC backend: tap (creates the interface), af-packet (binds an existing one), dpdk, shm
+    /// (a shared-memory wire to a second joyride-stackd started with the same --iface).
+    #[arg(long, value_name = "tap|af-packet|dpdk|shm")]
     pub backend: Option<String>,
-    /// The interface to create (tap) or bind (af-packet), or the DPDK port.
+    /// The interface to create (tap) or bind (af-packet), the DPDK port, or the shm wire (a
+    /// name under /dev/shm, or an absolute path).
     #[arg(long, value_name = "NAME")]
     pub iface: Option<String>,
     /// The stack's address and network.
@@ -127,7 +129,7 @@ impl Config {
             None => BackendKind::Tap,
             Some(name) => name
                 .parse()
-                .map_err(|_| invalid("backend", name, "expected tap, af-packet or dpdk"))?,
+                .map_err(|_| invalid("backend", name, "expected tap, af-packet, dpdk or shm"))?,
         };
         let cidr = |field: &'static str, value: &str| -> Result<Ipv4Cidr, ConfigError> {
             value.parse().map_err(|_| {
@@ -187,7 +189,7 @@ impl Config {
                         field: "iface",
                         value: String::new(),
                         reason: format!(
-                        "the {backend} backend needs --iface: the interface or DPDK port to use"
+                        "the {backend} backend needs --iface: the interface, DPDK port or shm wire to use"
                     ),
                     })
                 }
@@ -295,7 +297,7 @@ mod tests {
         let cases = [
             (
                 Settings { backend: Some("xdp".into()), ..Default::default() },
-                "backend = \"xdp\": expected tap, af-packet or dpdk",
+                "backend = \"xdp\": expected tap, af-packet, dpdk or shm",
             ),
             (
                 Settings { addr: Some("10.77.0.2".into()), ..Default::default() },
@@ -319,7 +321,7 @@ mod tests {
             ),
             (
                 Settings { backend: Some("af-packet".into()), ..Default::default() },
-                "iface = \"\": the af-packet backend needs --iface: the interface or DPDK port to use",
+                "iface = \"\": the af-packet backend needs --iface: the interface, DPDK port or shm wire to use",
             ),
         ];
         for (settings, expected) in cases {

@@ -11,11 +11,14 @@
 //! - [`af_packet`]: an existing interface (one end of a veth pair, a NIC) through PACKET_MMAP
 //!   rings.
 //! - [`pair()`]: two in-memory ends connected to each other, for tests of the event loop.
+//! - [`shm`]: a shared-memory wire between two instances (two daemons, or two backends in one
+//!   process): slot rings in a file both map, no kernel in the data path, for measuring the stack.
 //! - `dpdk`: a DPDK port (a NIC bound to a user-space driver, or a vdev), behind the `dpdk`
 //!   cargo feature; polled, with no descriptor to sleep on.
 //!
 //! The only `unsafe` code of the crate is in `sys`, which also keeps the raw kernel structures
-//! away from the rest, and in `dpdk::sys` for DPDK's.
+//! away from the rest (and holds the shared-memory wire's mapping and ring protocol), and in
+//! `dpdk::sys` for DPDK's.
 
 use std::fmt;
 use std::io;
@@ -33,6 +36,7 @@ mod engine_tests;
 mod framed;
 mod offload;
 pub mod pair;
+pub mod shm;
 #[allow(unsafe_code)]
 mod sys;
 pub mod tap;
@@ -41,6 +45,7 @@ mod testnet;
 
 pub use af_packet::{AfPacketBackend, RingConfig};
 pub use pair::{pair, PairBackend};
+pub use shm::ShmBackend;
 pub use tap::TapBackend;
 
 /// Ethernet header length: a transmit buffer holds `mtu + ETHERNET_HEADER` bytes.
@@ -165,6 +170,8 @@ pub enum BackendKind {
     AfPacket,
     /// A DPDK port (`dpdk`), only in builds with the `dpdk` feature.
     Dpdk,
+    /// A shared-memory wire to another instance (`shm`).
+    Shm,
 }
 
 impl BackendKind {
@@ -174,6 +181,7 @@ impl BackendKind {
             BackendKind::Tap => "tap",
             BackendKind::AfPacket => "af-packet",
             BackendKind::Dpdk => "dpdk",
+            BackendKind::Shm => "shm",
         }
     }
 }
@@ -192,14 +200,15 @@ impl FromStr for BackendKind {
             "tap" => Ok(BackendKind::Tap),
             "af-packet" | "af_packet" => Ok(BackendKind::AfPacket),
             "dpdk" => Ok(BackendKind::Dpdk),
+            "shm" => Ok(BackendKind::Shm),
             _ => Err(UnknownBackendKind(s.to_owned())),
         }
     }
 }
 
-/// A backend name that is not one of `tap`, `af-packet`, `dpdk`.
+/// A backend name that is not one of `tap`, `af-packet`, `dpdk`, `shm`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown backend {0:?}: expected tap, af-packet or dpdk")]
+#[error("unknown backend {0:?}: expected tap, af-packet, dpdk or shm")]
 pub struct UnknownBackendKind(pub String);
 
 /// What to open.
@@ -208,13 +217,14 @@ pub struct BackendConfig {
     /// Which backend.
     pub kind: BackendKind,
     /// The interface: the TAP to create (a `name%d` template lets the kernel number it), the
-    /// existing interface to bind, or the DPDK port (its device name, such as a PCI address or
-    /// `net_tap0`, or its port number).
+    /// existing interface to bind, the DPDK port (its device name, such as a PCI address or
+    /// `net_tap0`, or its port number), or the shared-memory wire (a name under /dev/shm or an
+    /// absolute path; see [`shm`]).
     pub iface: String,
     /// IP MTU of the link.
     pub mtu: usize,
-    /// The engine's MAC address. Default: a random locally administered one for a TAP, the
-    /// interface's own for af-packet.
+    /// The engine's MAC address. Default: a random locally administered one for a TAP or a
+    /// shared-memory wire, the interface's own for af-packet.
     pub mac: Option<EthernetAddress>,
     /// The address the backend gives the kernel's side of a TAP (the engine's peer on the
     /// link). TAP only: an af-packet interface's addresses are the administrator's business.
@@ -241,8 +251,9 @@ impl BackendConfig {
     /// Checks what does not need the kernel: the name, the MTU, the MAC.
     pub(crate) fn validate(&self) -> Result<(), OpenError> {
         let invalid = |reason: String| OpenError::InvalidConfig { kind: self.kind, reason };
-        // DPDK names its ports itself (PCI addresses have colons); it checks them when opening.
-        if self.kind != BackendKind::Dpdk {
+        // DPDK names its ports itself (PCI addresses have colons), and a shared-memory wire is a
+        // file path: each checks its own when opening.
+        if !matches!(self.kind, BackendKind::Dpdk | BackendKind::Shm) {
             validate_iface_name(&self.iface)
                 .map_err(|why| invalid(format!("interface name {:?} {why}", self.iface)))?;
         }
@@ -298,6 +309,7 @@ pub fn open(config: &BackendConfig) -> Result<Box<dyn Backend>, OpenError> {
         BackendKind::Tap => Ok(Box::new(TapBackend::open(config)?)),
         BackendKind::AfPacket => Ok(Box::new(AfPacketBackend::open(config)?)),
         BackendKind::Dpdk => open_dpdk(config),
+        BackendKind::Shm => Ok(Box::new(ShmBackend::open(config)?)),
     }
 }
 
@@ -360,6 +372,14 @@ pub enum OpenError {
         /// Backend kind.
         kind: BackendKind,
         /// What is wrong.
+        reason: String,
+    },
+    /// The shared-memory wire's region (or a file in its place) cannot be used.
+    #[error("shm backend: {path}: {reason}")]
+    BadWire {
+        /// The region or doorbell path.
+        path: std::path::PathBuf,
+        /// What is wrong, and what to do.
         reason: String,
     },
     /// The `dpdk` kind in a build without it.
@@ -488,13 +508,13 @@ mod tests {
 
     #[test]
     fn kind_names_round_trip() {
-        for kind in [BackendKind::Tap, BackendKind::AfPacket, BackendKind::Dpdk] {
+        for kind in [BackendKind::Tap, BackendKind::AfPacket, BackendKind::Dpdk, BackendKind::Shm] {
             assert_eq!(kind.as_str().parse::<BackendKind>(), Ok(kind));
         }
         assert_eq!("af_packet".parse::<BackendKind>(), Ok(BackendKind::AfPacket));
         assert_eq!(
             "xdp".parse::<BackendKind>().unwrap_err().to_string(),
-            "unknown backend \"xdp\": expected tap, af-packet or dpdk"
+            "unknown backend \"xdp\": expected tap, af-packet, dpdk or shm"
         );
     }
 

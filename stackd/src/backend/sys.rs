@@ -16,7 +16,7 @@ use std::mem::size_of;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 #[cfg(test)]
 use std::time::Duration;
 
@@ -612,4 +612,352 @@ pub(crate) fn tpacket_req3(
         tp_sizeof_priv: 0,
         tp_feature_req_word: 0,
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shared-memory wire (backend::shm): a file mapped by two processes, its single-producer /
+// single-consumer slot rings, and the OFD locks that say which side is alive.
+//
+// Everything in the region other than slot bytes is an atomic word, so the only plain memory
+// shared with the other process is a slot, and a slot is lent out here only while the ring
+// protocol makes it ours (see `WireRings`).
+
+/// A file mapped shared and writable, unmapped on drop.
+pub(crate) struct SharedMap {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is process memory not tied to the thread that made it; words are only
+// reached as atomics and slot bytes only through `&mut WireRings`, whatever the thread.
+unsafe impl Send for SharedMap {}
+
+impl std::fmt::Debug for SharedMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMap").field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
+impl SharedMap {
+    /// Maps the first `len` bytes of file `fd`, which must be at least that long (a shorter file
+    /// would raise SIGBUS on access past its end: callers compare `len` with its size first).
+    pub(crate) fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<SharedMap> {
+        if len == 0 {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        // SAFETY: a new shared mapping at an address the kernel chooses overlaps no Rust object.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap at 0"))?;
+        Ok(SharedMap { base, len })
+    }
+
+    /// The mapping's length.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The 32-bit word at `offset`, for atomic access.
+    ///
+    /// # Panics
+    /// If the word is not inside the mapping or not aligned (a layout bug of ours).
+    pub(crate) fn u32_at(&self, offset: usize) -> &AtomicU32 {
+        assert!(offset.is_multiple_of(4) && offset + 4 <= self.len, "shm word out of place");
+        // SAFETY: inside the live mapping and aligned (checked; the mapping is page-aligned).
+        // Words are only ever accessed atomically, here and in the other process, and never lie
+        // inside a slot (`WireRings::new` checks the geometry), so no plain slice aliases them.
+        unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(offset).cast()) }
+    }
+
+    /// The 64-bit word at `offset`, for atomic access.
+    ///
+    /// # Panics
+    /// As [`u32_at`](Self::u32_at).
+    pub(crate) fn u64_at(&self, offset: usize) -> &AtomicU64 {
+        assert!(offset.is_multiple_of(8) && offset + 8 <= self.len, "shm word out of place");
+        // SAFETY: as in `u32_at`.
+        unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(offset).cast()) }
+    }
+}
+
+impl SharedMap {
+    /// A slice of the mapping.
+    ///
+    /// # Safety
+    /// The range must be clear of every word accessed atomically, and no other access to it —
+    /// by this process or the other one — may happen while the slice lives (for the wire: the
+    /// slot is ours under the ring protocol, and the caller holds `&mut` of the side).
+    ///
+    /// # Panics
+    /// If the range is not inside the mapping.
+    #[allow(clippy::mut_from_ref)] // exclusivity is the caller's contract, as for a raw pointer
+    unsafe fn slice_mut(&self, offset: usize, len: usize) -> &mut [u8] {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "shm slice out of place"
+        );
+        // SAFETY: in bounds of a live, readable and writable mapping (checked above); the
+        // caller guarantees exclusivity for the slice's life, which `&self` ties to the map's.
+        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(offset), len) }
+    }
+}
+
+impl Drop for SharedMap {
+    fn drop(&mut self) {
+        // SAFETY: `base` and `len` are exactly the mapping made in `new`; no atomic or slice
+        // borrowed from it outlives `self`.
+        unsafe { libc::munmap(self.base.as_ptr().cast::<c_void>(), self.len) };
+    }
+}
+
+/// Where one ring of a wire lives in its region. Plain numbers, checked by [`WireRings::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RingPlace {
+    /// The producer's published index (free-running; slot = index % count).
+    pub(crate) tail: usize,
+    /// The consumer's published index.
+    pub(crate) head: usize,
+    /// The first slot.
+    pub(crate) slots: usize,
+    /// Bytes per slot.
+    pub(crate) slot_size: usize,
+    /// Slots (a power of two).
+    pub(crate) count: u32,
+}
+
+impl RingPlace {
+    fn slot_offset(&self, index: u32) -> usize {
+        self.slots + (index & (self.count - 1)) as usize * self.slot_size
+    }
+
+    fn slot_area(&self) -> std::ops::Range<usize> {
+        self.slots..self.slots + self.count as usize * self.slot_size
+    }
+}
+
+/// One side's view of a wire: it consumes ring `rx` and produces ring `tx`.
+///
+/// The ownership protocol of a single-producer single-consumer ring: slots from `head` up to
+/// `tail` hold frames and belong to the consumer; the others belong to the producer. Only the
+/// producer stores `tail`, only the consumer stores `head`. The producer fills a slot and then
+/// publishes it with a release store of `tail`; the consumer's acquire load of `tail` makes the
+/// slot's bytes visible before it reads them. Symmetrically the consumer's release store of
+/// `head` orders its last read of a slot before the acquire load by which the producer learns
+/// that it may overwrite it. Nothing else is needed: each index has one writer.
+///
+/// Slots are lent only while this protocol makes them ours, and through `&mut self`, so at most
+/// one slice of the region exists in this process at a time. The other process is trusted to
+/// follow the protocol (it is another joyride-stackd of the same user; the region is mode 0600):
+/// one that does not can change a frame's bytes while we read them, which the engine sees as a
+/// corrupt frame, but cannot make this side touch memory outside its mapping, since every offset
+/// is computed from the geometry checked at attach time, never from the region's contents.
+pub(crate) struct WireRings {
+    map: SharedMap,
+    rx: RingPlace,
+    tx: RingPlace,
+    /// Our copy of rx.head (we are its only writer).
+    rx_head: u32,
+    /// Slots filled since the last publication: tx.tail as it will be published.
+    tx_tail: u32,
+}
+
+impl std::fmt::Debug for WireRings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireRings")
+            .field("rx", &self.rx)
+            .field("tx", &self.tx)
+            .field("rx_head", &self.rx_head)
+            .field("tx_tail", &self.tx_tail)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WireRings {
+    /// This side of the wire in `map`, continuing from the indices the region holds.
+    ///
+    /// # Panics
+    /// If a ring's slots are not inside the mapping, overlap the other ring or any index word,
+    /// or its count is not a power of two (the caller validated the region's header; this is
+    /// the last line of defence of the lending below).
+    pub(crate) fn new(map: SharedMap, rx: RingPlace, tx: RingPlace) -> WireRings {
+        for ring in [rx, tx] {
+            assert!(ring.count.is_power_of_two() && ring.slot_size >= 4, "bad ring geometry");
+            let area = ring.slot_area();
+            assert!(area.end <= map.len(), "ring slots outside the region");
+            for word in [rx.head, rx.tail, tx.head, tx.tail] {
+                assert!(word + 4 <= area.start || word >= area.end, "index inside the slots");
+            }
+        }
+        let (a, b) = (rx.slot_area(), tx.slot_area());
+        assert!(a.end <= b.start || b.end <= a.start, "rings overlap");
+        let rx_head = map.u32_at(rx.head).load(Ordering::Acquire);
+        let tx_tail = map.u32_at(tx.tail).load(Ordering::Acquire);
+        WireRings { map, rx, tx, rx_head, tx_tail }
+    }
+
+    /// The region, for its header words.
+    pub(crate) fn map(&self) -> &SharedMap {
+        &self.map
+    }
+
+    /// Frames the producer has published and we have not consumed, as the indices say. More
+    /// than the ring's count means the producer wrote garbage into `tail`.
+    pub(crate) fn rx_pending(&self) -> u32 {
+        self.map.u32_at(self.rx.tail).load(Ordering::Acquire).wrapping_sub(self.rx_head)
+    }
+
+    /// The oldest waiting frame's slot, whole (the backend's length word first), if a frame is
+    /// waiting and the indices are sane. The slot stays ours until [`RxSlot::release`]; one
+    /// dropped without release is found again by the next call.
+    pub(crate) fn rx_slot(&mut self) -> Option<RxSlot<'_>> {
+        let pending = self.rx_pending();
+        if pending == 0 || pending > self.rx.count {
+            return None;
+        }
+        let offset = self.rx.slot_offset(self.rx_head);
+        // SAFETY: the slot lies between head and tail (pending is 1..=count), so the producer
+        // handed it to us and, by the protocol, does not write it until `head` passes it, which
+        // only `RxSlot::release` does after the slice's last use. The acquire load of `tail` in
+        // `rx_pending` made the producer's writes to it visible. `&mut self` (which the slot
+        // borrows) keeps any other slice of this side from existing meanwhile. `new` checked
+        // that every slot is inside the mapping and clear of every index word.
+        let bytes = unsafe { self.map.slice_mut(offset, self.rx.slot_size) };
+        Some(RxSlot { bytes, head: &mut self.rx_head, word: self.map.u32_at(self.rx.head) })
+    }
+
+    /// Gives every waiting frame back unread (the producer's indices are garbage, or the
+    /// frames are a previous session's).
+    pub(crate) fn rx_discard_all(&mut self) {
+        let tail = self.map.u32_at(self.rx.tail).load(Ordering::Acquire);
+        self.rx_head = tail;
+        self.map.u32_at(self.rx.head).store(tail, Ordering::Release);
+    }
+
+    /// Slots we may fill before the consumer frees more. Zero as well when the consumer's
+    /// `head` is garbage (ahead of our tail or more than a ring behind it).
+    pub(crate) fn tx_free(&self) -> u32 {
+        let head = self.map.u32_at(self.tx.head).load(Ordering::Acquire);
+        let used = self.tx_tail.wrapping_sub(head);
+        self.tx.count.saturating_sub(used)
+    }
+
+    /// The next free slot, whole, if the ring has room. Filling it sends nothing until
+    /// [`TxSlot::commit`] and then [`tx_publish`](Self::tx_publish).
+    pub(crate) fn tx_slot(&mut self) -> Option<TxSlot<'_>> {
+        if self.tx_free() == 0 {
+            return None;
+        }
+        let offset = self.tx.slot_offset(self.tx_tail);
+        // SAFETY: the slot is outside head..tail (tx_free > 0 after an acquire load of `head`,
+        // which also ordered the consumer's last read of it before this point), so it is ours:
+        // the consumer does not look at it until a published `tail` covers it, which only
+        // `tx_publish` does, and that takes `&mut self`, so the slice is dead by then. In
+        // bounds and exclusive within this process as in `rx_slot`.
+        let bytes = unsafe { self.map.slice_mut(offset, self.tx.slot_size) };
+        Some(TxSlot { bytes, tail: &mut self.tx_tail })
+    }
+
+    /// Slots committed but not yet published.
+    pub(crate) fn tx_unpublished(&self) -> u32 {
+        self.tx_tail.wrapping_sub(self.map.u32_at(self.tx.tail).load(Ordering::Relaxed))
+    }
+
+    /// Hands every committed slot to the consumer.
+    pub(crate) fn tx_publish(&mut self) {
+        self.map.u32_at(self.tx.tail).store(self.tx_tail, Ordering::Release);
+    }
+}
+
+/// A received frame's slot, ours until released.
+#[derive(Debug)]
+pub(crate) struct RxSlot<'a> {
+    bytes: &'a [u8],
+    head: &'a mut u32,
+    word: &'a AtomicU32,
+}
+
+impl RxSlot<'_> {
+    /// The slot's bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.bytes
+    }
+
+    /// Hands the slot back to the producer. The release store orders our reads of the slot
+    /// before the producer's acquire load that lets it overwrite the slot.
+    pub(crate) fn release(self) {
+        *self.head = self.head.wrapping_add(1);
+        self.word.store(*self.head, Ordering::Release);
+    }
+}
+
+/// A free slot to fill.
+#[derive(Debug)]
+pub(crate) struct TxSlot<'a> {
+    bytes: &'a mut [u8],
+    tail: &'a mut u32,
+}
+
+impl TxSlot<'_> {
+    /// The slot's bytes.
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        self.bytes
+    }
+
+    /// Counts the slot as filled; the next `tx_publish` hands it over.
+    pub(crate) fn commit(self) {
+        *self.tail = self.tail.wrapping_add(1);
+    }
+}
+
+/// What `fcntl(F_OFD_GETLK)` found on a byte range.
+fn ofd_flock(l_type: c_int, start: u64, len: u64) -> libc::flock {
+    // SAFETY: `flock` is integers only: all-zero bytes are a valid value.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = l_type as c_short;
+    lock.l_whence = libc::SEEK_SET as c_short;
+    lock.l_start = start as libc::off_t;
+    lock.l_len = len as libc::off_t;
+    lock
+}
+
+/// Takes an exclusive open-file-description lock on bytes `start..start + len` of `fd` without
+/// waiting. Ok(false) if another open file description holds a conflicting lock. The kernel
+/// drops the lock when the description's last descriptor closes — also when the process dies,
+/// which is what makes it a liveness signal.
+pub(crate) fn ofd_try_lock(fd: BorrowedFd<'_>, start: u64, len: u64) -> io::Result<bool> {
+    let lock = ofd_flock(libc::F_WRLCK, start, len);
+    // SAFETY: `lock` is a valid `struct flock` that F_OFD_SETLK only reads.
+    match cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_SETLK, &lock) }) {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Releases our open-file-description lock on bytes `start..start + len` of `fd`.
+pub(crate) fn ofd_unlock(fd: BorrowedFd<'_>, start: u64, len: u64) -> io::Result<()> {
+    let lock = ofd_flock(libc::F_UNLCK, start, len);
+    // SAFETY: as in `ofd_try_lock`.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_SETLK, &lock) })?;
+    Ok(())
+}
+
+/// True if another open file description holds a lock on bytes `start..start + len` of `fd`.
+pub(crate) fn ofd_locked_by_other(fd: BorrowedFd<'_>, start: u64, len: u64) -> io::Result<bool> {
+    let mut lock = ofd_flock(libc::F_WRLCK, start, len);
+    // SAFETY: `lock` is a valid, exclusively borrowed `struct flock`; F_OFD_GETLK writes only
+    // into it.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) })?;
+    Ok(lock.l_type != libc::F_UNLCK as c_short)
 }
