@@ -27,9 +27,11 @@
 //! - CPU: busy time of the whole machine from /proc/stat (user, nice, system, irq, softirq,
 //!   steal) over the transfer, because the kernel's TCP does much of its work in softirq
 //!   context that no process is charged for; the same for both paths. The figure that matters
-//!   is Gbit/s per busy core. A second view charges utime/stime to each process we started
-//!   (/proc/PID/stat). Busy time of anything else on the machine counts too: run it idle (the
-//!   load before the runs is printed).
+//!   is Gbit/s per busy core. Busy time of anything else on the machine counts too: run it
+//!   idle (the load before the runs is printed). A second view charges utime/stime to each
+//!   process we started (/proc/PID/stat) and adds the interrupt work the kernel did for them
+//!   (see [`Accounting`]): "ours", which other load does not inflate. The daemons of the rows
+//!   not running are watched too: they must sleep (they do, in epoll).
 //! - Latency: `--message`-byte ping-pong over one connection (TCP_NODELAY on both sides), after
 //!   a warm-up; p50 and p99 of the round trip, up to `--round-trips` or `--rtt-seconds`.
 //! - Each (MTU, path) runs `--runs` times, paths taking turns within a run so that drift hits
@@ -471,7 +473,8 @@ fn remove_leftovers() {
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let name = line.split_whitespace().next().unwrap_or_default();
             if owner_gone(name) {
-                eprintln!("removing namespace {name} left by an earlier run");
+                // Not eprintln!: a closed stderr must not stop the clean-up half way.
+                let _ = writeln!(io::stderr(), "removing namespace {name} left by an earlier run");
                 remove_netns(name);
             }
         }
