@@ -144,6 +144,37 @@ struct Record {
     last_readiness: Option<Readiness>,
 }
 
+impl Record {
+    /// A socket no session holds yet, without its carrier (see `SocketService::insert`).
+    fn new(
+        token: Token,
+        handle: SocketHandle,
+        family: Family,
+        kind: SocketKind,
+        filler: usize,
+    ) -> Record {
+        Record {
+            token,
+            owner: None,
+            members: 0,
+            handle: Some(handle),
+            family,
+            kind,
+            listening: false,
+            carrier: None,
+            filler,
+            connecting: false,
+            program_done_writing: false,
+            program_told_eof: false,
+            bell_rung: false,
+            udp_connected: false,
+            pending_datagram: None,
+            error: None,
+            last_readiness: None,
+        }
+    }
+}
+
 /// What the data plane decided about a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fate {
@@ -488,25 +519,7 @@ impl SocketService {
             }
         };
         let token = self.tokens.next()?;
-        let record = Record {
-            token,
-            owner: None,
-            members: 0,
-            handle: Some(handle),
-            family,
-            kind,
-            listening: false,
-            carrier: None,
-            filler,
-            connecting: false,
-            program_done_writing: false,
-            program_told_eof: false,
-            bell_rung: false,
-            udp_connected: false,
-            pending_datagram: None,
-            error: None,
-            last_readiness: None,
-        };
+        let record = Record::new(token, handle, family, kind, filler);
         let slot = self.insert(cx, record, carrier)?;
         self.join(id, slot);
         Ok((Reply::Socket { socket: token }, vec![program_end]))
@@ -572,25 +585,7 @@ impl SocketService {
             }
         };
         let token = self.tokens.next()?;
-        let record = Record {
-            token,
-            owner: None,
-            members: 0,
-            handle: Some(handle),
-            family,
-            kind: SocketKind::Stream,
-            listening: false,
-            carrier: None,
-            filler: 0,
-            connecting: false,
-            program_done_writing: false,
-            program_told_eof: false,
-            bell_rung: false,
-            udp_connected: false,
-            pending_datagram: None,
-            error: None,
-            last_readiness: None,
-        };
+        let record = Record::new(token, handle, family, SocketKind::Stream, 0);
         let child = self.insert(cx, record, carrier)?;
         self.join(id, child);
         // Data (or a FIN) may have arrived with the handshake.
