@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use stackd::client::Client;
 use stackd::proto::{Operation, Reply};
 
-const STACKD: &str = env!("CARGO_BIN_EXE_joyride-stackd");
+mod common;
+
+use common::{wait_for, STACKD};
 
 /// A temporary directory for control sockets, removed on drop.
 struct TempDir(PathBuf);
@@ -67,14 +69,7 @@ impl Daemon {
 
     fn counter(&self, name: &str) -> u64 {
         let mut client = Client::connect(&self.control).expect("connect to the control socket");
-        let Reply::Counters { counters } = client.call(Operation::Counters).unwrap() else {
-            panic!("not counters")
-        };
-        counters
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| *v)
-            .unwrap_or_else(|| panic!("no counter {name}"))
+        common::counter(&mut client, name)
     }
 
     /// SIGTERM; the exit status and stderr.
@@ -97,14 +92,6 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
