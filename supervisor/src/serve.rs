@@ -31,19 +31,25 @@ pub struct Supervisor {
     pub session: Session,
     /// Where sockets go.
     pub policy: policies::Policy,
-    /// Calls a policy marks `audit` are logged here.
-    pub audit: Option<crate::audit::AuditLog>,
     waiting: AtomicUsize,
 }
 
 impl Supervisor {
     /// A supervisor for `session` under `policy`.
-    pub fn new(
-        session: Session,
-        policy: policies::Policy,
-        audit: Option<crate::audit::AuditLog>,
-    ) -> Supervisor {
-        Supervisor { session, policy, audit, waiting: AtomicUsize::new(0) }
+    pub fn new(session: Session, policy: policies::Policy) -> Supervisor {
+        Supervisor { session, policy, waiting: AtomicUsize::new(0) }
+    }
+
+    /// A call a policy rule marked `audit` (it proceeds in the kernel).
+    pub fn audited(&self, notification: &Notification, subject: &policies::Subject<'_>, rule: Option<&str>) {
+        tracing::info!(
+            tid = notification.tid,
+            call = ?subject.call,
+            destination = ?subject.destination,
+            executable = ?subject.executable,
+            rule = rule.unwrap_or("default"),
+            "audit: left to the kernel"
+        );
     }
 
     /// Calls waiting on threads of their own right now.

@@ -152,7 +152,7 @@ impl Session {
 
     /// Whether the session's first connection still answers (the daemon is alive).
     pub fn daemon_alive(&self) -> bool {
-        lock(&self.anchor).call(Operation::Hello).is_ok()
+        lock(&self.anchor).call(Operation::Hello { client: "joyride run".into() }).is_ok()
     }
 
     /// Records a socket the program has been given (before it can use it).

@@ -5,8 +5,9 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// Reads an integer-sized socket option.
-fn get_option<T: Copy + Default>(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<T> {
-    let mut value = T::default();
+fn get_option<T: Copy>(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<T> {
+    // SAFETY: only used with plain C structures and integers, for which all-zero is valid.
+    let mut value: T = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<T>() as libc::socklen_t;
     // SAFETY: `value` is a live, writable `T` and `len` says exactly how many bytes it has; the
     // kernel writes at most `len` bytes and updates `len`.
@@ -21,6 +22,22 @@ fn get_option<T: Copy + Default>(fd: BorrowedFd<'_>, level: i32, name: i32) -> i
     };
     if ret == 0 {
         Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// setsockopt with the value's bytes as a program gave them (replaying a program's options on
+/// the kernel socket that replaces a stackd one).
+pub fn set_raw_option(fd: BorrowedFd<'_>, level: i32, name: i32, value: &[u8]) -> io::Result<()> {
+    let len = libc::socklen_t::try_from(value.len())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: the kernel reads exactly `len` bytes from `value`, a live slice of that length.
+    let ret = unsafe {
+        libc::setsockopt(fd.as_raw_fd(), level, name, value.as_ptr().cast::<libc::c_void>(), len)
+    };
+    if ret == 0 {
+        Ok(())
     } else {
         Err(io::Error::last_os_error())
     }
@@ -48,6 +65,21 @@ pub fn timeout_option(fd: BorrowedFd<'_>, name: i32) -> io::Result<Option<std::t
     let duration = std::time::Duration::from_secs(tv.tv_sec.max(0) as u64)
         + std::time::Duration::from_micros(tv.tv_usec.max(0) as u64);
     Ok((!duration.is_zero()).then_some(duration))
+}
+
+/// Has the child that `command` starts receive SIGTERM when this process dies.
+pub fn terminate_with_parent(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs between fork and exec and only calls prctl, which is
+    // async-signal-safe and allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Sends SIGPIPE to one thread of the target, as the kernel does to a writer on a closed

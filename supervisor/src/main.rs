@@ -1,0 +1,155 @@
+//! `joyride`: runs unmodified programs with their TCP and UDP sockets on joyride-stackd.
+//! A thin front: arguments, logging and exit codes here; everything else in the library.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use stackd::client::Client;
+use stackd::config::{Config, Settings, DEFAULT_CONTROL_PATH};
+use stackd::daemon::Daemon;
+use supervisor::embedded::ensure_daemon;
+use supervisor::launch::{forward_signals, launch, shell_status};
+use supervisor::serve::{serve, Supervisor};
+use supervisor::session::Session;
+use trap::FilterSpec;
+
+/// joyride: kernel-bypass networking for unmodified programs.
+#[derive(Debug, Parser)]
+#[command(name = "joyride", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs CMD with its TCP and UDP sockets on joyride-stackd. Static and dynamic programs
+    /// alike; nothing is rebuilt. joyride exits with CMD's status (128+N if a signal N ended it),
+    /// once every process of CMD's tree has exited.
+    Run {
+        /// The daemon's control socket. If no daemon answers there, one is started for the
+        /// lifetime of CMD with the default settings (TAP jr0, 10.77.0.2/24).
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_PATH)]
+        stackd: PathBuf,
+        /// A policy file (see policies/shipped/default.toml); the default policy otherwise.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Serve every call through the supervisor (the only mode until the fast path lands).
+        #[arg(long)]
+        no_fast_path: bool,
+        /// The program and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
+    /// Runs CMD on the kernel's stack, logging every socket call it makes as one JSON line.
+    Audit {
+        /// Where the JSON lines go (appended); standard error otherwise.
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+        /// A policy whose deny rules are enforced (the audit-only policy otherwise).
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// The program and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
+    /// Lists the daemon's sockets, like `ss -tani`.
+    Ss {
+        /// The daemon's control socket.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_PATH)]
+        stackd: PathBuf,
+    },
+    /// Runs joyride-stackd in the foreground (the same daemon, same flags).
+    Stackd {
+        /// A TOML file with the daemon's settings.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("JOYRIDE_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let outcome = match Cli::parse().command {
+        Command::Run { stackd, policy, no_fast_path: _, command } => {
+            run(&stackd, policy.as_deref(), &command)
+        }
+        Command::Audit { log, policy, command } => audit(log.as_deref(), policy.as_deref(), &command),
+        Command::Ss { stackd } => ss(&stackd).map(|()| 0),
+        Command::Stackd { config, settings } => stackd_daemon(config.as_deref(), settings).map(|()| 0),
+    };
+    match outcome {
+        Ok(status) => ExitCode::from(status),
+        Err(error) => {
+            eprintln!("joyride: {error:#}");
+            // As env(1) and timeout(1) do: 125 is joyride's own failure, not the command's.
+            ExitCode::from(125)
+        }
+    }
+}
+
+fn load_policy(path: Option<&Path>, default: fn() -> policies::Policy) -> anyhow::Result<policies::Policy> {
+    match path {
+        Some(path) => policies::Policy::load(path).context("the policy file is not valid"),
+        None => Ok(default()),
+    }
+}
+
+fn run(control: &Path, policy: Option<&Path>, command: &[OsString]) -> anyhow::Result<u8> {
+    let policy = load_policy(policy, policies::Policy::default_policy)?;
+    let _embedded = ensure_daemon(control)?;
+    let filter = FilterSpec::joyride().build().context("cannot build the seccomp filter")?;
+    let (mut child, listener) = launch(command, filter)
+        .with_context(|| format!("cannot start {}", command[0].to_string_lossy()))?;
+    let name = format!("joyride run {}", command[0].to_string_lossy());
+    let session = match Session::open(control, &name, &[child.id()]) {
+        Ok(session) => session,
+        Err(error) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(error).context("cannot open a joyride-stackd session");
+        }
+    };
+    let supervisor = Arc::new(Supervisor::new(session, policy));
+    let listener = Arc::new(listener);
+    let server = std::thread::Builder::new()
+        .name("serve".into())
+        .spawn(move || serve(listener, supervisor))
+        .context("cannot start the serving thread")?;
+    forward_signals(child.id()).context("cannot install signal handlers")?;
+    let status = child.wait().context("cannot wait for the command")?;
+    // Processes CMD left behind still use the filter: serve them until the last one exits.
+    match server.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(%error, "the serving loop failed"),
+        Err(_) => tracing::error!("the serving loop panicked"),
+    }
+    Ok(shell_status(status))
+}
+
+fn audit(log: Option<&Path>, policy: Option<&Path>, command: &[OsString]) -> anyhow::Result<u8> {
+    let _ = (log, policy, command);
+    anyhow::bail!("joyride audit is not built yet")
+}
+
+fn ss(control: &Path) -> anyhow::Result<()> {
+    let _client = Client::connect(control)?;
+    anyhow::bail!("joyride ss is not built yet")
+}
+
+fn stackd_daemon(config: Option<&Path>, settings: Settings) -> anyhow::Result<()> {
+    let config = Config::load(config, settings).context("invalid configuration")?;
+    let daemon = Daemon::start(config).context("cannot start")?;
+    daemon.run().context("stopped on an error")
+}
