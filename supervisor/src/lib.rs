@@ -4,3 +4,5 @@
 //! into stackd requests. Must not touch: protocol logic (fbsd-tcp) or the NIC (stackd).
 //!
 //! Not yet built: this crate is filled by the `joyride run` and container issues.
+
+pub mod audit;
