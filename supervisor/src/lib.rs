@@ -6,3 +6,4 @@
 //! Not yet built: this crate is filled by the `joyride run` and container issues.
 
 pub mod audit;
+pub mod ss;
