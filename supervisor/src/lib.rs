@@ -12,10 +12,12 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod audit;
 pub mod calls;
 pub mod embedded;
 pub mod launch;
 pub mod msg;
 pub mod serve;
 pub mod session;
+pub mod ss;
 pub mod sys;
