@@ -34,9 +34,7 @@ pub fn route(family: Family, addr: &SockAddr) -> Result<Route, i32> {
 pub fn ipv4_of(addr: SocketAddr) -> Option<SocketAddrV4> {
     match addr {
         SocketAddr::V4(v4) => Some(v4),
-        SocketAddr::V6(v6) => {
-            v6.ip().to_ipv4_mapped().map(|ip| SocketAddrV4::new(ip, v6.port()))
-        }
+        SocketAddr::V6(v6) => v6.ip().to_ipv4_mapped().map(|ip| SocketAddrV4::new(ip, v6.port())),
     }
 }
 
@@ -58,7 +56,9 @@ pub fn for_program(family: Family, addr: SocketAddr) -> SocketAddr {
 pub fn is_loopback(addr: SocketAddr) -> bool {
     match addr.ip() {
         IpAddr::V4(ip) => ip.is_loopback(),
-        IpAddr::V6(ip) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
     }
 }
 

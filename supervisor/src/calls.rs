@@ -82,8 +82,9 @@ pub fn handle(
             call.on_socket(fd, |t| call.get_option(&t, level, name, value_ptr, len_ptr))
         }
         Syscall::Shutdown { fd, how } => call.on_socket(fd, |t| call.shutdown(t, how)),
-        Syscall::SendTo { fd, buf_ptr, len, flags, addr_ptr, addr_len } => call
-            .on_socket(fd, |t| call.send_to(t, buf_ptr, len, flags, addr_ptr, addr_len)),
+        Syscall::SendTo { fd, buf_ptr, len, flags, addr_ptr, addr_len } => {
+            call.on_socket(fd, |t| call.send_to(t, buf_ptr, len, flags, addr_ptr, addr_len))
+        }
         Syscall::RecvFrom { fd, buf_ptr, len, flags, addr_ptr, len_ptr } => {
             call.on_socket(fd, |t| call.recv_from(t, buf_ptr, len, flags, addr_ptr, len_ptr))
         }
@@ -605,7 +606,9 @@ impl Call<'_> {
                 Ok(sent) => Ok(Answer::Value(sent.saturating_sub(overhead) as i64)),
                 Err(nix::errno::Errno::EPIPE) => {
                     if !nosignal {
-                        if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", n.tid)) {
+                        if let Ok(status) =
+                            std::fs::read_to_string(format!("/proc/{}/status", n.tid))
+                        {
                             if let Some(tgid) = tgid_of(&status) {
                                 sys::signal_thread(tgid, n.tid, libc::SIGPIPE);
                             }
@@ -685,7 +688,8 @@ impl Call<'_> {
         room: usize,
         flags: u32,
     ) -> Result<Received, Fail> {
-        let peek = if flags & libc::MSG_PEEK as u32 != 0 { MsgFlags::MSG_PEEK } else { MsgFlags::empty() };
+        let peek =
+            if flags & libc::MSG_PEEK as u32 != 0 { MsgFlags::MSG_PEEK } else { MsgFlags::empty() };
         let recv_flags = MsgFlags::MSG_DONTWAIT | peek;
         let peer = socket.state().peer;
         if socket.kind == SocketKind::Stream {
@@ -731,11 +735,10 @@ impl Call<'_> {
         if !header.has_name() {
             return Ok(Answer::Errno(libc::EDESTADDRREQ));
         }
-        let destination =
-            match self.read_address(&t, header.name_ptr, header.name_len as i32)? {
-                Route::Kernel => return self.to_kernel(&t),
-                Route::Stackd(destination) => destination,
-            };
+        let destination = match self.read_address(&t, header.name_ptr, header.name_len as i32)? {
+            Route::Kernel => return self.to_kernel(&t),
+            Route::Stackd(destination) => destination,
+        };
         let payload = msg::gather(self.n, self.listener(), &iovecs, MAX_DATAGRAM)?;
         self.send_datagram(t, payload, destination, flags)
     }
@@ -879,10 +882,10 @@ impl Call<'_> {
         if is_nonblocking(t.dup.as_fd()) {
             flags |= nixsock::SockFlag::SOCK_NONBLOCK;
         }
-        let kernel =
-            nixsock::socket(domain, ty, flags, None).map_err(|e| Fail::Errno(e as i32))?;
+        let kernel = nixsock::socket(domain, ty, flags, None).map_err(|e| Fail::Errno(e as i32))?;
         for option in &t.socket.state().options {
-            if let Err(error) = sys::set_raw_option(kernel.as_fd(), option.level, option.name, &option.value)
+            if let Err(error) =
+                sys::set_raw_option(kernel.as_fd(), option.level, option.name, &option.value)
             {
                 tracing::debug!(%error, level = option.level, name = option.name, "option not carried to the kernel socket");
             }
@@ -1027,7 +1030,10 @@ fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<(), Fail> {
 
 /// When a wait bounded by the carrier's `option` (SO_RCVTIMEO/SO_SNDTIMEO) gives up.
 fn deadline_of(carrier: BorrowedFd<'_>, option: i32, errno: i32) -> Option<(Instant, i32)> {
-    sys::timeout_option(carrier, option).ok().flatten().map(|timeout| (Instant::now() + timeout, errno))
+    sys::timeout_option(carrier, option)
+        .ok()
+        .flatten()
+        .map(|timeout| (Instant::now() + timeout, errno))
 }
 
 /// Whether descriptor `fd` of thread `tid` has FD_CLOEXEC (from /proc/TID/fdinfo/FD).
@@ -1082,7 +1088,10 @@ mod tests {
     fn options_the_carrier_keeps_and_options_the_daemon_serves() {
         assert!(carrier_option(libc::SOL_SOCKET, libc::SO_RCVTIMEO));
         assert!(!carrier_option(libc::IPPROTO_TCP, libc::SO_RCVTIMEO));
-        assert_eq!(option_of(libc::IPPROTO_TCP, libc::TCP_NODELAY), Some((OptionName::NoDelay, Shape::Int)));
+        assert_eq!(
+            option_of(libc::IPPROTO_TCP, libc::TCP_NODELAY),
+            Some((OptionName::NoDelay, Shape::Int))
+        );
         assert_eq!(option_of(libc::IPPROTO_IP, libc::IP_TOS), None);
         assert_eq!(option_bytes(&OptionValue::Linger(Some(5))), [1, 0, 0, 0, 5, 0, 0, 0]);
         assert_eq!(option_bytes(&OptionValue::Text("cubic".into())), b"cubic\0");

@@ -52,7 +52,10 @@ pub fn ensure_daemon(control: &Path) -> anyhow::Result<Option<EmbeddedDaemon>> {
             bail!("the embedded joyride-stackd exited at start ({status}); its message is above");
         }
         if Instant::now() > deadline {
-            bail!("the embedded joyride-stackd did not open {} within {START_TIMEOUT:?}", control.display());
+            bail!(
+                "the embedded joyride-stackd did not open {} within {START_TIMEOUT:?}",
+                control.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -11,10 +11,12 @@ use clap::{Parser, Subcommand};
 use stackd::client::Client;
 use stackd::config::{Config, Settings, DEFAULT_CONTROL_PATH};
 use stackd::daemon::Daemon;
+use supervisor::audit::{serve_audit, AuditDecision, AuditLog, CallSubject};
 use supervisor::embedded::ensure_daemon;
 use supervisor::launch::{forward_signals, launch, shell_status};
 use supervisor::serve::{serve, Supervisor};
 use supervisor::session::Session;
+use supervisor::ss::print_sockets;
 use trap::FilterSpec;
 
 /// joyride: kernel-bypass networking for unmodified programs.
@@ -42,7 +44,12 @@ enum Command {
         #[arg(long)]
         no_fast_path: bool,
         /// The program and its arguments.
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
         command: Vec<OsString>,
     },
     /// Runs CMD on the kernel's stack, logging every socket call it makes as one JSON line.
@@ -54,7 +61,12 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
         /// The program and its arguments.
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
         command: Vec<OsString>,
     },
     /// Lists the daemon's sockets, like `ss -tani`.
@@ -85,9 +97,13 @@ fn main() -> ExitCode {
         Command::Run { stackd, policy, no_fast_path: _, command } => {
             run(&stackd, policy.as_deref(), &command)
         }
-        Command::Audit { log, policy, command } => audit(log.as_deref(), policy.as_deref(), &command),
+        Command::Audit { log, policy, command } => {
+            audit(log.as_deref(), policy.as_deref(), &command)
+        }
         Command::Ss { stackd } => ss(&stackd).map(|()| 0),
-        Command::Stackd { config, settings } => stackd_daemon(config.as_deref(), settings).map(|()| 0),
+        Command::Stackd { config, settings } => {
+            stackd_daemon(config.as_deref(), settings).map(|()| 0)
+        }
     };
     match outcome {
         Ok(status) => ExitCode::from(status),
@@ -99,7 +115,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_policy(path: Option<&Path>, default: fn() -> policies::Policy) -> anyhow::Result<policies::Policy> {
+fn load_policy(
+    path: Option<&Path>,
+    default: fn() -> policies::Policy,
+) -> anyhow::Result<policies::Policy> {
     match path {
         Some(path) => policies::Policy::load(path).context("the policy file is not valid"),
         None => Ok(default()),
@@ -139,13 +158,67 @@ fn run(control: &Path, policy: Option<&Path>, command: &[OsString]) -> anyhow::R
 }
 
 fn audit(log: Option<&Path>, policy: Option<&Path>, command: &[OsString]) -> anyhow::Result<u8> {
-    let _ = (log, policy, command);
-    anyhow::bail!("joyride audit is not built yet")
+    let policy = load_policy(policy, policies::Policy::audit_only)?;
+    let log = match log {
+        Some(path) => AuditLog::to_file(path)
+            .with_context(|| format!("cannot open the audit log {}", path.display()))?,
+        None => AuditLog::to_stderr(),
+    };
+    let filter = FilterSpec::audit().build().context("cannot build the seccomp filter")?;
+    let (mut child, listener) = launch(command, filter)
+        .with_context(|| format!("cannot start {}", command[0].to_string_lossy()))?;
+    if let Err(error) = listener.set_sync_wakeup() {
+        tracing::debug!(%error, "no SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (Linux < 6.6)");
+    }
+    forward_signals(child.id()).context("cannot install signal handlers")?;
+    // The listener hangs up only once its last process is reaped: wait beside the loop.
+    let waiter = std::thread::Builder::new()
+        .name("wait".into())
+        .spawn(move || child.wait())
+        .context("cannot start the waiting thread")?;
+    serve_audit(&listener, &log, &|subject| audit_decision(&policy, subject))
+        .context("the audit loop failed")?;
+    let status = waiter.join().map_err(|_| anyhow::anyhow!("the waiting thread panicked"))?;
+    Ok(shell_status(status.context("cannot wait for the command")?))
+}
+
+/// The policy's word on an audited call: only deny changes anything (the kernel serves the
+/// rest, and every call is logged anyway).
+fn audit_decision(policy: &policies::Policy, subject: &CallSubject) -> AuditDecision {
+    let call = match subject.call {
+        "socket" => policies::Call::Socket,
+        "connect" => policies::Call::Connect,
+        "bind" => policies::Call::Bind,
+        "sendto" | "sendmsg" | "sendmmsg" => policies::Call::SendTo,
+        _ => return AuditDecision::Continue,
+    };
+    let family = match subject.family {
+        Some(libc::AF_INET) => policies::Family::Inet,
+        Some(libc::AF_INET6) => policies::Family::Inet6,
+        _ => return AuditDecision::Continue,
+    };
+    let kind = match subject.kind {
+        Some(libc::SOCK_STREAM) => policies::Kind::Stream,
+        Some(libc::SOCK_DGRAM) => policies::Kind::Datagram,
+        _ => return AuditDecision::Continue,
+    };
+    let subject = policies::Subject {
+        call,
+        family,
+        kind,
+        destination: subject.destination,
+        executable: None,
+    };
+    match policy.decide(&subject).action {
+        policies::Action::Deny { errno } => AuditDecision::Deny { errno },
+        _ => AuditDecision::Continue,
+    }
 }
 
 fn ss(control: &Path) -> anyhow::Result<()> {
-    let _client = Client::connect(control)?;
-    anyhow::bail!("joyride ss is not built yet")
+    let mut client = Client::connect(control)?;
+    print_sockets(&mut client, &mut std::io::stdout().lock())?;
+    Ok(())
 }
 
 fn stackd_daemon(config: Option<&Path>, settings: Settings) -> anyhow::Result<()> {

@@ -39,7 +39,11 @@ fn u64_at(bytes: &[u8], offset: usize) -> u64 {
 
 impl MsgHdr {
     /// Reads the msghdr at `at`.
-    pub fn read(notification: &Notification, listener: &Listener, at: u64) -> Result<MsgHdr, NotifError> {
+    pub fn read(
+        notification: &Notification,
+        listener: &Listener,
+        at: u64,
+    ) -> Result<MsgHdr, NotifError> {
         let bytes = notification.read(listener, at, MSGHDR_LEN)?;
         Ok(MsgHdr {
             at,
@@ -63,7 +67,10 @@ impl MsgHdr {
         listener: &Listener,
     ) -> Result<Vec<(u64, u64)>, NotifError> {
         if self.iov_len > MAX_IOVECS {
-            return Err(NotifError::BadLength { len: self.iov_len as i64, max: MAX_IOVECS as usize });
+            return Err(NotifError::BadLength {
+                len: self.iov_len as i64,
+                max: MAX_IOVECS as usize,
+            });
         }
         let raw = notification.read(listener, self.iov_ptr, self.iov_len as usize * 16)?;
         Ok(raw.chunks_exact(16).map(|iov| (u64_at(iov, 0), u64_at(iov, 8))).collect())

@@ -41,7 +41,12 @@ impl Supervisor {
     }
 
     /// A call a policy rule marked `audit` (it proceeds in the kernel).
-    pub fn audited(&self, notification: &Notification, subject: &policies::Subject<'_>, rule: Option<&str>) {
+    pub fn audited(
+        &self,
+        notification: &Notification,
+        subject: &policies::Subject<'_>,
+        rule: Option<&str>,
+    ) {
         tracing::info!(
             tid = notification.tid,
             call = ?subject.call,

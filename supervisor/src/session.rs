@@ -225,8 +225,7 @@ impl Session {
         let closed: Vec<u64> = known
             .into_iter()
             .filter(|&(_, token)| {
-                let answer =
-                    self.with_client(|client| client.get_option(token, OptionName::Type));
+                let answer = self.with_client(|client| client.get_option(token, OptionName::Type));
                 matches!(answer, Err(ref e) if e.errno() == libc::EBADF)
             })
             .map(|(cookie, _)| cookie)
