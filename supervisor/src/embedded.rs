@@ -26,8 +26,10 @@ pub struct EmbeddedDaemon {
 pub fn ensure_daemon(control: &Path) -> anyhow::Result<Option<EmbeddedDaemon>> {
     match Client::connect(control) {
         Ok(_) => return Ok(None),
-        Err(ClientError::Connect { source, .. })
-            if matches!(source, nix::errno::Errno::ENOENT | nix::errno::Errno::ECONNREFUSED) => {}
+        Err(ClientError::Connect {
+            source: nix::errno::Errno::ENOENT | nix::errno::Errno::ECONNREFUSED,
+            ..
+        }) => {}
         Err(error) => return Err(error).context("cannot reach joyride-stackd"),
     }
     tracing::info!(control = %control.display(), "no joyride-stackd answers: starting one for this command");
