@@ -31,7 +31,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod daemon;
-mod fdpass;
+pub mod fdpass;
 pub mod pcap;
 pub mod proto;
 pub mod sockets;

@@ -14,6 +14,7 @@ use stackd::daemon::Daemon;
 use supervisor::audit::{serve_audit, AuditDecision, AuditLog, CallSubject};
 use supervisor::embedded::ensure_daemon;
 use supervisor::launch::{forward_signals, launch, shell_status};
+use supervisor::oci_agent::{run_agent, AgentOptions};
 use supervisor::serve::{serve, Supervisor};
 use supervisor::session::Session;
 use supervisor::ss::print_sockets;
@@ -75,6 +76,19 @@ enum Command {
         #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_PATH)]
         stackd: PathBuf,
     },
+    /// The seccomp agent for container runtimes (runc ≥ 1.1, crun ≥ 1.6): serves the
+    /// containers whose bundle's linux.seccomp.listenerPath is PATH (see `joyride oci prepare`).
+    OciAgent {
+        /// The socket runtimes connect to.
+        #[arg(long, value_name = "PATH")]
+        listen: PathBuf,
+        /// The daemon's control socket.
+        #[arg(long, value_name = "SOCK", default_value = DEFAULT_CONTROL_PATH)]
+        stackd: PathBuf,
+        /// The policy for containers whose listenerMetadata names none.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+    },
     /// Runs joyride-stackd in the foreground (the same daemon, same flags).
     Stackd {
         /// A TOML file with the daemon's settings.
@@ -101,6 +115,9 @@ fn main() -> ExitCode {
             audit(log.as_deref(), policy.as_deref(), &command)
         }
         Command::Ss { stackd } => ss(&stackd).map(|()| 0),
+        Command::OciAgent { listen, stackd, policy } => {
+            oci_agent(listen, stackd, policy.as_deref())
+        }
         Command::Stackd { config, settings } => {
             stackd_daemon(config.as_deref(), settings).map(|()| 0)
         }
@@ -219,6 +236,12 @@ fn ss(control: &Path) -> anyhow::Result<()> {
     let mut client = Client::connect(control)?;
     print_sockets(&mut client, &mut std::io::stdout().lock())?;
     Ok(())
+}
+
+fn oci_agent(listen: PathBuf, stackd: PathBuf, policy: Option<&Path>) -> anyhow::Result<u8> {
+    let policy = load_policy(policy, policies::Policy::default_policy)?;
+    run_agent(AgentOptions { listen, stackd, policy })?;
+    Ok(0)
 }
 
 fn stackd_daemon(config: Option<&Path>, settings: Settings) -> anyhow::Result<()> {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType};
 use trap::{Listener, NotifError, Notification, Readiness};
 
 use crate::calls;
@@ -31,13 +32,47 @@ pub struct Supervisor {
     pub session: Session,
     /// Where sockets go.
     pub policy: policies::Policy,
+    /// The network namespace the targets live in, when it is not the supervisor's own (a
+    /// container's): sockets moved to the kernel must be made there, or a container would
+    /// reach the host's loopback services.
+    netns: Option<OwnedFd>,
     waiting: AtomicUsize,
 }
 
 impl Supervisor {
     /// A supervisor for `session` under `policy`.
     pub fn new(session: Session, policy: policies::Policy) -> Supervisor {
-        Supervisor { session, policy, waiting: AtomicUsize::new(0) }
+        Supervisor { session, policy, netns: None, waiting: AtomicUsize::new(0) }
+    }
+
+    /// Makes kernel sockets in the network namespace `netns` (an open `/proc/PID/ns/net`).
+    pub fn in_netns(mut self, netns: OwnedFd) -> Supervisor {
+        self.netns = Some(netns);
+        self
+    }
+
+    /// A kernel socket for the targets, made in their network namespace.
+    pub fn kernel_socket(
+        &self,
+        family: AddressFamily,
+        ty: SockType,
+        flags: SockFlag,
+    ) -> nix::Result<OwnedFd> {
+        let Some(netns) = &self.netns else {
+            return nix::sys::socket::socket(family, ty, flags, None);
+        };
+        // setns changes the calling thread for good: a thread of its own enters the namespace,
+        // makes the socket (which stays in the namespace it was made in) and ends.
+        let netns = netns.try_clone().map_err(|_| nix::errno::Errno::EMFILE)?;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                    nix::sys::socket::socket(family, ty, flags, None)
+                })
+                .join()
+                .unwrap_or(Err(nix::errno::Errno::EIO))
+        })
     }
 
     /// A call a policy rule marked `audit` (it proceeds in the kernel).
