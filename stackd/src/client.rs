@@ -89,6 +89,14 @@ impl Client {
         Ok(Client { socket, next_id: 1 })
     }
 
+    /// The daemon's process id, as the kernel saw it connect (SO_PEERCRED). Carriers are
+    /// socketpairs the daemon made, so their peer is this process too.
+    pub fn daemon_pid(&self) -> Option<i32> {
+        socket::getsockopt(&self.socket, socket::sockopt::PeerCredentials)
+            .ok()
+            .map(|credentials| credentials.pid())
+    }
+
     /// Sends one request and waits for its reply (descriptors that come with it are closed).
     pub fn call(&mut self, op: Operation) -> Result<Reply, ClientError> {
         self.call_with(op, &[]).map(|(reply, _)| reply)

@@ -1,6 +1,23 @@
-//! The `joyride` command: `run`, `audit`, `ss` and the container integration.
+//! The `joyride` command: `run`, `audit`, `ss`, and the serving loop the container
+//! integration shares.
 //!
-//! Owns: launching and supervising target process trees, translating their trapped socket calls
-//! into stackd requests. Must not touch: protocol logic (fbsd-tcp) or the NIC (stackd).
+//! Owns: launching and supervising target process trees ([`launch`]), the stackd session on
+//! their behalf ([`session`]), and the translation of their trapped socket calls into stackd
+//! requests ([`serve`], [`calls`]). Must not touch: protocol logic (fbsd-tcp), the NIC
+//! (stackd), the filter's encoding (trap), or policy parsing (policies).
 //!
-//! Not yet built: this crate is filled by the `joyride run` and container issues.
+//! The serving loop takes a notification descriptor from wherever it came — `joyride run`'s
+//! own child, or later a container runtime — so there is one copy of the trap path.
+
+#![warn(missing_docs)]
+
+pub mod addr;
+pub mod audit;
+pub mod calls;
+pub mod embedded;
+pub mod launch;
+pub mod msg;
+pub mod serve;
+pub mod session;
+pub mod ss;
+pub mod sys;

@@ -156,6 +156,12 @@ pub enum NotifError {
     /// The target passed a socket address the kernel would refuse: answer EINVAL.
     #[error("bad socket address: {0}")]
     SockAddr(#[from] SockAddrError),
+    /// The call names a descriptor the target does not have open: answer EBADF.
+    #[error("descriptor {fd} is not open in the target (EBADF)")]
+    BadDescriptor {
+        /// The number the target passed.
+        fd: i32,
+    },
     /// A system call of the supervisor's failed.
     #[error("{op} failed: {source}")]
     Io {
@@ -181,6 +187,7 @@ impl NotifError {
             NotifError::Fault { .. } => Some(libc::EFAULT),
             NotifError::BadLength { .. } => Some(libc::EINVAL),
             NotifError::SockAddr(e) => Some(e.errno()),
+            NotifError::BadDescriptor { .. } => Some(libc::EBADF),
             NotifError::Io { source, .. } => Some(source.raw_os_error().unwrap_or(libc::EIO)),
         }
     }
@@ -337,6 +344,40 @@ impl Notification {
                 op: "parse /proc/TID/status",
                 source: io::Error::new(io::ErrorKind::InvalidData, "no Tgid line"),
             })
+    }
+
+    /// A duplicate, in the supervisor, of the calling thread's descriptor `fd` (close-on-exec):
+    /// the open file itself, whatever number the target gives it — the way to know which socket
+    /// a call names when dup, dup2 and fork are not trapped (DESIGN.md, "Identity of a trapped
+    /// fd"). Checked against the notification afterwards like a read.
+    ///
+    /// A number that is not open in the target is [`NotifError::BadDescriptor`] (EBADF, as the
+    /// kernel would answer).
+    pub fn take_fd(&self, listener: &Listener, fd: i32) -> Result<OwnedFd, NotifError> {
+        if fd < 0 {
+            return Err(NotifError::BadDescriptor { fd });
+        }
+        let pidfd = match sys::pidfd_open_thread(self.tid) {
+            Ok(pidfd) => Ok(pidfd),
+            // Before Linux 6.9 only whole processes have pidfds.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.tgid(listener).and_then(|tgid| {
+                    sys::pidfd_open(tgid).map_err(|e| NotifError::io("pidfd_open", e))
+                })
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Err(NotifError::Gone),
+            Err(e) => Err(NotifError::io("pidfd_open", e)),
+        }?;
+        let taken = sys::pidfd_getfd(pidfd.as_fd(), fd);
+        listener.check_valid(self.id)?;
+        match taken {
+            Ok(dup) => Ok(dup),
+            Err(e) if e.raw_os_error() == Some(libc::EBADF) => {
+                Err(NotifError::BadDescriptor { fd })
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Err(NotifError::Gone),
+            Err(e) => Err(NotifError::io("pidfd_getfd", e)),
+        }
     }
 
     /// Whether the notification is still pending.

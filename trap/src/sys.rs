@@ -116,6 +116,17 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     Ok(own(ret as c_int))
 }
 
+/// pidfd_open(tid, PIDFD_THREAD): a pidfd for one thread (Linux 6.9 or later; EINVAL before).
+/// pidfd_getfd through it reads that thread's descriptor table, which is what a trapped call
+/// of that thread names.
+pub(crate) fn pidfd_open_thread(tid: u32) -> io::Result<OwnedFd> {
+    const PIDFD_THREAD: c_ulong = libc::O_EXCL as c_ulong;
+    let tid = libc::pid_t::try_from(tid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: pidfd_open(2) takes two integers and touches no memory of ours.
+    let ret = cvt_long(unsafe { libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD) })?;
+    Ok(own(ret as c_int))
+}
+
 /// pidfd_getfd(pidfd, fd, 0): a duplicate, in this process, of descriptor `fd` of the process
 /// `pidfd` names (close-on-exec; needs ptrace-attach rights over it).
 pub(crate) fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: RawFd) -> io::Result<OwnedFd> {

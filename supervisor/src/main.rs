@@ -1,0 +1,228 @@
+//! `joyride`: runs unmodified programs with their TCP and UDP sockets on joyride-stackd.
+//! A thin front: arguments, logging and exit codes here; everything else in the library.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use stackd::client::Client;
+use stackd::config::{Config, Settings, DEFAULT_CONTROL_PATH};
+use stackd::daemon::Daemon;
+use supervisor::audit::{serve_audit, AuditDecision, AuditLog, CallSubject};
+use supervisor::embedded::ensure_daemon;
+use supervisor::launch::{forward_signals, launch, shell_status};
+use supervisor::serve::{serve, Supervisor};
+use supervisor::session::Session;
+use supervisor::ss::print_sockets;
+use trap::FilterSpec;
+
+/// joyride: kernel-bypass networking for unmodified programs.
+#[derive(Debug, Parser)]
+#[command(name = "joyride", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs CMD with its TCP and UDP sockets on joyride-stackd. Static and dynamic programs
+    /// alike; nothing is rebuilt. joyride exits with CMD's status (128+N if a signal N ended it),
+    /// once every process of CMD's tree has exited.
+    Run {
+        /// The daemon's control socket. If no daemon answers there, one is started for the
+        /// lifetime of CMD with the default settings (TAP jr0, 10.77.0.2/24).
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_PATH)]
+        stackd: PathBuf,
+        /// A policy file (see policies/shipped/default.toml); the default policy otherwise.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Serve every call through the supervisor (the only mode until the fast path lands).
+        #[arg(long)]
+        no_fast_path: bool,
+        /// The program and its arguments.
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
+        command: Vec<OsString>,
+    },
+    /// Runs CMD on the kernel's stack, logging every socket call it makes as one JSON line.
+    Audit {
+        /// Where the JSON lines go (appended); standard error otherwise.
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+        /// A policy whose deny rules are enforced (the audit-only policy otherwise).
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// The program and its arguments.
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
+        command: Vec<OsString>,
+    },
+    /// Lists the daemon's sockets, like `ss -tani`.
+    Ss {
+        /// The daemon's control socket.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_PATH)]
+        stackd: PathBuf,
+    },
+    /// Runs joyride-stackd in the foreground (the same daemon, same flags).
+    Stackd {
+        /// A TOML file with the daemon's settings.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("JOYRIDE_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let outcome = match Cli::parse().command {
+        Command::Run { stackd, policy, no_fast_path: _, command } => {
+            run(&stackd, policy.as_deref(), &command)
+        }
+        Command::Audit { log, policy, command } => {
+            audit(log.as_deref(), policy.as_deref(), &command)
+        }
+        Command::Ss { stackd } => ss(&stackd).map(|()| 0),
+        Command::Stackd { config, settings } => {
+            stackd_daemon(config.as_deref(), settings).map(|()| 0)
+        }
+    };
+    match outcome {
+        Ok(status) => ExitCode::from(status),
+        Err(error) => {
+            eprintln!("joyride: {error:#}");
+            // As env(1) and timeout(1) do: 125 is joyride's own failure, not the command's.
+            ExitCode::from(125)
+        }
+    }
+}
+
+fn load_policy(
+    path: Option<&Path>,
+    default: fn() -> policies::Policy,
+) -> anyhow::Result<policies::Policy> {
+    match path {
+        Some(path) => policies::Policy::load(path).context("the policy file is not valid"),
+        None => Ok(default()),
+    }
+}
+
+fn run(control: &Path, policy: Option<&Path>, command: &[OsString]) -> anyhow::Result<u8> {
+    let policy = load_policy(policy, policies::Policy::default_policy)?;
+    let _embedded = ensure_daemon(control)?;
+    let filter = FilterSpec::joyride().build().context("cannot build the seccomp filter")?;
+    let (mut child, listener) = launch(command, filter)
+        .with_context(|| format!("cannot start {}", command[0].to_string_lossy()))?;
+    let name = format!("joyride run {}", command[0].to_string_lossy());
+    let session = match Session::open(control, &name, &[child.id()]) {
+        Ok(session) => session,
+        Err(error) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(error).context("cannot open a joyride-stackd session");
+        }
+    };
+    let supervisor = Arc::new(Supervisor::new(session, policy));
+    let listener = Arc::new(listener);
+    let server = std::thread::Builder::new()
+        .name("serve".into())
+        .spawn(move || serve(listener, supervisor))
+        .context("cannot start the serving thread")?;
+    forward_signals(child.id()).context("cannot install signal handlers")?;
+    let status = child.wait().context("cannot wait for the command")?;
+    // Processes CMD left behind still use the filter: serve them until the last one exits.
+    match server.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(%error, "the serving loop failed"),
+        Err(_) => tracing::error!("the serving loop panicked"),
+    }
+    Ok(shell_status(status))
+}
+
+fn audit(log: Option<&Path>, policy: Option<&Path>, command: &[OsString]) -> anyhow::Result<u8> {
+    let policy = load_policy(policy, policies::Policy::audit_only)?;
+    let log = match log {
+        Some(path) => AuditLog::to_file(path)
+            .with_context(|| format!("cannot open the audit log {}", path.display()))?,
+        None => AuditLog::to_stderr(),
+    };
+    let filter = FilterSpec::audit().build().context("cannot build the seccomp filter")?;
+    let (mut child, listener) = launch(command, filter)
+        .with_context(|| format!("cannot start {}", command[0].to_string_lossy()))?;
+    if let Err(error) = listener.set_sync_wakeup() {
+        tracing::debug!(%error, "no SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (Linux < 6.6)");
+    }
+    forward_signals(child.id()).context("cannot install signal handlers")?;
+    // The listener hangs up only once its last process is reaped: wait beside the loop.
+    let waiter = std::thread::Builder::new()
+        .name("wait".into())
+        .spawn(move || child.wait())
+        .context("cannot start the waiting thread")?;
+    serve_audit(&listener, &log, &|subject| audit_decision(&policy, subject))
+        .context("the audit loop failed")?;
+    let status = waiter.join().map_err(|_| anyhow::anyhow!("the waiting thread panicked"))?;
+    Ok(shell_status(status.context("cannot wait for the command")?))
+}
+
+/// The policy's word on an audited call: only deny changes anything (the kernel serves the
+/// rest, and every call is logged anyway).
+fn audit_decision(policy: &policies::Policy, subject: &CallSubject) -> AuditDecision {
+    let call = match subject.call {
+        "socket" => policies::Call::Socket,
+        "connect" => policies::Call::Connect,
+        "bind" => policies::Call::Bind,
+        "sendto" | "sendmsg" | "sendmmsg" => policies::Call::SendTo,
+        _ => return AuditDecision::Continue,
+    };
+    let family = match subject.family {
+        Some(libc::AF_INET) => policies::Family::Inet,
+        Some(libc::AF_INET6) => policies::Family::Inet6,
+        _ => return AuditDecision::Continue,
+    };
+    let kind = match subject.kind {
+        Some(libc::SOCK_STREAM) => policies::Kind::Stream,
+        Some(libc::SOCK_DGRAM) => policies::Kind::Datagram,
+        _ => return AuditDecision::Continue,
+    };
+    let subject = policies::Subject {
+        call,
+        family,
+        kind,
+        destination: subject.destination,
+        executable: None,
+    };
+    match policy.decide(&subject).action {
+        policies::Action::Deny { errno } => AuditDecision::Deny { errno },
+        _ => AuditDecision::Continue,
+    }
+}
+
+fn ss(control: &Path) -> anyhow::Result<()> {
+    let mut client = Client::connect(control)?;
+    print_sockets(&mut client, &mut std::io::stdout().lock())?;
+    Ok(())
+}
+
+fn stackd_daemon(config: Option<&Path>, settings: Settings) -> anyhow::Result<()> {
+    let config = Config::load(config, settings).context("invalid configuration")?;
+    let daemon = Daemon::start(config).context("cannot start")?;
+    daemon.run().context("stopped on an error")
+}
