@@ -124,29 +124,13 @@ fn is_static_elf(path: &Path) -> bool {
 
 /// The `joyride` binary cargo built for these tests.
 pub fn joyride_bin() -> PathBuf {
-    match option_env!("CARGO_BIN_EXE_joyride") {
-        Some(path) => PathBuf::from(path),
-        None => panic!(
-            "the supervisor crate has no `joyride` binary target yet (supervisor/src/main.rs): \
-             these tests run it"
-        ),
-    }
+    PathBuf::from(env!("CARGO_BIN_EXE_joyride"))
 }
 
 /// joyride-stackd, which another package builds: next to `joyride` in cargo's output
 /// directory.
 pub fn stackd_bin() -> PathBuf {
-    let dir = match option_env!("CARGO_BIN_EXE_joyride") {
-        Some(path) => Path::new(path).parent().expect("a directory").to_owned(),
-        // target/debug/deps/run_programs-HASH -> target/debug
-        None => std::env::current_exe()
-            .expect("the test's path")
-            .parent()
-            .and_then(Path::parent)
-            .expect("cargo's output directory")
-            .to_owned(),
-    };
-    let path = dir.join("joyride-stackd");
+    let path = joyride_bin().parent().expect("cargo's output directory").join("joyride-stackd");
     assert!(
         path.is_file(),
         "{} is missing: build the daemon first with `cargo build -p stackd`",

@@ -5,9 +5,10 @@
  *
  *   connect_accept peer PORT
  *       The kernel-side helper. Listens on 0.0.0.0:PORT and serves each connection in a
- *       forked child that obeys one command line:
+ *       forked child that obeys one command line, and echoes UDP datagrams on PORT too:
  *         ECHO\n          echo every byte; at end of stream send "EOF-SEEN\n" and close
  *         CLOSE\n         close at once (the client then writes into a closed connection)
+ *         RESET\n         close with SO_LINGER {1, 0}: a reset
  *         CONNECT port\n  connect back to the client's address at `port`, send
  *                         "hello from peer\n", then behave as ECHO on that connection
  *
@@ -197,6 +198,9 @@ static void serve(int c)
         echo_until_eof(c);
     } else if (strcmp(line, "CLOSE") == 0) {
         /* close() below, with nothing unread: a FIN, not a reset */
+    } else if (strcmp(line, "RESET") == 0) {
+        struct linger abort_on_close = { .l_onoff = 1, .l_linger = 0 };
+        setsockopt(c, SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close);
     } else if (sscanf(line, "CONNECT %d", &port) == 1) {
         struct sockaddr_in back;
         socklen_t len = sizeof back;
@@ -224,6 +228,20 @@ static int peer(int port)
         die("peer socket");
     if (bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 64) < 0)
         die("peer bind/listen");
+    int u = socket(AF_INET, SOCK_DGRAM, 0);
+    if (u < 0 || bind(u, (struct sockaddr *)&a, sizeof a) < 0)
+        die("peer udp bind");
+    if (fork() == 0) {
+        char buf[2048];
+        for (;;) {
+            struct sockaddr_in from;
+            socklen_t len = sizeof from;
+            ssize_t n = recvfrom(u, buf, sizeof buf, 0, (struct sockaddr *)&from, &len);
+            if (n >= 0)
+                sendto(u, buf, (size_t)n, 0, (struct sockaddr *)&from, len);
+        }
+    }
+    close(u);
     printf("peer listening on %d\n", port);
     fflush(stdout);
     for (;;) {
@@ -273,11 +291,13 @@ static void check_name(int fd, int peer_side, struct in_addr ip, int port, const
     socklen_t len = sizeof a;
     int rc = peer_side ? getpeername(fd, (struct sockaddr *)&a, &len)
                        : getsockname(fd, (struct sockaddr *)&a, &len);
-    char want[INET_ADDRSTRLEN];
+    char want[INET_ADDRSTRLEN], want_port[16] = "any port";
     inet_ntop(AF_INET, &ip, want, sizeof want);
+    if (port >= 0)
+        snprintf(want_port, sizeof want_port, "%d", port);
     report(rc == 0 && len == sizeof a && same_addr(&a, ip, port), check,
-           "rc %d errno %d len %u got %s, want %s:%d", rc, rc ? errno : 0, len, fmt_addr(&a),
-           want, port);
+           "rc %d errno %d len %u got %s, want %s:%s", rc, rc ? errno : 0, len, fmt_addr(&a),
+           want, want_port);
 }
 
 static int int_option(int fd, int level, int name, int *value)
@@ -369,6 +389,28 @@ static void blocking_client(void)
            rc, v);
     rc = int_option(fd, SOL_SOCKET, SO_ERROR, &v);
     report(rc == 0 && v == 0, "getsockopt SO_ERROR == 0 when connected", "rc %d value %d", rc, v);
+
+    /* The kernel writes a truncated address and reports the full length. */
+    struct sockaddr_in name;
+    memset(&name, 0xa5, sizeof name);
+    socklen_t short_len = 8;
+    rc = getpeername(fd, (struct sockaddr *)&name, &short_len);
+    const unsigned char *tail = (const unsigned char *)&name + 8;
+    report(rc == 0 && short_len == sizeof name && name.sin_family == AF_INET &&
+               name.sin_port == peer_addr.sin_port && tail[0] == 0xa5 && tail[7] == 0xa5,
+           "getpeername into 8 bytes: truncated, full length reported", "rc %d len %u", rc,
+           short_len);
+
+    /* The peer waits for a command line: nothing to read until the timeout. */
+    struct timeval quarter = { 0, 250000 };
+    rc = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &quarter, sizeof quarter);
+    char byte;
+    ssize_t n = rc == 0 ? recv(fd, &byte, 1, 0) : 0;
+    report(rc == 0 && n == -1 && errno == EAGAIN,
+           "blocking recv with SO_RCVTIMEO and no data: EAGAIN", "rc %d n %zd errno %d (%s)", rc,
+           n, errno, strerror(errno));
+    struct timeval forever = { 0, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &forever, sizeof forever);
 
     CHECK(write_all(fd, "ECHO\n", 5) == 0, "send a command line");
     echo_check(fd, 256 * 1024, 0x5eed1, "256 KiB echoed intact (we connected)");
@@ -553,6 +595,71 @@ static void closed_peer(void)
     signal(SIGPIPE, SIG_DFL);
 }
 
+static void reset_by_peer(void)
+{
+    int fd = connect_peer("RESET\n");
+    char byte;
+    ssize_t n = -1;
+    if (wait_fd(fd, POLLIN) == 0)
+        n = read(fd, &byte, 1);
+    int e = errno;
+    report(n == -1 && e == ECONNRESET, "read after the peer's reset: ECONNRESET",
+           "read returned %zd%s%s", n, n < 0 ? ", errno " : " (end of stream)",
+           n < 0 ? strerror(e) : "");
+    close(fd);
+}
+
+/* Sends `len` bytes and waits for their echo, three tries of a second each. */
+static int udp_round_trip(int fd, const char *out, size_t len, struct sockaddr_in *from)
+{
+    char in[2048];
+    for (int attempt = 0; attempt < 3; attempt++) {
+        if (send(fd, out, len, 0) != (ssize_t)len)
+            return -1;
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (poll(&p, 1, 1000) != 1)
+            continue;
+        socklen_t flen = sizeof *from;
+        ssize_t n = recvfrom(fd, in, sizeof in, 0, (struct sockaddr *)from, &flen);
+        return n == (ssize_t)len && memcmp(in, out, len) == 0 ? 0 : -1;
+    }
+    errno = ETIMEDOUT;
+    return -1;
+}
+
+static void connected_udp(void)
+{
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    CHECK(fd >= 0, "socket(AF_INET, SOCK_DGRAM)");
+    int rc = connect(fd, (struct sockaddr *)&peer_addr, sizeof peer_addr);
+    CHECK(rc == 0, "connect a UDP socket");
+    check_name(fd, 0, own_ip, -1, "UDP getsockname after connect: own address, a port");
+    check_name(fd, 1, peer_addr.sin_addr, ntohs(peer_addr.sin_port), "UDP getpeername");
+    int v;
+    rc = int_option(fd, SOL_SOCKET, SO_TYPE, &v);
+    report(rc == 0 && v == SOCK_DGRAM, "getsockopt SO_TYPE == SOCK_DGRAM", "rc %d value %d", rc,
+           v);
+    static char out[1400];
+    uint64_t state = 0x5eed4;
+    int good = 1;
+    struct sockaddr_in from;
+    static const size_t sizes[] = { 1, 10, 100, 548, 1000, 1400 };
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0] && good; k++) {
+        size_t len = sizes[k];
+        for (size_t i = 0; i < len; i++)
+            out[i] = (char)next_random(&state);
+        memset(&from, 0, sizeof from);
+        good = udp_round_trip(fd, out, len, &from) == 0 &&
+               same_addr(&from, peer_addr.sin_addr, ntohs(peer_addr.sin_port));
+        if (!good)
+            report(0, "connected UDP echo", "datagram of %zu bytes: errno %d, from %s", len,
+                   errno, fmt_addr(&from));
+    }
+    if (good)
+        report(1, "connected UDP: datagrams of 1..1400 bytes echoed whole, from the peer", "");
+    close(fd);
+}
+
 static void bad_arguments(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -619,6 +726,8 @@ static int app(char **argv)
     refused();
     listener(atoi(argv[3]));
     closed_peer();
+    reset_by_peer();
+    connected_udp();
     bad_arguments();
     unix_pairs();
 
