@@ -7,6 +7,9 @@ packages=(
   build-essential pkg-config   # cc for crates with C parts
   iproute2 iputils-ping        # namespaces, veth, TAP set-up; ping as a peer in tests
   python3 curl                 # kernel-side peers in the interop and stackd tests
+  busybox-static               # a static httpd and wget for the supervisor's tests (the trap
+                               # path alone must serve them; build-essential's gcc builds the
+                               # tests' static C programs)
   procps                       # ps/pgrep in test clean-up
   tcpdump                      # reads back the pcap files stackd writes, in its tests
   libdpdk-dev libclang-dev     # stackd's `dpdk` feature: DPDK 22.11 (pkg-config finds it) and
