@@ -779,7 +779,14 @@ impl Stack {
     pub fn local_addr(&self, handle: SocketHandle) -> Result<SocketAddr, Errno> {
         let index = self.table.resolve(handle)?;
         let socket = self.socket_ref(index);
-        let local = socket.local().unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+        let mut local = socket.local().unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+        // A connected UDP socket bound to "any" still receives on every address, but, as on
+        // Linux, reports the source address its datagrams carry.
+        if let Kind::Udp(udp) = &socket.kind {
+            if udp.peer.is_some() && local.ip().is_unspecified() {
+                local.set_ip(self.config.addr.addr);
+            }
+        }
         Ok(from_v4(socket.family, local))
     }
 

@@ -982,3 +982,16 @@ fn icmp_errors_must_quote_a_sequence_number_in_flight() {
     stack.receive_frame(Instant::ZERO, &unreachable(&segment[..8]));
     assert_eq!(stack.take_error(socket), Ok(Some(Errno::HostUnreachable)));
 }
+
+#[test]
+fn connected_udp_reports_the_source_address_it_sends_from() {
+    let mut stack = stack();
+    let socket = stack.socket(AddressFamily::Inet, SocketType::Datagram).unwrap();
+    stack.bind(socket, "0.0.0.0:0".parse().unwrap()).unwrap();
+    let unconnected = stack.local_addr(socket).unwrap();
+    assert!(unconnected.ip().is_unspecified(), "unconnected: {unconnected}");
+    stack.connect(Instant::ZERO, socket, "10.77.0.1:53".parse().unwrap()).unwrap();
+    let connected = stack.local_addr(socket).unwrap();
+    assert_eq!(connected.ip().to_string(), "10.77.0.2");
+    assert_eq!(connected.port(), unconnected.port());
+}
