@@ -25,6 +25,8 @@ pub struct Carrier {
     /// The abstract address autobound to this end: the program's end reports it as its peer
     /// name, which is how [`identify`] recognises a carrier handed back to the daemon.
     name: Vec<u8>,
+    /// The inode of the program's end, to find it again when the connection is reset.
+    program_inode: u64,
 }
 
 /// The outcome of moving bytes through a carrier without blocking.
@@ -62,7 +64,14 @@ impl Carrier {
             .as_abstract()
             .map(<[u8]>::to_vec)
             .ok_or_else(|| io::Error::other("autobind gave no abstract name"))?;
-        Ok((Carrier { fd: ours, name }, theirs))
+        let program_inode = nix::sys::stat::fstat(&theirs)?.st_ino;
+        Ok((Carrier { fd: ours, name, program_inode }, theirs))
+    }
+
+    /// Makes the program read ECONNRESET, not end-of-stream, once this end is dropped
+    /// (reaching its end through the processes `pids` and their descendants).
+    pub fn reset_program_end(&self, pids: &[u32]) -> bool {
+        crate::procfd::poke_program_end(self.program_inode, pids)
     }
 
     /// The abstract name of the daemon's end.

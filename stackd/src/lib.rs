@@ -12,7 +12,8 @@
 //!   shared-memory wire between two daemons (`shm`), an in-memory pair for tests, and DPDK
 //!   behind the `dpdk` feature. The crate's `unsafe` code (system calls, ring memory shared
 //!   with the kernel or a peer, DPDK's C API) is confined to `backend::sys`,
-//!   `backend::dpdk::sys`, and `fdpass` (descriptors received with SCM_RIGHTS).
+//!   `backend::dpdk::sys`, `fdpass` (descriptors received with SCM_RIGHTS), and `procfd`
+//!   (pidfd_getfd, to reach a carrier's program end when a connection is reset).
 //! - [`pcap`]: capture files that tcpdump and Wireshark read.
 //!
 //! - [`config`]: defaults, the TOML file and command-line settings.
@@ -33,5 +34,6 @@ pub mod control;
 pub mod daemon;
 pub mod fdpass;
 pub mod pcap;
+mod procfd;
 pub mod proto;
 pub mod sockets;

@@ -19,9 +19,11 @@
 //!   end-of-stream for the program; the program's `shutdown(SHUT_WR)` on its end (end-of-stream
 //!   for the daemon) sends the FIN after its last byte. Closing every descriptor of the
 //!   program's end closes the socket; with unread data it resets the connection, as the kernel
-//!   does. A reset or failed connect closes the daemon's end: the program reads ECONNRESET if
-//!   bytes it wrote were still unread, end-of-stream otherwise, and writes fail with EPIPE; the
-//!   error itself waits in SO_ERROR.
+//!   does. A reset or failed connect closes the daemon's end: after a reset the program reads
+//!   ECONNRESET (the daemon first writes a byte through the program's end, taken with
+//!   pidfd_getfd from a process of the session, so its own end closes with unread data — see
+//!   `procfd`), after a failed connect end-of-stream; writes fail with EPIPE; the error itself
+//!   waits in SO_ERROR.
 //! - TCP listener: the carrier is a doorbell. It turns readable (one byte) when connections wait;
 //!   a client drains it *before* each [`Operation::Accept`], and the daemon rings again if more
 //!   connections remain after it, so no wake-up is lost and several processes may share a
@@ -719,8 +721,20 @@ impl SocketService {
     /// still holds keeps its record (for SO_ERROR); everything else is forgotten.
     fn release(&mut self, cx: &mut Context<'_>, slot: usize, fate: Fate) {
         let Some(record) = self.records[slot].as_mut() else { return };
+        if fate == Fate::Failed && record.error.is_none() {
+            if let Some(handle) = record.handle {
+                record.error = cx.stack.take_error(handle).ok().flatten().map(Errno::raw);
+            }
+        }
         if let Some(carrier) = record.carrier.take() {
             self.by_carrier_name.remove(carrier.name());
+            // A reset connection reads as ECONNRESET in the program, as a kernel socket's does.
+            if record.kind == SocketKind::Stream && record.error == Some(libc::ECONNRESET) {
+                let pids = record.owner.and_then(|id| self.sessions.get(&id)).map(|s| &s.pids[..]);
+                if !carrier.reset_program_end(pids.unwrap_or(&[])) {
+                    tracing::debug!("no process of the session holds the reset carrier");
+                }
+            }
         }
         if let Some(handle) = record.handle.take() {
             self.by_handle.remove(&handle);
@@ -730,9 +744,6 @@ impl SocketService {
                         fbsd_tcp::SocketOptions { linger: Some(Duration::ZERO), ..options.clone() };
                     let _ = cx.stack.set_options(cx.now, handle, options);
                 }
-            }
-            if fate == Fate::Failed && record.error.is_none() {
-                record.error = cx.stack.take_error(handle).ok().flatten().map(Errno::raw);
             }
             let _ = cx.stack.close(cx.now, handle);
         }
