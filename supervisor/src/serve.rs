@@ -243,6 +243,11 @@ fn wait_and_attempt(
             Err(nix::errno::Errno::EINTR) => false,
             Err(errno) => return Err(Fail::Errno(errno as i32)),
         };
+        // A target that left the call (a signal) must not have data taken off its socket or
+        // a connection accepted for it: check before every attempt.
+        if !notification.is_valid(listener).unwrap_or(false) {
+            return Err(Fail::Gone);
+        }
         if ready {
             match (wait.attempt)() {
                 Err(Fail::Errno(libc::EAGAIN)) => {
@@ -255,9 +260,6 @@ fn wait_and_attempt(
                 }
                 other => return other,
             }
-        }
-        if !notification.is_valid(listener).unwrap_or(false) {
-            return Err(Fail::Gone);
         }
     }
 }
