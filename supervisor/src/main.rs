@@ -239,6 +239,7 @@ fn ss(control: &Path) -> anyhow::Result<()> {
 }
 
 fn oci_agent(listen: PathBuf, stackd: PathBuf, policy: Option<&Path>) -> anyhow::Result<u8> {
+    supervisor::sys::close_inherited_descriptors();
     let policy = load_policy(policy, policies::Policy::default_policy)?;
     run_agent(AgentOptions { listen, stackd, policy })?;
     Ok(0)

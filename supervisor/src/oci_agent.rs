@@ -89,7 +89,7 @@ struct Registration {
 struct RegisteredContainer {
     id: String,
     #[serde(default)]
-    pid: i64,
+    pid: Option<i64>,
     #[serde(default)]
     annotations: HashMap<String, String>,
 }
@@ -213,6 +213,11 @@ impl Agent {
             }
         };
         drop(connection);
+        if data.is_empty() && descriptors.is_empty() {
+            // A probe (is an agent listening?) from `oci-runtime` or `oci-hook`.
+            tracing::debug!("a connection closed without a message");
+            return;
+        }
         if let Ok(registration) = serde_json::from_slice::<Registration>(&data) {
             self.register(registration.register);
             return;
@@ -304,7 +309,7 @@ impl Agent {
     fn register(&self, container: RegisteredContainer) {
         tracing::info!(
             container = container.id,
-            pid = container.pid,
+            pid = container.pid.unwrap_or(0),
             annotations = container.annotations.len(),
             "container registered by a hook"
         );

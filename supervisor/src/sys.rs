@@ -82,6 +82,16 @@ pub fn terminate_with_parent(command: &mut std::process::Command) {
     }
 }
 
+/// Closes every descriptor above standard error. A long-running process started by a
+/// container engine (the agent, through `oci-runtime`) must not keep the engine's pipes open.
+pub fn close_inherited_descriptors() {
+    // SAFETY: close_range takes integers only; closing descriptors this process does not use
+    // yet (nothing is open above 2 at start-up but what was inherited) invalidates nothing.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
+}
+
 /// Sends SIGPIPE to one thread of the target, as the kernel does to a writer on a closed
 /// connection without MSG_NOSIGNAL.
 pub fn signal_thread(tgid: u32, tid: u32, signal: i32) {
