@@ -34,7 +34,7 @@ mod common;
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -285,23 +285,48 @@ fn run_bare(program: &Path, args: Args) -> Result<RunResult> {
     parse_result(&output.join().expect("the collecting thread")?)
 }
 
-/// Per-notification times of the model's steps, in ns, over every run.
+/// Per-notification times of the model's steps, in ns, over every run (after the warm-up).
 #[derive(Debug, Default)]
 struct Steps {
-    take_fd: Vec<f64>,
+    pidfd_open: Vec<f64>,
+    pidfd_getfd: Vec<f64>,
+    id_valid: Vec<f64>,
     cookie: Vec<f64>,
     stackd: Vec<f64>,
-    write_back: Vec<f64>,
+    memory: Vec<f64>,
     respond: Vec<f64>,
     close: Vec<f64>,
     total: Vec<f64>,
 }
 
-/// The steps `joyride run` takes for getsockname on a stackd socket, done here on a kernel TCP
-/// socket of the program's with a stackd socket of our own standing in for it: take the
-/// descriptor (pidfd_open + pidfd_getfd + ID_VALID), read its SO_COOKIE and look it up, ask the
-/// daemon for the address, write it into the program (read the length, write the address and
-/// the length, each checked with ID_VALID), answer with 0, close the duplicate.
+/// Times the steps of one notification, in order.
+struct Stopwatch {
+    start: Instant,
+    last: Instant,
+}
+
+impl Stopwatch {
+    fn new() -> Stopwatch {
+        let now = Instant::now();
+        Stopwatch { start: now, last: now }
+    }
+
+    /// Nanoseconds since the previous lap.
+    fn lap(&mut self) -> f64 {
+        let now = Instant::now();
+        let ns = (now - self.last).as_nanos() as f64;
+        self.last = now;
+        ns
+    }
+}
+
+/// The steps `joyride run` takes for getsockname on a stackd socket (`Notification::take_fd`,
+/// `Session::identify`, the request, `addr::write_to_program`, the answer), done here step by
+/// step on a kernel TCP socket of the program's, with a stackd socket of our own standing in
+/// for it: pidfd_open(PIDFD_THREAD) and pidfd_getfd, then ID_VALID; SO_COOKIE and the table;
+/// the daemon's answer; the length read and the address and length written (each checked with
+/// ID_VALID first, as `Notification::write` does); the answer (value 0); both descriptors
+/// closed.
 fn run_model(program: &Path, control: &Path, args: Args, steps: &mut Steps) -> Result<RunResult> {
     let mut client = Client::connect(control)?;
     client.open_session("intercept_cost model", &[std::process::id()])?;
@@ -317,39 +342,83 @@ fn run_model(program: &Path, control: &Path, args: Args, steps: &mut Steps) -> R
             listener.respond_continue(n.id)?;
             return Ok(());
         };
-        let t0 = Instant::now();
-        let dup = n.take_fd(&listener, fd)?;
-        let t1 = Instant::now();
+        let valid = |n: &trap::Notification| -> Result<()> {
+            if !n.is_valid(&listener)? {
+                bail!("the program left its call");
+            }
+            Ok(())
+        };
+        let mut watch = Stopwatch::new();
+        let pidfd = pidfd_open_thread(n.tid)?;
+        let t_open = watch.lap();
+        let dup = pidfd_getfd(pidfd.as_fd(), fd)?;
+        let t_getfd = watch.lap();
+        valid(n)?;
+        let mut t_valid = watch.lap();
         let cookie = socket_cookie(dup.as_fd())?;
         let token = *table.entry(cookie).or_insert(socket.token);
-        let t2 = Instant::now();
+        let t_cookie = watch.lap();
         let addr = client.local_address(token)?;
-        let t3 = Instant::now();
+        let t_stackd = watch.lap();
         let bytes = SockAddr::Inet(addr).to_bytes();
-        let room = usize::try_from(n.read_i32(&listener, len_ptr)?).unwrap_or(0);
-        n.write(&listener, addr_ptr, &bytes[..room.min(bytes.len())])?;
-        n.write(&listener, len_ptr, &(bytes.len() as i32).to_ne_bytes())?;
-        let t4 = Instant::now();
+        let mut room = [0u8; 4];
+        trap::read_memory_into(n.tid, len_ptr, &mut room)?;
+        let mut t_memory = watch.lap();
+        valid(n)?;
+        t_valid += watch.lap();
+        let room = usize::try_from(i32::from_ne_bytes(room)).unwrap_or(0);
+        valid(n)?;
+        t_valid += watch.lap();
+        trap::write_memory(n.tid, addr_ptr, &bytes[..room.min(bytes.len())])?;
+        t_memory += watch.lap();
+        valid(n)?;
+        t_valid += watch.lap();
+        trap::write_memory(n.tid, len_ptr, &(bytes.len() as i32).to_ne_bytes())?;
+        t_memory += watch.lap();
         listener.respond_value(n.id, 0)?;
-        let t5 = Instant::now();
+        let t_respond = watch.lap();
         drop(dup);
-        let t6 = Instant::now();
+        drop(pidfd);
+        let t_close = watch.lap();
         seen += 1;
         if seen > PROGRAM_WARMUP {
-            let ns = |a: Instant, b: Instant| (b - a).as_nanos() as f64;
-            steps.take_fd.push(ns(t0, t1));
-            steps.cookie.push(ns(t1, t2));
-            steps.stackd.push(ns(t2, t3));
-            steps.write_back.push(ns(t3, t4));
-            steps.respond.push(ns(t4, t5));
-            steps.close.push(ns(t5, t6));
-            steps.total.push(ns(t0, t6));
+            steps.pidfd_open.push(t_open);
+            steps.pidfd_getfd.push(t_getfd);
+            steps.id_valid.push(t_valid);
+            steps.cookie.push(t_cookie);
+            steps.stackd.push(t_stackd);
+            steps.memory.push(t_memory);
+            steps.respond.push(t_respond);
+            steps.close.push(t_close);
+            steps.total.push((watch.last - watch.start).as_nanos() as f64);
         }
         Ok(())
     })?;
     let result = parse_result(&output.join().expect("the collecting thread")?)?;
     client.close(socket.token)?;
     Ok(result)
+}
+
+fn pidfd_open_thread(tid: u32) -> Result<OwnedFd> {
+    // PIDFD_THREAD (Linux 6.9) is O_EXCL.
+    // SAFETY: pidfd_open takes two integers and touches no memory of ours.
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, tid as libc::pid_t, libc::O_EXCL) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error()).context("pidfd_open(PIDFD_THREAD)");
+    }
+    // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(rc as i32) })
+}
+
+fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: i32) -> Result<OwnedFd> {
+    // SAFETY: pidfd_getfd takes three integers and touches no memory of ours; the pidfd is
+    // borrowed for the call.
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error()).context("pidfd_getfd");
+    }
+    // SAFETY: pidfd_getfd returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(rc as i32) })
 }
 
 fn socket_cookie(fd: BorrowedFd<'_>) -> Result<u64> {
@@ -463,12 +532,14 @@ fn report(
         v.sort_by(f64::total_cmp);
         println!("  {name:<58} {:>8.0}   p99 {:>8.0}", quantile(&v, 0.5), quantile(&v, 0.99));
     };
-    step("take_fd (pidfd_open + pidfd_getfd + ID_VALID + close pidfd)", &steps.take_fd);
+    step("pidfd_open(PIDFD_THREAD)", &steps.pidfd_open);
+    step("pidfd_getfd", &steps.pidfd_getfd);
+    step("NOTIF_ID_VALID x4", &steps.id_valid);
     step("SO_COOKIE + table lookup", &steps.cookie);
     step("stackd request (Client::local_address)", &steps.stackd);
-    step("write back (read len, write addr, write len; 3x ID_VALID)", &steps.write_back);
-    step("respond (SEND ioctl)", &steps.respond);
-    step("close the duplicate", &steps.close);
+    step("process_vm_readv + process_vm_writev x2", &steps.memory);
+    step("answer (NOTIF_SEND)", &steps.respond);
+    step("close the duplicate and the pidfd", &steps.close);
     step("total in the supervisor, receive to close", &steps.total);
     let loop_median = median_of(client_loop.iter().map(|r| r.median_ns));
     let loop_p99 = median_of(client_loop.iter().map(|r| r.p99_ns));
