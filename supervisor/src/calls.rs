@@ -373,7 +373,11 @@ impl Call<'_> {
         }
         let family = listening.family;
         let socket = Arc::new(StackdSocket::new(made.token, family, SocketKind::Stream));
-        socket.state().peer = Some(peer);
+        {
+            let mut state = socket.state();
+            state.peer = Some(peer);
+            state.confirmed_peer = Some(peer);
+        }
         self.give(made, socket, flags & libc::SOCK_CLOEXEC != 0, |call| {
             addr::write_to_program(call.n, call.listener(), addr_ptr, len_ptr, family, peer)
         })
@@ -401,14 +405,37 @@ impl Call<'_> {
         if addr_ptr == 0 || len_ptr == 0 {
             return Ok(Answer::Errno(libc::EFAULT));
         }
-        let token = t.socket.token;
-        let addr = self.supervisor.session.with_client(|client| {
+        let cached = {
+            let state = t.socket.state();
             if peer {
-                client.peer_address(token)
+                state.confirmed_peer
             } else {
-                client.local_address(token)
+                state.local
             }
-        })?;
+        };
+        let addr = match cached {
+            Some(addr) => addr,
+            None => {
+                let token = t.socket.token;
+                let addr = self.supervisor.session.with_client(|client| {
+                    if peer {
+                        client.peer_address(token)
+                    } else {
+                        client.local_address(token)
+                    }
+                })?;
+                let mut state = t.socket.state();
+                if peer {
+                    state.confirmed_peer = Some(addr);
+                } else if state.listening
+                    || state.peer.is_some() && addr.port() != 0 && !addr.ip().is_unspecified()
+                {
+                    // A listener's address, or a connection's chosen one, never changes again.
+                    state.local = Some(addr);
+                }
+                addr
+            }
+        };
         addr::write_to_program(self.n, self.listener(), addr_ptr, len_ptr, t.socket.family, addr)?;
         Ok(Answer::Value(0))
     }

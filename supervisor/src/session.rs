@@ -43,6 +43,11 @@ pub struct SocketState {
     pub peer: Option<SocketAddr>,
     /// Every option the program set, in order, so that a socket moved to the kernel keeps them.
     pub options: Vec<SavedOption>,
+    /// The local address once it can no longer change (listening or connected), so that
+    /// getsockname needs no request to the daemon.
+    pub local: Option<SocketAddr>,
+    /// The peer's address once the daemon confirmed the connection, for getpeername.
+    pub confirmed_peer: Option<SocketAddr>,
 }
 
 /// One setsockopt call, kept as the program made it.

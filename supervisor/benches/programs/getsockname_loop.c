@@ -2,8 +2,8 @@
  *
  *   getsockname_loop tcp|unix CALLS BATCH
  *
- * tcp: an AF_INET stream socket bound to 0.0.0.0:0 (under `joyride run` a stackd socket, so
- * both socket() and bind() go to the daemon); unix: an unbound AF_UNIX stream socket (never a
+ * tcp: an AF_INET stream socket bound to 0.0.0.0:0 and listening (under `joyride run` a
+ * stackd socket, so socket(), bind() and listen() go to the daemon); unix: an unbound AF_UNIX stream socket (never a
  * stackd socket). After a warm-up, CALLS calls are timed in batches of BATCH with
  * CLOCK_MONOTONIC: one clock read per batch keeps the clock's own cost out of a call's figure.
  * Prints one line of per-call nanoseconds over the batches:
@@ -77,6 +77,10 @@ int main(int argc, char **argv)
 		any.sin_addr.s_addr = htonl(INADDR_ANY);
 		if (bind(fd, (struct sockaddr *)&any, sizeof any) != 0) {
 			perror("bind");
+			return 2;
+		}
+		if (listen(fd, 16) != 0) {
+			perror("listen");
 			return 2;
 		}
 	} else if (strcmp(kind, "unix") == 0) {
