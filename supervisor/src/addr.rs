@@ -80,8 +80,9 @@ pub fn write_to_program(
     let room = notification.read_i32(listener, len_ptr)?;
     let room = usize::try_from(room)
         .map_err(|_| NotifError::BadLength { len: i64::from(room), max: bytes.len() })?;
-    notification.write(listener, addr_ptr, &bytes[..room.min(bytes.len())])?;
-    notification.write(listener, len_ptr, &(bytes.len() as i32).to_ne_bytes())
+    let full_len = (bytes.len() as i32).to_ne_bytes();
+    notification
+        .write_all(listener, &[(addr_ptr, &bytes[..room.min(bytes.len())]), (len_ptr, &full_len)])
 }
 
 #[cfg(test)]

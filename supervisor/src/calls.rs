@@ -552,8 +552,8 @@ impl Call<'_> {
             }
         };
         let give = room.min(bytes.len());
-        self.n.write(self.listener(), value_ptr, &bytes[..give])?;
-        self.n.write(self.listener(), len_ptr, &(give as i32).to_ne_bytes())?;
+        let given = (give as i32).to_ne_bytes();
+        self.n.write_all(self.listener(), &[(value_ptr, &bytes[..give]), (len_ptr, &given)])?;
         Ok(Answer::Value(0))
     }
 

@@ -12,8 +12,10 @@
 //! or it died): there is nobody to answer, and whatever the supervisor made for the call must
 //! be rolled back. It is routine, not a failure to log loudly.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -330,6 +332,19 @@ impl Notification {
         memory::write_memory(self.tid, addr, data).map_err(memory_error)
     }
 
+    /// Writes several pieces (an address and its length, say) after one validity check.
+    pub fn write_all(
+        &self,
+        listener: &Listener,
+        pieces: &[(u64, &[u8])],
+    ) -> Result<(), NotifError> {
+        listener.check_valid(self.id)?;
+        for &(addr, data) in pieces {
+            memory::write_memory(self.tid, addr, data).map_err(memory_error)?;
+        }
+        Ok(())
+    }
+
     /// The process (thread-group id) of the calling thread, from `/proc/TID/status`, checked
     /// against the notification afterwards like a read.
     pub fn tgid(&self, listener: &Listener) -> Result<u32, NotifError> {
@@ -357,9 +372,16 @@ impl Notification {
         if fd < 0 {
             return Err(NotifError::BadDescriptor { fd });
         }
-        let pidfd = match sys::pidfd_open_thread(self.tid) {
+        let taken = listener.take_thread_fd(self, fd);
+        listener.check_valid(self.id)?;
+        taken
+    }
+
+    /// A pidfd for the calling thread (its process's before Linux 6.9, which has no thread
+    /// pidfds).
+    fn open_pidfd(&self, listener: &Listener) -> Result<OwnedFd, NotifError> {
+        match sys::pidfd_open_thread(self.tid) {
             Ok(pidfd) => Ok(pidfd),
-            // Before Linux 6.9 only whole processes have pidfds.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 self.tgid(listener).and_then(|tgid| {
                     sys::pidfd_open(tgid).map_err(|e| NotifError::io("pidfd_open", e))
@@ -367,16 +389,6 @@ impl Notification {
             }
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Err(NotifError::Gone),
             Err(e) => Err(NotifError::io("pidfd_open", e)),
-        }?;
-        let taken = sys::pidfd_getfd(pidfd.as_fd(), fd);
-        listener.check_valid(self.id)?;
-        match taken {
-            Ok(dup) => Ok(dup),
-            Err(e) if e.raw_os_error() == Some(libc::EBADF) => {
-                Err(NotifError::BadDescriptor { fd })
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Err(NotifError::Gone),
-            Err(e) => Err(NotifError::io("pidfd_getfd", e)),
         }
     }
 
@@ -404,13 +416,49 @@ fn memory_error(e: MemoryError) -> NotifError {
 #[derive(Debug)]
 pub struct Listener {
     fd: OwnedFd,
+    /// pidfds of the threads that made calls lately, so that identifying a descriptor costs
+    /// one pidfd_getfd and not a pidfd_open and a close as well. A pidfd of a thread that has
+    /// died answers ESRCH, and is then replaced: an entry can go stale, never name a stranger.
+    pidfds: Mutex<HashMap<u32, OwnedFd>>,
 }
+
+/// The most pidfds a [`Listener`] keeps (each is a descriptor of the supervisor's).
+const MAX_CACHED_PIDFDS: usize = 256;
 
 impl Listener {
     /// Wraps a listener descriptor made elsewhere (e.g. sent by runc or crun over the OCI
     /// `listenerPath` socket).
     pub fn from_fd(fd: OwnedFd) -> Listener {
-        Listener { fd }
+        Listener { fd, pidfds: Mutex::new(HashMap::new()) }
+    }
+
+    /// pidfd_getfd of descriptor `fd` of the thread that made `notification`, through the
+    /// cached pidfd of that thread (opened on first use).
+    fn take_thread_fd(&self, notification: &Notification, fd: i32) -> Result<OwnedFd, NotifError> {
+        let mut pidfds = self.pidfds.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for _ in 0..2 {
+            if !pidfds.contains_key(&notification.tid) {
+                let pidfd = notification.open_pidfd(self)?;
+                if pidfds.len() >= MAX_CACHED_PIDFDS {
+                    pidfds.clear();
+                }
+                pidfds.insert(notification.tid, pidfd);
+            }
+            let pidfd = pidfds.get(&notification.tid).expect("inserted above");
+            match sys::pidfd_getfd(pidfd.as_fd(), fd) {
+                // The cached pidfd names a thread that has died (the tid was reused): again.
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                    pidfds.remove(&notification.tid);
+                }
+                other => {
+                    return other.map_err(|e| match e.raw_os_error() {
+                        Some(libc::EBADF) => NotifError::BadDescriptor { fd },
+                        _ => NotifError::io("pidfd_getfd", e),
+                    })
+                }
+            }
+        }
+        Err(NotifError::Gone)
     }
 
     /// Asks for synchronous wake-ups (SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, Linux 6.6): the
@@ -577,6 +625,6 @@ impl From<Listener> for OwnedFd {
 
 impl From<OwnedFd> for Listener {
     fn from(fd: OwnedFd) -> Listener {
-        Listener { fd }
+        Listener::from_fd(fd)
     }
 }
