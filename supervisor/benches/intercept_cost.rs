@@ -21,7 +21,12 @@
 //! - `joyride unix`: under `joyride run`, a kernel AF_UNIX socket (its socket() is not
 //!   trapped, its getsockname is): the "not ours, CONTINUE" path;
 //! - `model`: a supervisor in this process doing the steps `joyride run` does for a stackd
-//!   getsockname, each step timed, against the same daemon: where the time goes.
+//!   getsockname, each step timed, against the same daemon: where the time goes. Beside it,
+//!   the stackd request in a plain client loop, and a unix datagram ping-pong between two
+//!   threads: the two wake-ups under any request to the daemon.
+//!
+//! The 99th percentiles are of batch means (a batch is `--batch` calls between two clock
+//! reads), not of single calls.
 //!
 //! Rounds run every mode once, in an order rotated each round, so that the machine's drift
 //! (it is shared) spreads over all of them; the table shows the median over rounds of each
@@ -123,6 +128,7 @@ fn main() -> Result<()> {
     let mut results: HashMap<Measured, Vec<RunResult>> = HashMap::new();
     let mut steps = Steps::default();
     let mut client_loop = Vec::new();
+    let mut ipc_floor = Vec::new();
     for round in 0..args.rounds {
         for i in 0..modes.len() {
             let mode = modes[(i + round) % modes.len()];
@@ -137,10 +143,11 @@ fn main() -> Result<()> {
             results.entry(mode).or_default().push(result);
         }
         client_loop.push(stackd_client_loop(&control, args)?);
+        ipc_floor.push(unix_ping_pong(args)?);
         eprintln!("intercept_cost: round {}/{} done", round + 1, args.rounds);
     }
 
-    report(&modes, &results, &steps, &client_loop);
+    report(&modes, &results, &steps, &client_loop, &ipc_floor);
     Ok(())
 }
 
@@ -464,6 +471,46 @@ fn stackd_client_loop(control: &Path, args: Args) -> Result<RunResult> {
     Ok(RunResult { median_ns: quantile(&per_call, 0.5), p99_ns: quantile(&per_call, 0.99) })
 }
 
+/// A request and its reply over a unix datagram pair to a thread that echoes: the two wake-ups
+/// any request to another process costs, with no work on either side (the floor under a stackd
+/// request).
+fn unix_ping_pong(args: Args) -> Result<RunResult> {
+    let (ours, theirs) = std::os::unix::net::UnixDatagram::pair()?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut buffer = [0u8; 128];
+        loop {
+            let n = theirs.recv(&mut buffer)?;
+            if n == 0 {
+                return Ok(());
+            }
+            theirs.send(&buffer[..n])?;
+        }
+    });
+    let message = [0x5au8; 64];
+    let mut buffer = [0u8; 128];
+    let mut trip = || -> Result<()> {
+        ours.send(&message)?;
+        ours.recv(&mut buffer)?;
+        Ok(())
+    };
+    for _ in 0..PROGRAM_WARMUP {
+        trip()?;
+    }
+    let mut per_call = Vec::with_capacity(args.calls / args.batch);
+    for _ in 0..args.calls / args.batch {
+        let start = Instant::now();
+        for _ in 0..args.batch {
+            trip()?;
+        }
+        per_call.push(start.elapsed().as_nanos() as f64 / args.batch as f64);
+    }
+    // An empty datagram ends the echo.
+    ours.send(&[])?;
+    echo.join().expect("the echo thread")?;
+    per_call.sort_by(f64::total_cmp);
+    Ok(RunResult { median_ns: quantile(&per_call, 0.5), p99_ns: quantile(&per_call, 0.99) })
+}
+
 /// Nearest rank on sorted values.
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
@@ -483,6 +530,7 @@ fn report(
     results: &HashMap<Measured, Vec<RunResult>>,
     steps: &Steps,
     client_loop: &[RunResult],
+    ipc_floor: &[RunResult],
 ) {
     let summary = |mode: Measured| {
         let runs = &results[&mode];
@@ -541,10 +589,13 @@ fn report(
     step("answer (NOTIF_SEND)", &steps.respond);
     step("close the duplicate and the pidfd", &steps.close);
     step("total in the supervisor, receive to close", &steps.total);
-    let loop_median = median_of(client_loop.iter().map(|r| r.median_ns));
-    let loop_p99 = median_of(client_loop.iter().map(|r| r.p99_ns));
-    println!(
-        "  {:<58} {:>8.0}   p99 {:>8.0}",
-        "stackd request alone (client loop, no seccomp)", loop_median, loop_p99
-    );
+    let rounds = |label: &str, runs: &[RunResult]| {
+        println!(
+            "  {label:<58} {:>8.0}   p99 {:>8.0}",
+            median_of(runs.iter().map(|r| r.median_ns)),
+            median_of(runs.iter().map(|r| r.p99_ns))
+        );
+    };
+    rounds("stackd request alone (client loop, no seccomp)", client_loop);
+    rounds("unix datagram ping-pong between two threads (IPC floor)", ipc_floor);
 }
