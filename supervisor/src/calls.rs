@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::PollFlags;
-use nix::sys::socket::{self as nixsock, MsgFlags};
+use nix::sys::socket::{self as nixsock, MsgFlags, SockaddrStorage};
 use policies::{Action, Call as PolicyCall, Subject};
 use stackd::client::StackSocket;
 use stackd::proto::{datagram, Family, OptionName, OptionValue, ShutdownHow, SocketKind};
@@ -56,12 +56,16 @@ pub fn handle(
         Syscall::Socket { domain, ty, nonblock, cloexec, protocol } => {
             call.socket(domain, ty, protocol, nonblock, cloexec)
         }
-        Syscall::Connect { fd, addr_ptr, addr_len } => {
-            call.on_socket(fd, |t| call.connect(t, addr_ptr, addr_len))
-        }
-        Syscall::Bind { fd, addr_ptr, addr_len } => {
-            call.on_socket(fd, |t| call.bind(t, addr_ptr, addr_len))
-        }
+        Syscall::Connect { fd, addr_ptr, addr_len } => call.on_any_socket(
+            fd,
+            |t| call.connect(t, addr_ptr, addr_len),
+            |dup| call.on_kernel_socket(dup, PolicyCall::Connect, addr_ptr, addr_len, None),
+        ),
+        Syscall::Bind { fd, addr_ptr, addr_len } => call.on_any_socket(
+            fd,
+            |t| call.bind(t, addr_ptr, addr_len),
+            |dup| call.on_kernel_socket(dup, PolicyCall::Bind, addr_ptr, addr_len, None),
+        ),
         Syscall::Listen { fd, backlog } => call.on_socket(fd, |t| call.listen(&t, backlog)),
         Syscall::Accept { fd, addr_ptr, len_ptr } => {
             call.on_socket(fd, |t| call.accept(t, addr_ptr, len_ptr, 0))
@@ -82,9 +86,14 @@ pub fn handle(
             call.on_socket(fd, |t| call.get_option(&t, level, name, value_ptr, len_ptr))
         }
         Syscall::Shutdown { fd, how } => call.on_socket(fd, |t| call.shutdown(t, how)),
-        Syscall::SendTo { fd, buf_ptr, len, flags, addr_ptr, addr_len } => {
-            call.on_socket(fd, |t| call.send_to(t, buf_ptr, len, flags, addr_ptr, addr_len))
-        }
+        Syscall::SendTo { fd, buf_ptr, len, flags, addr_ptr, addr_len } => call.on_any_socket(
+            fd,
+            |t| call.send_to(t, buf_ptr, len, flags, addr_ptr, addr_len),
+            |dup| {
+                let send = Some((buf_ptr, len, flags));
+                call.on_kernel_socket(dup, PolicyCall::SendTo, addr_ptr, addr_len, send)
+            },
+        ),
         Syscall::RecvFrom { fd, buf_ptr, len, flags, addr_ptr, len_ptr } => {
             call.on_socket(fd, |t| call.recv_from(t, buf_ptr, len, flags, addr_ptr, len_ptr))
         }
@@ -127,6 +136,19 @@ enum Direction {
     Receive,
 }
 
+/// The call that moves a socket to the kernel, as the supervisor read it.
+enum Pending {
+    /// The call needs no address (setsockopt IPV6_V6ONLY).
+    Nothing,
+    Connect(SocketAddr),
+    Bind(SocketAddr),
+    Send {
+        destination: SocketAddr,
+        payload: Vec<u8>,
+        flags: u32,
+    },
+}
+
 /// A datagram taken off an unconnected UDP carrier.
 struct Received {
     payload: Vec<u8>,
@@ -154,6 +176,24 @@ impl Call<'_> {
         };
         match self.supervisor.session.identify(dup.as_fd()) {
             Identity::Kernel => Ok(Answer::Continue),
+            Identity::Stackd(socket) => serve(Target { fd, dup, socket }),
+        }
+    }
+
+    /// As [`Call::on_socket`], with `kernel` for a descriptor that is the kernel's.
+    fn on_any_socket(
+        &self,
+        fd: i32,
+        serve: impl FnOnce(Target) -> Result<Answer, Fail>,
+        kernel: impl FnOnce(OwnedFd) -> Result<Answer, Fail>,
+    ) -> Result<Answer, Fail> {
+        let dup = match self.n.take_fd(self.listener(), fd) {
+            Ok(dup) => dup,
+            Err(NotifError::BadDescriptor { .. }) => return Ok(Answer::Continue),
+            Err(error) => return Err(error.into()),
+        };
+        match self.supervisor.session.identify(dup.as_fd()) {
+            Identity::Kernel => kernel(dup),
             Identity::Stackd(socket) => serve(Target { fd, dup, socket }),
         }
     }
@@ -254,9 +294,34 @@ impl Call<'_> {
         }
     }
 
-    fn read_address(&self, t: &Target, ptr: u64, len: i32) -> Result<Route, Fail> {
-        let addr = self.n.read_sockaddr(self.listener(), ptr, len)?;
-        addr::route(t.socket.family, &addr).map_err(Fail::Errno)
+    /// Reads an inet address the program names, and where it can be served.
+    fn read_inet_address(
+        &self,
+        t: &Target,
+        ptr: u64,
+        len: i32,
+    ) -> Result<(SocketAddr, Route), Fail> {
+        let raw = self.n.read_sockaddr(self.listener(), ptr, len)?;
+        match (addr::route(t.socket.family, &raw).map_err(Fail::Errno)?, raw) {
+            (Route::Stackd(addr), _) => Ok((addr, Route::Stackd(addr))),
+            (Route::Kernel, SockAddr::Inet(addr)) => Ok((addr, Route::Kernel)),
+            (Route::Kernel, _) => Err(Fail::Errno(libc::EAFNOSUPPORT)),
+        }
+    }
+
+    /// A datagram to an address only the kernel serves: the policy decides, then the socket
+    /// moves to the kernel with the datagram.
+    fn send_to_kernel(
+        &self,
+        t: Target,
+        payload: Vec<u8>,
+        destination: SocketAddr,
+        flags: u32,
+    ) -> Result<Answer, Fail> {
+        match self.decide(PolicyCall::SendTo, t.socket.family, t.socket.kind, Some(destination)) {
+            Action::Deny { errno } => Ok(Answer::Errno(errno)),
+            _ => self.to_kernel(&t, Pending::Send { destination, payload, flags }),
+        }
     }
 
     fn connect(&self, t: Target, addr_ptr: u64, addr_len: i32) -> Result<Answer, Fail> {
@@ -270,14 +335,15 @@ impl Call<'_> {
                 Answer::Errno(libc::EOPNOTSUPP)
             });
         }
-        let peer = match addr::route(family, &raw).map_err(Fail::Errno)? {
-            Route::Kernel => return self.to_kernel(&t),
-            Route::Stackd(peer) => peer,
+        let (peer, route) = match (addr::route(family, &raw).map_err(Fail::Errno)?, &raw) {
+            (Route::Stackd(peer), _) => (peer, Route::Stackd(peer)),
+            (Route::Kernel, SockAddr::Inet(peer)) => (*peer, Route::Kernel),
+            (Route::Kernel, _) => return Ok(Answer::Errno(libc::EAFNOSUPPORT)),
         };
-        match self.decide(PolicyCall::Connect, family, kind, Some(peer)) {
-            Action::Userspace => {}
-            Action::Kernel | Action::Audit => return self.to_kernel(&t),
-            Action::Deny { errno } => return Ok(Answer::Errno(errno)),
+        match (self.decide(PolicyCall::Connect, family, kind, Some(peer)), route) {
+            (Action::Deny { errno }, _) => return Ok(Answer::Errno(errno)),
+            (Action::Userspace, Route::Stackd(_)) => {}
+            _ => return self.to_kernel(&t, Pending::Connect(peer)),
         }
         let token = t.socket.token;
         let started =
@@ -309,14 +375,11 @@ impl Call<'_> {
     }
 
     fn bind(&self, t: Target, addr_ptr: u64, addr_len: i32) -> Result<Answer, Fail> {
-        let local = match self.read_address(&t, addr_ptr, addr_len)? {
-            Route::Kernel => return self.to_kernel(&t),
-            Route::Stackd(local) => local,
-        };
-        match self.decide(PolicyCall::Bind, t.socket.family, t.socket.kind, Some(local)) {
-            Action::Userspace => {}
-            Action::Kernel | Action::Audit => return self.to_kernel(&t),
-            Action::Deny { errno } => return Ok(Answer::Errno(errno)),
+        let (local, route) = self.read_inet_address(&t, addr_ptr, addr_len)?;
+        match (self.decide(PolicyCall::Bind, t.socket.family, t.socket.kind, Some(local)), route) {
+            (Action::Deny { errno }, _) => return Ok(Answer::Errno(errno)),
+            (Action::Userspace, Route::Stackd(_)) => {}
+            _ => return self.to_kernel(&t, Pending::Bind(local)),
         }
         let token = t.socket.token;
         Ok(answer(self.supervisor.session.with_client(|client| client.bind(token, local))))
@@ -473,7 +536,7 @@ impl Call<'_> {
             && int.is_some_and(|v| v != 0)
         {
             // An IPv6-only socket has nothing for an IPv4 engine to serve.
-            return self.to_kernel(t);
+            return self.to_kernel(t, Pending::Nothing);
         }
         let Some((option, shape)) = option_of(level, name) else {
             tracing::debug!(level, name, "setsockopt accepted and ignored");
@@ -573,14 +636,14 @@ impl Call<'_> {
             let data = self.read_buffer(buf_ptr, len, STREAM_CHUNK)?;
             return self.send_carrier(t, data, 0, flags);
         }
-        let destination = match self.read_address(&t, addr_ptr, addr_len)? {
-            Route::Kernel => return self.to_kernel(&t),
-            Route::Stackd(destination) => destination,
-        };
+        let (destination, route) = self.read_inet_address(&t, addr_ptr, addr_len)?;
         let Some(len) = usize::try_from(len).ok().filter(|&l| l <= MAX_DATAGRAM) else {
             return Ok(Answer::Errno(libc::EMSGSIZE));
         };
         let payload = self.read_buffer(buf_ptr, len as u64, MAX_DATAGRAM)?;
+        if route == Route::Kernel {
+            return self.send_to_kernel(t, payload, destination, flags);
+        }
         self.send_datagram(t, payload, destination, flags)
     }
 
@@ -598,7 +661,10 @@ impl Call<'_> {
         }
         match self.decide(PolicyCall::SendTo, t.socket.family, t.socket.kind, Some(destination)) {
             Action::Userspace => {}
-            Action::Kernel | Action::Audit => return self.to_kernel(&t),
+            Action::Kernel | Action::Audit => {
+                let pending = Pending::Send { destination, payload, flags };
+                return self.to_kernel(&t, pending);
+            }
             Action::Deny { errno } => return Ok(Answer::Errno(errno)),
         }
         let Some(remote) = addr::ipv4_of(destination) else {
@@ -762,11 +828,12 @@ impl Call<'_> {
         if !header.has_name() {
             return Ok(Answer::Errno(libc::EDESTADDRREQ));
         }
-        let destination = match self.read_address(&t, header.name_ptr, header.name_len as i32)? {
-            Route::Kernel => return self.to_kernel(&t),
-            Route::Stackd(destination) => destination,
-        };
+        let (destination, route) =
+            self.read_inet_address(&t, header.name_ptr, header.name_len as i32)?;
         let payload = msg::gather(self.n, self.listener(), &iovecs, MAX_DATAGRAM)?;
+        if route == Route::Kernel {
+            return self.send_to_kernel(t, payload, destination, flags);
+        }
         self.send_datagram(t, payload, destination, flags)
     }
 
@@ -890,7 +957,7 @@ impl Call<'_> {
     /// Replaces the program's descriptor with a kernel socket of the same family and type
     /// (with the options set so far), releases the stackd socket, and lets the kernel run the
     /// call on the new socket.
-    fn to_kernel(&self, t: &Target) -> Result<Answer, Fail> {
+    fn to_kernel(&self, t: &Target, pending: Pending) -> Result<Answer, Fail> {
         let (domain, ty) = match (t.socket.family, t.socket.kind) {
             (Family::Inet, SocketKind::Stream) => {
                 (nixsock::AddressFamily::Inet, nixsock::SockType::Stream)
@@ -930,7 +997,97 @@ impl Call<'_> {
         let token = t.socket.token;
         let _ = session.with_client(|client| client.close(token));
         tracing::debug!(fd = t.fd, tid = self.n.tid, "socket moved to the kernel");
-        Ok(Answer::Continue)
+        self.in_kernel(kernel, pending)
+    }
+
+    /// Lets the kernel run a call on a kernel socket. Without deny rules, CONTINUE does. With
+    /// them, CONTINUE is no enforcement — the kernel would read the address again, after the
+    /// program's other threads could have changed it — so the supervisor performs the call on
+    /// the copy the policy judged, on its own descriptor of the socket.
+    fn in_kernel(&self, socket: OwnedFd, pending: Pending) -> Result<Answer, Fail> {
+        if !self.supervisor.policy.has_deny_rules() {
+            return Ok(Answer::Continue);
+        }
+        let outcome = |result: nix::Result<usize>| match result {
+            Ok(n) => Ok(Answer::Value(n as i64)),
+            Err(errno) => Ok(Answer::Errno(errno as i32)),
+        };
+        match pending {
+            Pending::Nothing => Ok(Answer::Continue),
+            Pending::Bind(local) => outcome(
+                nixsock::bind(socket.as_raw_fd(), &SockaddrStorage::from(local)).map(|()| 0),
+            ),
+            Pending::Send { destination, payload, flags } => outcome(nixsock::sendto(
+                socket.as_raw_fd(),
+                &payload,
+                &SockaddrStorage::from(destination),
+                MsgFlags::from_bits_truncate(flags as i32) | MsgFlags::MSG_NOSIGNAL,
+            )),
+            Pending::Connect(peer) if is_nonblocking(socket.as_fd()) => outcome(
+                nixsock::connect(socket.as_raw_fd(), &SockaddrStorage::from(peer)).map(|()| 0),
+            ),
+            Pending::Connect(peer) => {
+                // A blocking connect blocks a thread of its own, as the program's would.
+                let listener = Arc::clone(self.listener);
+                let n = *self.n;
+                let spawned = std::thread::Builder::new().name("connect".into()).spawn(move || {
+                    let result = nixsock::connect(socket.as_raw_fd(), &SockaddrStorage::from(peer));
+                    let answer = match result {
+                        Ok(()) => Answer::Value(0),
+                        Err(errno) => Answer::Errno(errno as i32),
+                    };
+                    crate::serve::finish(&listener, &n, Ok(answer));
+                });
+                match spawned {
+                    Ok(_) => Ok(Answer::Answered),
+                    Err(_) => Ok(Answer::Errno(libc::EAGAIN)),
+                }
+            }
+        }
+    }
+
+    /// connect, bind, sendto or sendmsg with an address on a *kernel* inet socket. Only a
+    /// policy with deny rules has a say: it judges the supervisor's copy of the address, and
+    /// the supervisor performs the call (see [`Call::in_kernel`]).
+    fn on_kernel_socket(
+        &self,
+        dup: OwnedFd,
+        call: PolicyCall,
+        addr_ptr: u64,
+        addr_len: i32,
+        send: Option<(u64, u64, u32)>,
+    ) -> Result<Answer, Fail> {
+        if !self.supervisor.policy.has_deny_rules() || addr_ptr == 0 {
+            return Ok(Answer::Continue);
+        }
+        let family = match sys::socket_domain(dup.as_fd()) {
+            Ok(libc::AF_INET) => Family::Inet,
+            Ok(libc::AF_INET6) => Family::Inet6,
+            _ => return Ok(Answer::Continue),
+        };
+        let kind = match nixsock::getsockopt(&dup, nixsock::sockopt::SockType) {
+            Ok(nixsock::SockType::Stream) => SocketKind::Stream,
+            Ok(nixsock::SockType::Datagram) => SocketKind::Datagram,
+            _ => return Ok(Answer::Continue),
+        };
+        let SockAddr::Inet(destination) =
+            self.n.read_sockaddr(self.listener(), addr_ptr, addr_len)?
+        else {
+            return Ok(Answer::Continue);
+        };
+        if let Action::Deny { errno } = self.decide(call, family, kind, Some(destination)) {
+            return Ok(Answer::Errno(errno));
+        }
+        let pending = match (call, send) {
+            (PolicyCall::Connect, _) => Pending::Connect(destination),
+            (PolicyCall::Bind, _) => Pending::Bind(destination),
+            (_, Some((buf_ptr, len, flags))) => {
+                let payload = self.read_buffer(buf_ptr, len, MAX_DATAGRAM)?;
+                Pending::Send { destination, payload, flags }
+            }
+            _ => Pending::Nothing,
+        };
+        self.in_kernel(dup, pending)
     }
 }
 

@@ -667,3 +667,57 @@ fn loopback_and_unix_sockets_fall_back_to_the_kernel() {
     assert!(got.status.success(), "{}{}", got.stdout_text(), got.stderr);
     assert_eq!(got.stdout_text(), "socketpair ok\nunix listener ok\nloopback udp ok\n");
 }
+
+/// A policy's deny rules hold on every path: a stackd socket, a socket moved to the kernel
+/// (loopback), a kernel socket from the start (IPv6 loopback), for connect and sendto; and
+/// the calls the policy allows to the kernel still work, performed by the supervisor on its
+/// own copy of the address (CONTINUE would be no enforcement).
+#[test]
+fn deny_rules_hold_on_stackd_and_kernel_sockets() {
+    if skip("deny rules", &[Tool::Python]) {
+        return;
+    }
+    let net = Net::new(Mode::Joyride);
+    let policy = net.dir.join("deny.toml");
+    std::fs::write(
+        &policy,
+        "version = 1\n\
+         [[rule]]\nname = \"no port 9\"\nport = [9]\naction = \"deny\"\nerrno = \"ECONNREFUSED\"\n\
+         [[rule]]\ndestination = [\"127.0.0.0/8\", \"::1/128\"]\naction = \"kernel\"\n",
+    )
+    .unwrap();
+    let script = format!(
+        "import socket, errno\n\
+         def err(f):\n\
+         \x20   try: f(); return 0\n\
+         \x20   except OSError as e: return e.errno\n\
+         s = socket.socket(); print('stackd', err(lambda: s.connect(('{HOST_IP}', 9))))\n\
+         s = socket.socket(); print('moved', err(lambda: s.connect(('127.0.0.1', 9))))\n\
+         k = socket.socket(); k.bind(('127.0.0.1', 0)); k.listen(1)\n\
+         c = socket.socket(); c.settimeout(5); c.connect(k.getsockname()); a, _ = k.accept()\n\
+         c.send(b'x'); print('allowed', a.recv(1))\n\
+         c3 = socket.socket(); print('again', err(lambda: c3.connect(('127.0.0.1', 9))))\n\
+         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('127.0.0.1', 0))\n\
+         v = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         print('udp', v.sendto(b'hello', u.getsockname()), u.recv(10))\n\
+         print('udp-deny', err(lambda: v.sendto(b'x', ('127.0.0.1', 9))))\n\
+         x = socket.socket(socket.AF_INET6); print('v6', err(lambda: x.connect(('::1', 9))))\n"
+    );
+    let mut command = net.host(joyride_bin());
+    command
+        .args(["run", "--stackd"])
+        .arg(&net.stackd().control)
+        .arg("--policy")
+        .arg(&policy)
+        .args(["--", "python3", "-c", &script]);
+    let got = run_capture(command, b"", SHORT);
+    assert!(got.status.success(), "{}{}", got.stdout_text(), got.stderr);
+    let refused = libc::ECONNREFUSED;
+    assert_eq!(
+        got.stdout_text(),
+        format!(
+            "stackd {refused}\nmoved {refused}\nallowed b'x'\nagain {refused}\n\
+             udp 5 b'hello'\nudp-deny {refused}\nv6 {refused}\n"
+        )
+    );
+}
