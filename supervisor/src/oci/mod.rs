@@ -1,7 +1,7 @@
 //! Containers on joyride, from the runtime's side: the three ways a container's seccomp
 //! notifications reach `joyride oci-agent` (the agent itself is [`crate::oci_agent`]).
 //!
-//! - [`prepare`]: `joyride oci prepare BUNDLE` rewrites the bundle's `config.json` so that the
+//! - [`mod@prepare`]: `joyride oci prepare BUNDLE` rewrites the bundle's `config.json` so that the
 //!   runtime (runc ≥ 1.1, crun ≥ 1.6) installs joyride's rules with `SCMP_ACT_NOTIFY` and hands
 //!   the notification descriptor to the agent at `listenerPath`.
 //! - [`runtime`]: `joyride oci-runtime` (or a `joyride-runtime` link), a drop-in OCI runtime for

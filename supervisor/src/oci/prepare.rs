@@ -17,7 +17,12 @@
 //! - for a given call, an unconditional rule swallows every conditional one whatever their
 //!   actions, so a call that an entry allows outright and that joyride traps only for some
 //!   argument values is rewritten as conditional entries covering every value: NOTIFY for
-//!   joyride's values, the entry's own action for the rest ([`complement`]).
+//!   joyride's values, the entry's own action for the rest (LT below, GT above, aligned
+//!   MASKED_EQ blocks between).
+//!
+//! Known limit: a call that an entry allows outright *and* another entry denies for some
+//! argument values (e.g. `socket` allowed, but ERRNO for AF_VSOCK) ends up with overlapping
+//! conditional rules of different actions, whose order libseccomp decides.
 //!
 //! Comparisons are libseccomp's, on all 64 bits of an argument (the trap filter compares the
 //! low 32 bits of `int` arguments): a program passing `socket` a family with garbage in the high

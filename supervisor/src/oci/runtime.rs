@@ -3,7 +3,7 @@
 //! that take one (podman `--runtime`, containerd's runc shim `BinaryName`, Docker's `runtimes`
 //! in daemon.json).
 //!
-//! On `create` and `run` it [`prepare`]s the bundle (`--bundle`/`-b`, else the working
+//! On `create` and `run` it [`prepare()`]s the bundle (`--bundle`/`-b`, else the working
 //! directory), makes sure an agent answers ([`ensure_agent`]), and then execs the real runtime
 //! with the arguments exactly as given. Every other command (`start`, `state`, `kill`,
 //! `delete`, `exec`, `features`...) is passed straight through: an `exec` into a prepared
@@ -51,7 +51,7 @@ const COMMAND_VALUE_FLAGS: &[&str] = &["console-socket", "pid-file", "preserve-f
 /// Where runtimes are looked for when PATH is unset.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Whether joyride was started as the runtime itself (argv[0]'s file name is
+/// Whether joyride was started as the runtime itself (`argv[0]`'s file name is
 /// `joyride-runtime`); `main` then calls [`alias_main`] with the remaining arguments.
 pub fn is_runtime_alias(argv0: &OsStr) -> bool {
     Path::new(argv0).file_name() == Some(OsStr::new(RUNTIME_ALIAS))
