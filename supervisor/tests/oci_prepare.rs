@@ -406,15 +406,38 @@ fn a_prepared_bundle_whose_rules_were_removed_is_refused() {
     assert_eq!(std::fs::read(dir.0.join("config.json")).unwrap(), edited);
 }
 
-// --- runc itself -------------------------------------------------------------------------
+// --- the runtimes themselves --------------------------------------------------------------
+
+/// A runtime command. crun 1.8.1 refuses these machines' hybrid cgroup layout, so it runs in a
+/// private mount namespace with cgroup2 on /sys/fs/cgroup (as acceptance/oci-runc does), and
+/// its bundles carry no `linux.resources`.
+fn runtime(name: &str) -> Command {
+    if name == "crun" {
+        let mut command = Command::new("unshare");
+        command.args([
+            "-m",
+            "sh",
+            "-c",
+            "mount -t cgroup2 none /sys/fs/cgroup && exec \"$@\"",
+            "rt",
+            "crun",
+        ]);
+        command
+    } else {
+        Command::new(name)
+    }
+}
 
 /// Deletes the container however the test ends.
-struct RuncContainer(String);
+struct Container<'a> {
+    runtime: &'a str,
+    id: String,
+}
 
-impl Drop for RuncContainer {
+impl Drop for Container<'_> {
     fn drop(&mut self) {
-        let _ = Command::new("runc")
-            .args(["delete", "-f", &self.0])
+        let _ = runtime(self.runtime)
+            .args(["delete", "-f", &self.id])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -489,18 +512,21 @@ fn serve_one(listener: UnixListener, deadline: Instant) -> Result<Served, String
     }
 }
 
-/// Runs a busybox container under runc from a bundle prepared over `seccomp` (the bundle's
-/// own profile, if any), served by [`serve_one`]; checks that it exits 0 and that the agent got
-/// its descriptor and the container's inet socket calls. `None`: skipped (reason printed).
-fn run_prepared_container(what: &str, seccomp: Option<Value>) -> Option<Served> {
+/// Runs a busybox container under `rt` (runc or crun) from a bundle prepared over `seccomp`
+/// (the bundle's own profile, if any), served by [`serve_one`]; checks that it exits 0 and that
+/// the agent got its descriptor and the container's inet socket calls. `None`: skipped (the
+/// reason printed).
+fn run_prepared_container(rt: &str, what: &str, seccomp: Option<Value>) -> Option<Served> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: runc needs root");
+        eprintln!("skipped: {rt} needs root");
         return None;
     }
-    if Command::new("runc").arg("--version").output().is_err() {
-        eprintln!("skipped: runc is not on PATH");
-        return None;
+    for needed in ["runc", rt] {
+        if Command::new(needed).arg("--version").output().is_err() {
+            eprintln!("skipped: {needed} is not on PATH");
+            return None;
+        }
     }
     let busybox = Path::new("/bin/busybox");
     if !busybox.exists() {
@@ -522,6 +548,9 @@ fn run_prepared_container(what: &str, seccomp: Option<Value>) -> Option<Served> 
     // An AF_INET socket and a connect (refused or unreachable in the container's own network
     // namespace, which is fine: the calls are what the agent must see).
     config["process"]["args"] = json!(["sh", "-c", "nc 127.0.0.1 9 </dev/null; exit 0"]);
+    if rt == "crun" {
+        config["linux"].as_object_mut().unwrap().remove("resources");
+    }
     if let Some(seccomp) = seccomp {
         config["linux"]["seccomp"] = seccomp;
     }
@@ -533,9 +562,9 @@ fn run_prepared_container(what: &str, seccomp: Option<Value>) -> Option<Served> 
     let deadline = Instant::now() + Duration::from_secs(60);
     let server = std::thread::spawn(move || serve_one(listener, deadline));
 
-    let id = format!("joyride-oci-test-{}-{what}", std::process::id());
-    let _container = RuncContainer(id.clone());
-    let mut child = Command::new("runc")
+    let id = format!("joyride-oci-test-{}-{rt}-{what}", std::process::id());
+    let _container = Container { runtime: rt, id: id.clone() };
+    let mut child = runtime(rt)
         .args(["run", "--bundle"])
         .arg(&bundle)
         .arg(&id)
@@ -551,14 +580,14 @@ fn run_prepared_container(what: &str, seccomp: Option<Value>) -> Option<Served> 
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("runc run did not finish within 60 s");
+            panic!("{rt} run did not finish within 60 s");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut stderr = String::new();
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     let served = server.join().unwrap();
-    assert!(status.success(), "runc run: {status}; stderr: {stderr}; agent: {served:?}");
+    assert!(status.success(), "{rt} run: {status}; stderr: {stderr}; agent: {served:?}");
     let served = served.unwrap();
     assert_eq!(served.state["state"]["id"], json!(id), "{:?}", served.state);
     let socket = (libc::SYS_socket as i32, libc::AF_INET as u64);
@@ -581,7 +610,15 @@ fn run_prepared_container(what: &str, seccomp: Option<Value>) -> Option<Served> 
 
 #[test]
 fn runc_runs_a_prepared_bundle_and_hands_the_agent_its_descriptor() {
-    run_prepared_container("plain", None);
+    run_prepared_container("runc", "plain", None);
+}
+
+fn merged_profile() -> Value {
+    json!({
+        "defaultAction": ALLOW,
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{ "names": ["socket", "sendto", "getpid"], "action": "SCMP_ACT_LOG" }]
+    })
 }
 
 #[test]
@@ -589,10 +626,15 @@ fn runc_accepts_a_merged_profile_with_complement_entries() {
     // socket and sendto allowed (logged) by an entry: prepare splits them into NOTIFY entries
     // for joyride's values and LOG entries (LT, MASKED_EQ, GT) for every other value, which
     // libseccomp must accept and runc must still run.
-    let seccomp = json!({
-        "defaultAction": ALLOW,
-        "architectures": ["SCMP_ARCH_X86_64"],
-        "syscalls": [{ "names": ["socket", "sendto", "getpid"], "action": "SCMP_ACT_LOG" }]
-    });
-    run_prepared_container("merged", Some(seccomp));
+    run_prepared_container("runc", "merged", Some(merged_profile()));
+}
+
+#[test]
+fn crun_runs_prepared_bundles_and_hands_the_agent_its_descriptor() {
+    let served = run_prepared_container("crun", "plain", None);
+    if let Some(served) = served {
+        // crun's own protocol version, not the runtime-spec's.
+        assert_eq!(served.state["ociVersion"], json!("0.2.0"), "{:?}", served.state);
+    }
+    run_prepared_container("crun", "merged", Some(merged_profile()));
 }
