@@ -638,3 +638,55 @@ fn crun_runs_prepared_bundles_and_hands_the_agent_its_descriptor() {
     }
     run_prepared_container("crun", "merged", Some(merged_profile()));
 }
+
+// --- the agent starter and the hook --------------------------------------------------------
+
+#[test]
+fn the_hook_registers_with_a_running_agent() {
+    let dir = TempDir::new("hook");
+    let agent = dir.0.join("agent.sock");
+    let listener = UnixListener::bind(&agent).unwrap();
+    let reader = std::thread::spawn(move || {
+        // ensure_agent's probe first (an empty connection), then the registration.
+        let mut messages = Vec::new();
+        for _ in 0..2 {
+            let (mut connection, _) = listener.accept().unwrap();
+            connection.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut message = Vec::new();
+            connection.read_to_end(&mut message).unwrap();
+            messages.push(message);
+        }
+        messages
+    });
+    let state = br#"{"ociVersion":"1.0.2","id":"c7","status":"created","pid":4242,
+                     "bundle":"/b","annotations":{"org.example/policy":"audit-only"}}"#;
+    supervisor::oci::hook::hook_main(&agent, &state[..]).unwrap();
+    let messages = reader.join().unwrap();
+    assert_eq!(messages[0], b"", "the probe sends nothing");
+    let registration: Value = serde_json::from_slice(&messages[1]).unwrap();
+    assert_eq!(
+        registration,
+        json!({ "joyride-register": { "id": "c7", "pid": 4242,
+                                      "annotations": { "org.example/policy": "audit-only" } } })
+    );
+    // No agent was started: nothing written next to the socket but the starter's lock, if any.
+    assert!(!dir.0.join("agent.sock.log").exists());
+}
+
+#[test]
+fn an_agent_that_exits_at_once_is_reported_with_its_log() {
+    // This test binary stands in for joyride: given `oci-agent --listen PATH` it rejects the
+    // option and exits, as an agent that cannot reach stackd would.
+    let dir = TempDir::new("starter");
+    let agent = dir.0.join("sub/agent.sock");
+    let error = supervisor::oci::ensure_agent(&agent).unwrap_err();
+    match &error {
+        supervisor::oci::AgentError::Exited { status, log, tail, .. } => {
+            assert!(!status.success(), "{error}");
+            assert_eq!(log, &dir.0.join("sub/agent.sock.log"));
+            assert!(tail.contains("listen"), "the log's tail: {tail}");
+        }
+        other => panic!("not Exited: {other}"),
+    }
+    assert!(error.to_string().contains("joyride oci-agent --listen"), "{error}");
+}

@@ -158,13 +158,17 @@ pub fn ensure_agent(agent: &Path) -> Result<AgentStatus, AgentError> {
         .arg0("joyride")
         .arg("oci-agent")
         .arg("--listen")
-        .arg(agent)
+        // Absolute, since the agent runs from `/`.
+        .arg(std::path::absolute(agent).map_err(setup(agent))?)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)
         // Its own process group: the engine's signals to the runtime's group (^C, a shim's
         // kill of the group) must not reach an agent that serves other containers too.
-        .process_group(0);
+        .process_group(0)
+        // Not the bundle directory (or wherever the engine ran the runtime): a long-lived agent
+        // there would keep it busy.
+        .current_dir("/");
     if std::env::var_os("JOYRIDE_LOG").is_none() {
         // Nobody reads a background agent's stderr: let its log say what it served.
         command.env("JOYRIDE_LOG", "info");
