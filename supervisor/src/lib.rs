@@ -17,6 +17,7 @@ pub mod calls;
 pub mod embedded;
 pub mod launch;
 pub mod msg;
+pub mod oci;
 pub mod oci_agent;
 pub mod serve;
 pub mod session;

@@ -235,6 +235,12 @@ impl FilterSpec {
         self.rules.get(&nr)
     }
 
+    /// Every rule with its x86_64 system call number, in ascending order of number (e.g. to
+    /// translate the spec into another filter language, such as an OCI seccomp profile).
+    pub fn rules(&self) -> impl Iterator<Item = (u32, &Rule)> {
+        self.rules.iter().map(|(&nr, rule)| (nr, rule))
+    }
+
     /// Builds the program.
     pub fn build(&self) -> Result<Filter, FilterError> {
         let enosys = ret(libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32);
