@@ -89,6 +89,34 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
     },
+    /// Container bundles: `joyride oci prepare BUNDLE --agent PATH`.
+    Oci {
+        #[command(subcommand)]
+        command: OciCommand,
+    },
+    /// A drop-in OCI runtime: on create/run, prepares the bundle and makes sure an agent runs,
+    /// then execs the real runtime with the same arguments; every other command passes
+    /// through. A link named joyride-runtime to this binary behaves as `oci-runtime --`.
+    OciRuntime {
+        /// The real runtime: runc, crun or a path (default: runc if on PATH, else crun).
+        #[arg(long, value_name = "RUNTIME")]
+        runtime: Option<String>,
+        /// The agent's socket (started if none answers).
+        #[arg(long, value_name = "PATH", default_value = supervisor::oci::DEFAULT_AGENT_PATH)]
+        agent: PathBuf,
+        /// The runtime's own arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "RUNTIME-ARGS")]
+        args: Vec<OsString>,
+    },
+    /// An OCI hook (prestart / createRuntime, state on stdin): makes sure an agent runs and
+    /// registers the container with it. A hook cannot install a seccomp filter or receive the
+    /// notification descriptor: the container's profile must carry joyride's NOTIFY rules and
+    /// listenerPath already (`joyride oci prepare` on a copy of the bundle makes them).
+    OciHook {
+        /// The agent's socket (started if none answers).
+        #[arg(long, value_name = "PATH", default_value = supervisor::oci::DEFAULT_AGENT_PATH)]
+        agent: PathBuf,
+    },
     /// Runs joyride-stackd in the foreground (the same daemon, same flags).
     Stackd {
         /// A TOML file with the daemon's settings.
@@ -96,6 +124,23 @@ enum Command {
         config: Option<PathBuf>,
         #[command(flatten)]
         settings: Settings,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OciCommand {
+    /// Edits BUNDLE/config.json in place (a backup is kept; running it twice changes nothing)
+    /// so that the container's socket calls go to the agent at PATH, merged with any seccomp
+    /// profile the bundle has.
+    Prepare {
+        /// The bundle directory.
+        bundle: PathBuf,
+        /// The agent's socket (`joyride oci-agent --listen PATH`).
+        #[arg(long, value_name = "PATH")]
+        agent: PathBuf,
+        /// A policy file for this container (passed to the agent as listenerMetadata).
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
     },
 }
 
@@ -107,6 +152,13 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Engines exec one runtime path with the runtime's own arguments.
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    if argv.first().is_some_and(|argv0| supervisor::oci::runtime::is_runtime_alias(argv0)) {
+        let Err(error) = supervisor::oci::runtime::alias_main(&argv[1..]);
+        eprintln!("joyride-runtime: {error:#}");
+        return ExitCode::from(125);
+    }
     let outcome = match Cli::parse().command {
         Command::Run { stackd, policy, no_fast_path: _, command } => {
             run(&stackd, policy.as_deref(), &command)
@@ -117,6 +169,16 @@ fn main() -> ExitCode {
         Command::Ss { stackd } => ss(&stackd).map(|()| 0),
         Command::OciAgent { listen, stackd, policy } => {
             oci_agent(listen, stackd, policy.as_deref())
+        }
+        Command::Oci { command: OciCommand::Prepare { bundle, agent, policy } } => {
+            oci_prepare(&bundle, &agent, policy.as_deref())
+        }
+        Command::OciRuntime { runtime, agent, args } => {
+            supervisor::oci::runtime::runtime_main(runtime.as_deref(), &agent, &args)
+                .map(|never| match never {})
+        }
+        Command::OciHook { agent } => {
+            supervisor::oci::hook::hook_main(&agent, std::io::stdin().lock()).map(|()| 0)
         }
         Command::Stackd { config, settings } => {
             stackd_daemon(config.as_deref(), settings).map(|()| 0)
@@ -242,6 +304,23 @@ fn oci_agent(listen: PathBuf, stackd: PathBuf, policy: Option<&Path>) -> anyhow:
     supervisor::sys::close_inherited_descriptors();
     let policy = load_policy(policy, policies::Policy::default_policy)?;
     run_agent(AgentOptions { listen, stackd, policy })?;
+    Ok(0)
+}
+
+fn oci_prepare(bundle: &Path, agent: &Path, policy: Option<&Path>) -> anyhow::Result<u8> {
+    let metadata = match policy {
+        Some(path) => {
+            // The agent reads it, from wherever it runs: an absolute, checked path.
+            let path = std::fs::canonicalize(path)
+                .with_context(|| format!("cannot find the policy {}", path.display()))?;
+            policies::Policy::load(&path).context("the policy file is not valid")?;
+            Some(format!("policy={}", path.display()))
+        }
+        None => None,
+    };
+    let outcome = supervisor::oci::prepare(bundle, agent, metadata.as_deref())
+        .with_context(|| format!("cannot prepare the bundle {}", bundle.display()))?;
+    println!("{}: {outcome}", bundle.display());
     Ok(0)
 }
 
