@@ -127,15 +127,13 @@ impl Bundle {
             .arg(&self.dir)
             .arg(&self.id)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let out = command.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{} run -d: {}",
-            self.runtime.name(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .stdout(Stdio::null());
+        // Not a pipe: the detached container keeps its standard streams open for its life.
+        let log = self.dir.join("runtime.log");
+        command.stderr(std::fs::File::create(&log).unwrap());
+        let status = command.status().unwrap();
+        let messages = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(status.success(), "{} run -d: {messages}", self.runtime.name());
     }
 
     /// `exec` into the running container; returns standard output.
