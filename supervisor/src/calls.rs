@@ -168,16 +168,7 @@ impl Call<'_> {
         fd: i32,
         serve: impl FnOnce(Target) -> Result<Answer, Fail>,
     ) -> Result<Answer, Fail> {
-        let dup = match self.n.take_fd(self.listener(), fd) {
-            Ok(dup) => dup,
-            // The kernel gives the exact error for a closed number.
-            Err(NotifError::BadDescriptor { .. }) => return Ok(Answer::Continue),
-            Err(error) => return Err(error.into()),
-        };
-        match self.supervisor.session.identify(dup.as_fd()) {
-            Identity::Kernel => Ok(Answer::Continue),
-            Identity::Stackd(socket) => serve(Target { fd, dup, socket }),
-        }
+        self.on_any_socket(fd, serve, |_| Ok(Answer::Continue))
     }
 
     /// As [`Call::on_socket`], with `kernel` for a descriptor that is the kernel's.
@@ -189,6 +180,7 @@ impl Call<'_> {
     ) -> Result<Answer, Fail> {
         let dup = match self.n.take_fd(self.listener(), fd) {
             Ok(dup) => dup,
+            // The kernel gives the exact error for a closed number.
             Err(NotifError::BadDescriptor { .. }) => return Ok(Answer::Continue),
             Err(error) => return Err(error.into()),
         };
