@@ -597,24 +597,17 @@ pub fn describe(
     notification: &Notification,
     listener: &Listener,
 ) -> Result<(CallSubject, Map<String, Value>), NotifError> {
-    let tgid = match notification.tgid(listener) {
-        Ok(tgid) => Some(tgid),
-        Err(NotifError::Gone) => return Err(NotifError::Gone),
-        Err(_) => None,
-    };
-    describe_with(notification, listener, tgid)
+    describe_with(notification, listener)
 }
 
 fn describe_with(
     n: &Notification,
     listener: &Listener,
-    tgid: Option<u32>,
 ) -> Result<(CallSubject, Map<String, Value>), NotifError> {
     let call = n.syscall();
     let mut d = Describer {
         n,
         listener,
-        tgid,
         args: Map::new(),
         errors: Vec::new(),
         subject: CallSubject { call: call.name(), family: None, kind: None, destination: None },
@@ -630,7 +623,6 @@ fn describe_with(
 struct Describer<'a> {
     n: &'a Notification,
     listener: &'a Listener,
-    tgid: Option<u32>,
     args: Map<String, Value>,
     errors: Vec<String>,
     subject: CallSubject,
@@ -732,19 +724,16 @@ impl Describer<'_> {
     /// silently when the process is unknown, the duplicate is refused or `fd` is no socket:
     /// the kernel will answer the call for those.
     fn socket(&mut self, fd: i32) -> Result<(), NotifError> {
-        let Some(tgid) = self.tgid else { return Ok(()) };
-        let Ok(pidfd) = sys::pidfd_open(tgid) else { return Ok(()) };
-        // The pidfd pins a process: if the call is still pending now, it is the caller's, not
-        // a stranger's that reused its pid.
-        if !self.n.is_valid(self.listener)? {
-            return Err(NotifError::Gone);
-        }
-        let Ok(socket) = sys::pidfd_getfd(&pidfd, fd) else { return Ok(()) };
-        if let Ok(domain) = sys::socket_option(&socket, libc::SO_DOMAIN) {
+        let socket = match self.n.take_fd(self.listener, fd) {
+            Ok(socket) => socket,
+            Err(NotifError::Gone) => return Err(NotifError::Gone),
+            Err(_) => return Ok(()),
+        };
+        if let Ok(domain) = crate::sys::socket_domain(std::os::fd::AsFd::as_fd(&socket)) {
             self.put("family", family_name(domain));
             self.subject.family = Some(domain);
         }
-        if let Ok(ty) = sys::socket_option(&socket, libc::SO_TYPE) {
+        if let Ok(ty) = crate::sys::socket_type(std::os::fd::AsFd::as_fd(&socket)) {
             self.put("type", type_name(ty));
             self.subject.kind = Some(ty);
         }
@@ -892,7 +881,7 @@ fn serve_one(
         }
     };
     let executable = tgid.and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok());
-    let (subject, mut args) = describe_with(n, listener, tgid)?;
+    let (subject, mut args) = describe_with(n, listener)?;
     // Checked after the read, like every read of the target: a pid reused by then would name
     // a stranger's program.
     if executable.is_some() && !n.is_valid(listener)? {
@@ -940,57 +929,6 @@ fn serve_one(
             });
             Ok(record)
         }
-    }
-}
-
-/// The raw calls behind [`Describer::socket`]: a pidfd, a duplicate of the target's socket,
-/// and getsockopt on it.
-mod sys {
-    use std::io;
-    use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-
-    fn owned(ret: libc::c_long) -> io::Result<OwnedFd> {
-        if ret < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let fd = i32::try_from(ret).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
-        // SAFETY: `fd` was just returned by pidfd_open or pidfd_getfd, which give the caller a
-        // new descriptor that nothing else in this process owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
-
-    pub(super) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-        let pid =
-            libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
-        // SAFETY: pidfd_open takes a pid and flags, both plain integers; no memory is passed.
-        owned(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })
-    }
-
-    pub(super) fn pidfd_getfd(pidfd: &OwnedFd, fd: i32) -> io::Result<OwnedFd> {
-        // SAFETY: pidfd_getfd takes a descriptor we own (borrowed for the call), the target's
-        // descriptor number and flags: integers only; the result is a new descriptor.
-        owned(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) })
-    }
-
-    /// An `int` SOL_SOCKET option of `socket`.
-    pub(super) fn socket_option(socket: &impl AsFd, name: i32) -> io::Result<i32> {
-        let mut value: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: `value` and `len` are live locals of the sizes `len` states, and the kernel
-        // writes at most `len` bytes into `value`; the descriptor is borrowed for the call.
-        let ret = unsafe {
-            libc::getsockopt(
-                socket.as_fd().as_raw_fd(),
-                libc::SOL_SOCKET,
-                name,
-                (&mut value as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        if ret < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(value)
     }
 }
 

@@ -54,6 +54,11 @@ pub fn socket_domain(fd: BorrowedFd<'_>) -> io::Result<i32> {
     get_option::<i32>(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
 }
 
+/// SO_TYPE: SOCK_STREAM, SOCK_DGRAM, ...
+pub fn socket_type(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    get_option::<i32>(fd, libc::SOL_SOCKET, libc::SO_TYPE)
+}
+
 /// The pid of the process that made the peer end of a unix socket (SO_PEERCRED).
 pub fn peer_pid(fd: BorrowedFd<'_>) -> io::Result<i32> {
     get_option::<libc::ucred>(fd, libc::SOL_SOCKET, libc::SO_PEERCRED).map(|cred| cred.pid)
