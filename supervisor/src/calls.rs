@@ -400,9 +400,13 @@ impl Call<'_> {
             let supervisor = Arc::clone(self.supervisor);
             let listener = Arc::clone(self.listener);
             let n = *self.n;
+            let mut woken = false;
             move || {
                 let call = Call { supervisor: &supervisor, listener: &listener, n: &n };
-                call.accept_once(&socket, doorbell.as_fd(), addr_ptr, len_ptr, flags)
+                let outcome =
+                    call.accept_once(&socket, doorbell.as_fd(), addr_ptr, len_ptr, flags, woken);
+                woken = true;
+                outcome
             }
         };
         self.now_or_wait(t.dup, PollFlags::POLLIN, libc::SO_RCVTIMEO, accept_once)
@@ -415,10 +419,18 @@ impl Call<'_> {
         addr_ptr: u64,
         len_ptr: u64,
         flags: i32,
+        woken: bool,
     ) -> Result<Answer, Fail> {
         // Taking a connection for a caller that has left would lose it.
         if !self.n.is_valid(self.listener()).unwrap_or(false) {
             return Err(Fail::Gone);
+        }
+        // Every waiter on a listener wakes when its doorbell rings, but one byte stands for the
+        // connections waiting and the daemon rings again while more remain after an accept: a
+        // waiter that finds the bell already drained by another leaves the daemon alone
+        // (a thousand waiters would otherwise ask it a thousand times per connection).
+        if woken && drain_doorbell(doorbell) == 0 {
+            return Err(Fail::Errno(libc::EAGAIN));
         }
         let token = listening.token;
         let (made, peer) =
@@ -1081,6 +1093,17 @@ impl Call<'_> {
         };
         self.in_kernel(dup, pending)
     }
+}
+
+/// Takes the bytes waiting on a listener's doorbell; returns how many.
+fn drain_doorbell(doorbell: BorrowedFd<'_>) -> usize {
+    let mut bells = [0u8; 64];
+    let mut drained = 0;
+    while let Ok(n @ 1..) = nixsock::recv(doorbell.as_raw_fd(), &mut bells, MsgFlags::MSG_DONTWAIT)
+    {
+        drained += n;
+    }
+    drained
 }
 
 /// The outcome of a connect whose carrier turned writable: SO_ERROR.

@@ -721,3 +721,45 @@ fn deny_rules_hold_on_stackd_and_kernel_sockets() {
         )
     );
 }
+
+/// A thousand target threads blocked in accept at once: each waits on a supervisor thread of
+/// its own, none delays another, and every connection reaches exactly one of them.
+#[test]
+fn a_thousand_threads_blocked_in_accept_are_all_served() {
+    if skip("a thousand threads", &[Tool::Python]) {
+        return;
+    }
+    const THREADS: usize = 1000;
+    let net = Net::new(Mode::from_env());
+    let server = format!(
+        "import socket, threading\n\
+         l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         l.bind(('0.0.0.0', 7300)); l.listen(1024)\n\
+         got = []; lock = threading.Lock()\n\
+         def worker():\n\
+         \x20   c, _ = l.accept(); d = c.recv(16)\n\
+         \x20   with lock: got.append(d)\n\
+         \x20   c.close()\n\
+         ts = [threading.Thread(target=worker) for _ in range({THREADS})]\n\
+         for t in ts: t.start()\n\
+         print('ready', flush=True)\n\
+         for t in ts: t.join(60)\n\
+         print('accepted', len(got), 'distinct', len(set(got)), flush=True)\n"
+    );
+    let mut app = net.spawn_app("threads", &["python3", "-c", &server]);
+    app.wait_line("ready", START);
+    let clients = format!(
+        "import socket, time\n\
+         socks = []\n\
+         for i in range({THREADS}):\n\
+         \x20   s = socket.create_connection(('{STACK_IP}', 7300), timeout=10)\n\
+         \x20   s.send(b'%08d' % i); socks.append(s)\n\
+         time.sleep(1)\n"
+    );
+    let mut command = net.host("python3");
+    command.args(["-c", &clients]);
+    let sent = run_capture(command, b"", Duration::from_secs(60));
+    assert!(sent.status.success(), "clients: {}", sent.stderr);
+    let line = app.wait_line("accepted", Duration::from_secs(60));
+    assert_eq!(line.trim(), format!("accepted {THREADS} distinct {THREADS}"));
+}
