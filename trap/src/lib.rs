@@ -36,7 +36,7 @@ mod sys;
 pub mod syscall;
 
 pub use filter::{Filter, FilterError, FilterSpec, Rule};
-pub use memory::{read_memory, read_memory_into, write_memory, MemoryError};
+pub use memory::{read_memory, read_memory_into, write_memory, write_memory_pieces, MemoryError};
 pub use notify::{
     install_listener, notif_sizes, AddFd, InstallError, InstallOptions, Listener, NotifError,
     NotifSizes, Notification, Readiness,

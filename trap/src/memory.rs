@@ -106,6 +106,26 @@ pub fn write_memory(pid: u32, addr: u64, data: &[u8]) -> Result<(), MemoryError>
     }
 }
 
+/// Writes several pieces, each at its own address in process `pid`, with one
+/// process_vm_writev when the kernel allows it (one piece at a time through `/proc/PID/mem`
+/// otherwise). A piece that does not fit mapped, writable memory is a fault, as in
+/// [`write_memory`].
+pub fn write_memory_pieces(pid: u32, pieces: &[(u64, &[u8])]) -> Result<(), MemoryError> {
+    let total: usize = pieces.iter().map(|(_, data)| data.len()).sum();
+    for &(addr, data) in pieces {
+        check_range(pid, addr, data.len())?;
+    }
+    match sys::vm_write_pieces(pid, pieces) {
+        Ok(n) if n == total => Ok(()),
+        // Short: find which piece faulted, the way one write at a time reports it.
+        Ok(_) => pieces.iter().try_for_each(|&(addr, data)| write_memory(pid, addr, data)),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOSYS)) => {
+            pieces.iter().try_for_each(|&(addr, data)| write_memory(pid, addr, data))
+        }
+        Err(e) => Err(classify(e, "write", pid, pieces.first().map_or(0, |p| p.0), total)),
+    }
+}
+
 /// A range that wraps around the address space is a fault, not a request to the kernel.
 fn check_range(pid: u32, addr: u64, len: usize) -> Result<(), MemoryError> {
     match addr.checked_add(len as u64) {
@@ -184,6 +204,22 @@ mod tests {
         let mut dst = [0u8; 5];
         write_memory(me(), dst.as_mut_ptr() as u64, b"hello").unwrap();
         assert_eq!(std::hint::black_box(&dst), b"hello");
+    }
+
+    #[test]
+    fn pieces_land_each_at_its_address_and_a_bad_one_is_a_fault() {
+        let mut name = [0u8; 16];
+        let mut len = [0u8; 4];
+        let pieces: [(u64, &[u8]); 2] = [
+            (name.as_mut_ptr() as u64, b"sixteen bytes!!!"),
+            (len.as_mut_ptr() as u64, &[16, 0, 0, 0]),
+        ];
+        write_memory_pieces(me(), &pieces).unwrap();
+        assert_eq!(std::hint::black_box(&name), b"sixteen bytes!!!");
+        assert_eq!(std::hint::black_box(&len), &[16, 0, 0, 0]);
+        let bad: [(u64, &[u8]); 2] = [(len.as_mut_ptr() as u64, &[1, 2, 3, 4]), (8, b"x")];
+        let err = write_memory_pieces(me(), &bad).unwrap_err();
+        assert!(matches!(err, MemoryError::Fault { addr: 8, len: 1, .. }), "{err:?}");
     }
 
     #[test]

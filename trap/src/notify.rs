@@ -332,17 +332,15 @@ impl Notification {
         memory::write_memory(self.tid, addr, data).map_err(memory_error)
     }
 
-    /// Writes several pieces (an address and its length, say) after one validity check.
+    /// Writes several pieces (an address and its length, say) after one validity check, in one
+    /// process_vm_writev.
     pub fn write_all(
         &self,
         listener: &Listener,
         pieces: &[(u64, &[u8])],
     ) -> Result<(), NotifError> {
         listener.check_valid(self.id)?;
-        for &(addr, data) in pieces {
-            memory::write_memory(self.tid, addr, data).map_err(memory_error)?;
-        }
-        Ok(())
+        memory::write_memory_pieces(self.tid, pieces).map_err(memory_error)
     }
 
     /// The process (thread-group id) of the calling thread, from `/proc/TID/status`, checked

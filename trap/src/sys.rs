@@ -226,6 +226,40 @@ pub(crate) fn vm_read(pid: u32, addr: u64, buf: &mut [u8]) -> io::Result<usize> 
     Ok(cvt_long(n as libc::c_long)? as usize)
 }
 
+/// process_vm_writev(2) of several pieces, each to its own address, in one call: the number
+/// of bytes copied in all, short when a range runs into an unmapped or read-only page.
+pub(crate) fn vm_write_pieces(pid: u32, pieces: &[(u64, &[u8])]) -> io::Result<usize> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    let local: Vec<libc::iovec> = pieces
+        .iter()
+        .map(|(_, data)| libc::iovec {
+            iov_base: data.as_ptr().cast_mut().cast::<c_void>(),
+            iov_len: data.len(),
+        })
+        .collect();
+    let remote: Vec<libc::iovec> = pieces
+        .iter()
+        .map(|(addr, data)| libc::iovec {
+            iov_base: *addr as usize as *mut c_void,
+            iov_len: data.len(),
+        })
+        .collect();
+    // SAFETY: each local iovec covers exactly one borrowed slice, which the kernel only reads;
+    // the remote addresses are validated by the kernel against the other process's mappings,
+    // not dereferenced here; both arrays live across the call and their lengths are passed.
+    let n = unsafe {
+        libc::process_vm_writev(
+            pid,
+            local.as_ptr(),
+            local.len() as libc::c_ulong,
+            remote.as_ptr(),
+            remote.len() as libc::c_ulong,
+            0,
+        )
+    };
+    Ok(cvt_long(n as libc::c_long)? as usize)
+}
+
 /// process_vm_writev(2) of `data` to `addr` in process (or thread) `pid`: the number of bytes
 /// copied, short when the range runs into an unmapped or read-only page.
 pub(crate) fn vm_write(pid: u32, addr: u64, data: &[u8]) -> io::Result<usize> {
