@@ -31,12 +31,12 @@ pub struct Client {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No daemon answers at the path.
-    #[error("cannot connect to joyride-stackd at {path}: {source} (is it running? start it with joyride-stackd --control {path})")]
+    #[error("cannot connect to joyride-stackd at {path}: {errno} (is it running? start it with joyride-stackd --control {path})")]
     Connect {
         /// The control socket path.
         path: PathBuf,
-        /// Why.
-        source: nix::Error,
+        /// Why (named so that the message above is the whole story, not followed by a cause).
+        errno: nix::Error,
     },
     /// Sending or receiving failed.
     #[error("control socket {step}: {source}")]
@@ -80,7 +80,7 @@ pub struct StackSocket {
 impl Client {
     /// Connects to the daemon's control socket.
     pub fn connect(path: &Path) -> Result<Client, ClientError> {
-        let connect_error = |source| ClientError::Connect { path: path.to_owned(), source };
+        let connect_error = |errno| ClientError::Connect { path: path.to_owned(), errno };
         let socket =
             socket::socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None)
                 .map_err(connect_error)?;

@@ -27,7 +27,7 @@ pub fn ensure_daemon(control: &Path) -> anyhow::Result<Option<EmbeddedDaemon>> {
     match Client::connect(control) {
         Ok(_) => return Ok(None),
         Err(ClientError::Connect {
-            source: nix::errno::Errno::ENOENT | nix::errno::Errno::ECONNREFUSED,
+            errno: nix::errno::Errno::ENOENT | nix::errno::Errno::ECONNREFUSED,
             ..
         }) => {}
         Err(error) => return Err(error).context("cannot reach joyride-stackd"),
