@@ -275,17 +275,18 @@ impl RingRegion {
     }
 
     /// Reports FIN or a reset to the other side. A reset is final and keeps its first errno;
-    /// FIN after a reset changes nothing.
+    /// FIN after a reset changes nothing. SeqCst: a writer then checks the bell (see
+    /// [`Producer::close`]), a reader checks the state after its drain.
     pub fn set_state(&self, state: PeerState) {
         let word = &self.header().state.0;
         match state {
             PeerState::Open => {}
             PeerState::Fin => {
-                word.fetch_or(STATE_FIN, Ordering::Release);
+                word.fetch_or(STATE_FIN, Ordering::SeqCst);
             }
             PeerState::Reset(errno) => {
                 let errno = (errno as u32) & 0xffff;
-                let _ = word.fetch_update(Ordering::Release, Ordering::Relaxed, |old| {
+                let _ = word.fetch_update(Ordering::SeqCst, Ordering::Relaxed, |old| {
                     (old & STATE_RESET == 0).then_some(old | STATE_RESET | (errno << ERRNO_SHIFT))
                 });
             }
@@ -477,28 +478,42 @@ impl<'a> Producer<'a> {
         if len == 0 || (spin != 0 && len <= spin as usize) {
             return Ok(false);
         }
-        let mut bell = header.bell.0.load(Ordering::SeqCst);
-        loop {
-            if bell & !DRAINING != 0 && bell & DRAINING == 0 {
-                return Ok(false);
-            }
-            // Counted before sent: the count never drops below what sits in the channel.
-            match header.bell.0.compare_exchange_weak(
-                bell,
-                bell.wrapping_add(1),
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            ) {
-                Ok(_) => return Ok(true),
-                Err(now) => bell = now,
-            }
-        }
+        Ok(count_bell(&header.bell.0))
+    }
+
+    /// Reports FIN or a reset and says whether to send a doorbell byte for it, as
+    /// [`bell_needed`](Producer::bell_needed) does for data (a spinning reader's promise does not
+    /// cover a state change, so only an outstanding bell lets the writer skip).
+    pub fn close(&self, state: PeerState) -> bool {
+        self.region.set_state(state);
+        count_bell(&self.region.header().bell.0)
     }
 
     /// Takes back a bell counted by [`bell_needed`](Producer::bell_needed) whose byte could not
     /// be sent, so that later writers do not rely on a byte that never comes.
     pub fn bell_not_sent(&self) {
         release_bells(&self.region.header().bell.0, 1);
+    }
+}
+
+/// Counts a doorbell byte unless one is outstanding and no drain is in progress; true if the
+/// caller must send it.
+fn count_bell(bell: &AtomicU64) -> bool {
+    let mut word = bell.load(Ordering::SeqCst);
+    loop {
+        if word & !DRAINING != 0 && word & DRAINING == 0 {
+            return false;
+        }
+        // Counted before sent: the count never drops below what sits in the channel.
+        match bell.compare_exchange_weak(
+            word,
+            word.wrapping_add(1),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        ) {
+            Ok(_) => return true,
+            Err(now) => word = now,
+        }
     }
 }
 
@@ -876,7 +891,8 @@ mod tests {
         assert_eq!(consumer.pending_bells(), 0);
         // FIN on an empty ring is readable (EOF), not a reason to sleep.
         consumer.read(&mut [0; 9]).unwrap();
-        region.set_state(PeerState::Fin);
+        assert!(producer.close(PeerState::Fin));
+        assert!(!producer.close(PeerState::Fin), "a second bell while one is outstanding");
         assert_eq!(consumer.drain_bells(Ok).unwrap(), Drained::Readable);
     }
 }
