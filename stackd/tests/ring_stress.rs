@@ -8,7 +8,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use stackd::ring::{Drained, PeerState, RingRegion};
+use stackd::ring::{Consumer, Drained, PeerState, RingRegion};
 
 const MESSAGES: u64 = 1_000_000;
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -159,30 +159,36 @@ fn drain(bell: &OwnedFd, pending: u64) -> std::io::Result<u64> {
     Ok(got as u64)
 }
 
-/// The reader: checks every byte, spins briefly, then drains and sleeps on the doorbell.
-fn read_all(region: &RingRegion, bell: &OwnedFd, start: Instant) -> ReaderStats {
-    let mut consumer = region.consumer().unwrap();
-    let mut stream = Stream::new();
-    let mut buf = vec![0u8; 16 << 10];
-    let mut expected = vec![0u8; buf.len()];
-    let mut stats = ReaderStats::default();
+/// How the reading program waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiter {
+    /// A blocking recv in the library: it polls the doorbell only when the drain protocol says
+    /// to sleep.
+    Blocking,
+    /// An event-loop program: it polls the carrier (level-triggered) before every recv of a
+    /// random size, and the library's non-blocking recv answers EAGAIN after the drain protocol.
+    /// This needs the invariant "ring non-empty => doorbell readable": data left behind by a
+    /// short read must keep the carrier readable.
+    EventLoop,
+}
+
+enum Recv {
+    Data(usize),
+    Eof,
+    WouldBlock,
+}
+
+/// The library's non-blocking recv: ring, then a bounded spin, then the drain protocol.
+fn recv(consumer: &mut Consumer<'_>, bell: &OwnedFd, buf: &mut [u8]) -> Recv {
     loop {
-        assert!(start.elapsed() < DEADLINE, "reader hung: {stats:?}");
-        let n = consumer.read(&mut buf).unwrap();
+        let n = consumer.read(buf).unwrap();
         if n > 0 {
-            stream.fill(&mut expected[..n]);
-            assert!(buf[..n] == expected[..n], "wrong bytes after {} bytes", stats.bytes);
-            stats.bytes += n as u64;
-            continue;
+            return Recv::Data(n);
         }
-        match region.state() {
+        match consumer.region().state() {
             PeerState::Open => {}
-            PeerState::Fin => {
-                if consumer.is_empty().unwrap() {
-                    return stats;
-                }
-                continue;
-            }
+            PeerState::Fin if consumer.is_empty().unwrap() => return Recv::Eof,
+            PeerState::Fin => continue,
             PeerState::Reset(errno) => panic!("unexpected reset {errno}"),
         }
         consumer.spin_begin(buf.len());
@@ -198,17 +204,60 @@ fn read_all(region: &RingRegion, bell: &OwnedFd, start: Instant) -> ReaderStats 
         if consumer.spin_end().unwrap() > 0 {
             continue;
         }
-        if consumer.drain_bells(|pending| drain(bell, pending)).unwrap() == Drained::Readable {
-            continue;
+        if consumer.drain_bells(|pending| drain(bell, pending)).unwrap() == Drained::Sleep {
+            return Recv::WouldBlock;
         }
-        stats.sleeps += 1;
-        let mut poll = libc::pollfd { fd: bell.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd; a 1 s timeout so the deadline check above runs.
-        let ready = unsafe { libc::poll(&mut poll, 1, 1000) };
-        assert!(ready >= 0, "poll: {}", std::io::Error::last_os_error());
-        assert!(ready == 1, "no wake-up within 1 s: a lost wake-up ({stats:?})");
-        if consumer.is_empty().unwrap() && region.state() == PeerState::Open {
-            stats.spurious += 1;
+    }
+}
+
+/// Waits for the doorbell; a second without one is a lost wake-up (the writer never pauses
+/// that long).
+fn wait(consumer: &Consumer<'_>, bell: &OwnedFd, stats: &ReaderStats) {
+    let mut poll = libc::pollfd { fd: bell.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let ready = unsafe { libc::poll(&mut poll, 1, 1000) };
+    assert!(ready >= 0, "poll: {}", std::io::Error::last_os_error());
+    assert!(
+        ready == 1,
+        "lost wake-up: no doorbell within 1 s, {} bytes in the ring, state {:?} ({stats:?})",
+        consumer.len().unwrap(),
+        consumer.region().state(),
+    );
+}
+
+/// The reader: checks every byte against the stream.
+fn read_all(region: &RingRegion, bell: &OwnedFd, start: Instant, waiter: Waiter) -> ReaderStats {
+    let mut consumer = region.consumer().unwrap();
+    let mut stream = Stream::new();
+    let mut sizes = XorShift(0xdead_beef_cafe_f00d);
+    let mut buf = vec![0u8; 16 << 10];
+    let mut expected = vec![0u8; buf.len()];
+    let mut stats = ReaderStats::default();
+    loop {
+        assert!(start.elapsed() < DEADLINE, "reader hung: {stats:?}");
+        let want = match waiter {
+            Waiter::Blocking => buf.len(),
+            Waiter::EventLoop => {
+                wait(&consumer, bell, &stats);
+                stats.sleeps += 1;
+                1 + (sizes.next() as usize % buf.len())
+            }
+        };
+        match recv(&mut consumer, bell, &mut buf[..want]) {
+            Recv::Data(n) => {
+                stream.fill(&mut expected[..n]);
+                assert!(buf[..n] == expected[..n], "wrong bytes after {} bytes", stats.bytes);
+                stats.bytes += n as u64;
+            }
+            Recv::Eof => return stats,
+            Recv::WouldBlock if waiter == Waiter::EventLoop => stats.spurious += 1,
+            Recv::WouldBlock => {
+                stats.sleeps += 1;
+                wait(&consumer, bell, &stats);
+                if consumer.is_empty().unwrap() && region.state() == PeerState::Open {
+                    stats.spurious += 1;
+                }
+            }
         }
     }
 }
@@ -218,10 +267,17 @@ fn expected_bytes() -> u64 {
     (0..MESSAGES).map(|_| 1 + sizes.next() % 4096).sum()
 }
 
-fn report(label: &str, capacity: usize, start: Instant, writer: WriterStats, reader: &ReaderStats) {
+fn report(
+    waiter: Waiter,
+    label: &str,
+    capacity: usize,
+    start: Instant,
+    writer: WriterStats,
+    reader: &ReaderStats,
+) {
     println!(
-        "{label} ring {} KiB: {} messages, {} MiB in {:.2?}; bells sent {}, full-ring waits {}, \
-         reader sleeps {}, spurious wake-ups {}",
+        "{label} ({waiter:?}) ring {} KiB: {} messages, {} MiB in {:.2?}; bells sent {}, full-ring waits {}, \
+         reader waits {}, spurious wake-ups {}",
         capacity >> 10,
         MESSAGES,
         reader.bytes >> 20,
@@ -238,45 +294,52 @@ fn report(label: &str, capacity: usize, start: Instant, writer: WriterStats, rea
     assert!(reader.spurious < MESSAGES / 10, "too many spurious wake-ups: {}", reader.spurious);
 }
 
-fn across_threads(capacity: usize, pauses: bool) {
+fn across_threads(capacity: usize, pauses: bool, waiter: Waiter) {
     let region = RingRegion::create(capacity).unwrap();
     let (writer_end, reader_end) = socketpair();
     let start = Instant::now();
     let (writer, reader) = std::thread::scope(|scope| {
         let writer = scope.spawn(|| write_all(&region, &writer_end, start, pauses));
-        let reader = read_all(&region, &reader_end, start);
+        let reader = read_all(&region, &reader_end, start, waiter);
         (writer.join().unwrap().expect("writer ran out of time"), reader)
     });
-    report(if pauses { "threads, bursty" } else { "threads" }, capacity, start, writer, &reader);
+    report(
+        waiter,
+        if pauses { "threads, bursty" } else { "threads" },
+        capacity,
+        start,
+        writer,
+        &reader,
+    );
 }
 
 #[test]
 fn million_messages_across_threads_8k() {
-    across_threads(8 << 10, false);
+    across_threads(8 << 10, false, Waiter::Blocking);
 }
 
 #[test]
 fn million_messages_across_threads_1m() {
-    across_threads(1 << 20, false);
+    across_threads(1 << 20, false, Waiter::Blocking);
 }
 
 #[test]
 fn million_bursty_messages_across_threads_64k() {
-    across_threads(64 << 10, true);
+    across_threads(64 << 10, true, Waiter::EventLoop);
 }
 
 #[test]
 fn million_messages_across_fork_64k() {
-    across_fork(64 << 10, false);
+    across_fork(64 << 10, false, Waiter::Blocking);
 }
 
 #[test]
 fn million_bursty_messages_across_fork_8k() {
-    across_fork(8 << 10, true);
+    across_fork(8 << 10, true, Waiter::EventLoop);
 }
 
 /// The real use: two processes, the child mapping the region from the inherited memfd.
-fn across_fork(capacity: usize, pauses: bool) {
+fn across_fork(capacity: usize, pauses: bool, waiter: Waiter) {
     let region = RingRegion::create(capacity).unwrap();
     let (writer_end, reader_end) = socketpair();
     let mut stats_pipe = [0 as RawFd; 2];
@@ -314,7 +377,7 @@ fn across_fork(capacity: usize, pauses: bool) {
     // SAFETY: the parent owns both pipe ends now; it keeps the read end.
     let (stats_read, _) =
         unsafe { (OwnedFd::from_raw_fd(stats_pipe[0]), OwnedFd::from_raw_fd(stats_pipe[1])) };
-    let reader = read_all(&region, &reader_end, start);
+    let reader = read_all(&region, &reader_end, start, waiter);
     let mut status = 0;
     // SAFETY: waits for our own child.
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
@@ -324,5 +387,108 @@ fn across_fork(capacity: usize, pauses: bool) {
     let got = unsafe { libc::read(stats_read.as_raw_fd(), words.as_mut_ptr().cast(), 16) };
     assert_eq!(got, 16);
     let writer = WriterStats { bells: words[0], full_waits: words[1] };
-    report(if pauses { "fork, bursty" } else { "fork" }, capacity, start, writer, &reader);
+    report(waiter, if pauses { "fork, bursty" } else { "fork" }, capacity, start, writer, &reader);
+}
+
+const ROUNDS: u64 = 200_000;
+
+/// One side of a ping-pong: a writer that stops after every message is where a lost wake-up
+/// cannot be rescued by the next write, so it hangs (and the 1 s poll fails the test).
+fn ping_pong_side(
+    tx: &RingRegion,
+    rx: &RingRegion,
+    bell: &OwnedFd,
+    starts: bool,
+    start: Instant,
+) -> (WriterStats, ReaderStats) {
+    let mut producer = tx.producer().unwrap();
+    let mut consumer = rx.consumer().unwrap();
+    // Both sides draw the same sizes; each direction has its own byte stream.
+    let mut sizes = XorShift(0x1234_5678_9abc_def1);
+    let mut reads = XorShift(if starts { 7 } else { 11 });
+    let (mut out_stream, mut in_stream) = (Stream::new(), Stream::new());
+    let mut message = vec![0u8; 4096];
+    let mut buf = vec![0u8; 4096];
+    let mut expected = vec![0u8; 4096];
+    let (mut writer, mut reader) = (WriterStats::default(), ReaderStats::default());
+    for round in 0..2 * ROUNDS {
+        assert!(start.elapsed() < DEADLINE, "ping-pong hung at round {round}");
+        let size = 1 + (sizes.next() % 4096) as usize;
+        if (round % 2 == 0) == starts {
+            out_stream.fill(&mut message[..size]);
+            // The ring (8 KiB) is empty here: the peer read our last message before replying.
+            assert_eq!(producer.write(&message[..size]).unwrap(), size);
+            if producer.bell_needed().unwrap() {
+                writer.bells += 1;
+                if !ring_bell(bell) {
+                    producer.bell_not_sent();
+                }
+            }
+            continue;
+        }
+        let mut remaining = size;
+        while remaining > 0 {
+            // Either an event loop (poll, then recv) or a blocking recv (spin, drain, poll): the
+            // mix puts short reads after a spinning reader's promise and after a drain.
+            let draw = reads.next();
+            let poll_first = draw.is_multiple_of(2);
+            if poll_first {
+                wait(&consumer, bell, &reader);
+                reader.sleeps += 1;
+            }
+            let want = remaining.min(1 + ((draw >> 1) as usize % 4096));
+            match recv(&mut consumer, bell, &mut buf[..want]) {
+                Recv::Data(n) => {
+                    in_stream.fill(&mut expected[..n]);
+                    assert!(buf[..n] == expected[..n], "wrong bytes in round {round}");
+                    reader.bytes += n as u64;
+                    remaining -= n;
+                }
+                Recv::Eof => panic!("unexpected EOF"),
+                Recv::WouldBlock if poll_first => reader.spurious += 1,
+                Recv::WouldBlock => {
+                    wait(&consumer, bell, &reader);
+                    reader.sleeps += 1;
+                }
+            }
+        }
+    }
+    (writer, reader)
+}
+
+#[test]
+fn ping_pong_loses_no_wake_up() {
+    let a_to_b = RingRegion::create(8 << 10).unwrap();
+    let b_to_a = RingRegion::create(8 << 10).unwrap();
+    // One socketpair is both doorbells: a byte written on one end wakes the other.
+    let (a_end, b_end) = socketpair();
+    let start = Instant::now();
+    let ((a_writer, a_reader), (b_writer, b_reader)) = std::thread::scope(|scope| {
+        let b = scope.spawn(|| ping_pong_side(&b_to_a, &a_to_b, &b_end, false, start));
+        let a = ping_pong_side(&a_to_b, &b_to_a, &a_end, true, start);
+        (a, b.join().unwrap())
+    });
+    println!(
+        "ping-pong 8 KiB rings: {ROUNDS} round trips in {:.2?}; bells sent {} + {}, \
+         waits {} + {}, spurious wake-ups {} + {}",
+        start.elapsed(),
+        a_writer.bells,
+        b_writer.bells,
+        a_reader.sleeps,
+        b_reader.sleeps,
+        a_reader.spurious,
+        b_reader.spurious,
+    );
+    let mut sizes = XorShift(0x1234_5678_9abc_def1);
+    let (mut to_b, mut to_a) = (0, 0);
+    for round in 0..2 * ROUNDS {
+        let size = 1 + sizes.next() % 4096;
+        if round % 2 == 0 {
+            to_b += size
+        } else {
+            to_a += size
+        }
+    }
+    assert_eq!((a_reader.bytes, b_reader.bytes), (to_a, to_b));
+    assert!(a_reader.spurious + b_reader.spurious < 2 * ROUNDS, "a spurious wake-up per message");
 }
