@@ -98,6 +98,14 @@ pub enum RingError {
         /// Consumer position seen.
         consumer: u64,
     },
+    /// A commit or consume beyond the bytes available.
+    #[error("ring overrun: {requested} bytes requested, {available} available")]
+    Overrun {
+        /// Bytes committed or consumed.
+        requested: usize,
+        /// Bytes there were.
+        available: usize,
+    },
     /// This process already holds the producer (or consumer) view of the region.
     #[error("ring role already taken in this process")]
     RoleTaken,
@@ -114,10 +122,11 @@ pub enum PeerState {
     Reset(i32),
 }
 
-/// The shared header. Every field is an atomic: the peer may change any of them at any time.
+/// A header field on its own cache line.
 #[repr(C, align(64))]
 struct Line<T>(T);
 
+/// The shared header. Every field is an atomic: the peer may change any of them at any time.
 #[repr(C)]
 struct Header {
     // Written once by the creator; the mapper checks them.
@@ -299,7 +308,7 @@ impl RingRegion {
             return Err(RingError::RoleTaken);
         }
         let position = self.header().producer.0.load(Ordering::Acquire);
-        Ok(Producer { region: self, position })
+        Ok(Producer { region: self, position, granted: 0 })
     }
 
     /// The consumer's view. One per region per process.
@@ -308,7 +317,7 @@ impl RingRegion {
             return Err(RingError::RoleTaken);
         }
         let position = self.header().consumer.0.load(Ordering::Acquire);
-        Ok(Consumer { region: self, position })
+        Ok(Consumer { region: self, position, granted: 0 })
     }
 
     /// The header's atomics: the one place that turns the mapping into typed references.
@@ -369,6 +378,8 @@ pub struct Producer<'a> {
     region: &'a RingRegion,
     /// Our own position, kept privately: the shared copy is only published, never trusted.
     position: u64,
+    /// Free space last seen; it only grows unless the consumer is hostile.
+    granted: usize,
 }
 
 impl<'a> Producer<'a> {
@@ -402,6 +413,7 @@ impl<'a> Producer<'a> {
     /// [`commit`]: Producer::commit
     pub fn writable(&mut self) -> Result<(&mut [u8], &mut [u8]), RingError> {
         let free = self.free()?;
+        self.granted = free;
         // SAFETY: [position, position + free) is free space: the consumer reads only below our
         // published position, and `&mut self` keeps a second borrow of it from this view.
         let (a, alen, b, blen) = unsafe { self.region.data(self.position, free) };
@@ -413,12 +425,19 @@ impl<'a> Producer<'a> {
 
     /// Publishes `n` bytes written through [`writable`](Producer::writable).
     ///
-    /// Panics if `n` exceeds the free space (a caller bug).
+    /// More than the free space is [`RingError::Overrun`]: a caller bug, or a consumer that moved
+    /// its position backwards; never a panic, so a hostile peer cannot bring stackd down.
     pub fn commit(&mut self, n: usize) -> Result<(), RingError> {
         if n == 0 {
             return Ok(());
         }
-        assert!(n <= self.free()?, "commit beyond the free space");
+        if n > self.granted {
+            self.granted = self.free()?;
+        }
+        if n > self.granted {
+            return Err(RingError::Overrun { requested: n, available: self.granted });
+        }
+        self.granted -= n;
         self.position = self.position.wrapping_add(n as u64);
         // SeqCst (a Release store, and part of the wake-up order): see bell_needed.
         self.region.header().producer.0.store(self.position, Ordering::SeqCst);
@@ -540,6 +559,8 @@ pub struct Consumer<'a> {
     region: &'a RingRegion,
     /// Our own position, kept privately (see [`Producer`]).
     position: u64,
+    /// Readable bytes last seen; they only grow unless the producer is hostile.
+    granted: usize,
 }
 
 impl<'a> Consumer<'a> {
@@ -570,8 +591,9 @@ impl<'a> Consumer<'a> {
     /// Readable bytes as up to two slices (the second after the wrap); then [`consume`].
     ///
     /// [`consume`]: Consumer::consume
-    pub fn readable(&self) -> Result<(&[u8], &[u8]), RingError> {
+    pub fn readable(&mut self) -> Result<(&[u8], &[u8]), RingError> {
         let len = self.len()?;
+        self.granted = len;
         // SAFETY: [position, position + len) was published by the producer, which does not write
         // it again until we move our position past it (which needs `&mut self`).
         let (a, alen, b, blen) = unsafe { self.region.data(self.position, len) };
@@ -579,12 +601,19 @@ impl<'a> Consumer<'a> {
         Ok(unsafe { (std::slice::from_raw_parts(a, alen), std::slice::from_raw_parts(b, blen)) })
     }
 
-    /// Hands `n` read bytes back to the producer. Panics if `n` exceeds what is readable.
+    /// Hands `n` read bytes back to the producer. More than is readable is
+    /// [`RingError::Overrun`] (see [`Producer::commit`]).
     pub fn consume(&mut self, n: usize) -> Result<(), RingError> {
         if n == 0 {
             return Ok(());
         }
-        assert!(n <= self.len()?, "consume beyond the readable bytes");
+        if n > self.granted {
+            self.granted = self.len()?;
+        }
+        if n > self.granted {
+            return Err(RingError::Overrun { requested: n, available: self.granted });
+        }
+        self.granted -= n;
         self.position = self.position.wrapping_add(n as u64);
         // Release: our reads of those bytes happen before the producer reuses the space.
         self.region.header().consumer.0.store(self.position, Ordering::SeqCst);
@@ -624,7 +653,13 @@ impl<'a> Consumer<'a> {
     /// counted is seen here, see [`Producer::bell_needed`]); if the ring is empty, calls
     /// `drain(pending)` which reads up to `pending` doorbell bytes without blocking and returns
     /// how many it read; clears DRAINING and checks the ring again (a writer that published
-    /// during the drain saw DRAINING and rang, so its byte is counted).
+    /// after the first check loaded the bell after DRAINING was set: if before the clear, it saw
+    /// DRAINING and rang, so its byte is counted; if after, it saw the drained count).
+    ///
+    /// Checking the ring only after DRAINING is set matters: checked before, a writer could
+    /// publish, see the old bell outstanding and skip, and the drain would then consume that
+    /// bell, leaving bytes in the ring with no doorbell for an event loop that polls the carrier
+    /// after a short read (the ping-pong in `tests/ring_stress.rs` hangs without it).
     pub fn drain_bells(
         &self,
         drain: impl FnOnce(u64) -> io::Result<u64>,
@@ -788,6 +823,30 @@ mod tests {
         region.header().consumer.0.store(5, Ordering::SeqCst);
         assert!(matches!(producer.write(b"x"), Err(RingError::Corrupt { .. })));
         assert!(matches!(producer.bell_needed(), Err(RingError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn overruns_are_errors_not_panics() {
+        let region = RingRegion::create(MIN_CAPACITY).unwrap();
+        let mut producer = region.producer().unwrap();
+        let mut consumer = region.consumer().unwrap();
+        assert!(matches!(
+            producer.commit(MIN_CAPACITY + 1),
+            Err(RingError::Overrun { requested, available: MIN_CAPACITY }) if requested == MIN_CAPACITY + 1
+        ));
+        producer.write(&[7; 100]).unwrap();
+        assert!(matches!(
+            consumer.consume(101),
+            Err(RingError::Overrun { requested: 101, available: 100 })
+        ));
+        consumer.consume(100).unwrap();
+        // A hostile producer rewinds its position under a consumer: detected, nothing read.
+        region.header().producer.0.store(50, Ordering::SeqCst);
+        assert!(matches!(
+            consumer.read(&mut [0; 8]),
+            Err(RingError::Corrupt { producer: 50, consumer: 100 })
+        ));
+        assert!(matches!(consumer.consume(1), Err(RingError::Corrupt { .. })));
     }
 
     #[test]
