@@ -13,7 +13,10 @@
 //!   behind the `dpdk` feature. The crate's `unsafe` code (system calls, ring memory shared
 //!   with the kernel or a peer, DPDK's C API) is confined to `backend::sys`,
 //!   `backend::dpdk::sys`, `fdpass` (descriptors received with SCM_RIGHTS), and `procfd`
-//!   (pidfd_getfd, to reach a carrier's program end when a connection is reset).
+//!   (pidfd_getfd, to reach a carrier's program end when a connection is reset), and `ring`
+//!   (the fast path's shared-memory rings: memfd mapping, header atomics, data slices).
+//! - [`ring`]: the fast path's single-producer/single-consumer byte rings in memfd shared
+//!   memory, with the doorbell bookkeeping that keeps wake-ups from being lost.
 //! - [`pcap`]: capture files that tcpdump and Wireshark read.
 //!
 //! - [`config`]: defaults, the TOML file and command-line settings.
@@ -36,4 +39,5 @@ pub mod fdpass;
 pub mod pcap;
 mod procfd;
 pub mod proto;
+pub mod ring;
 pub mod sockets;
