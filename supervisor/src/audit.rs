@@ -313,7 +313,7 @@ pub fn errno_name(errno: i32) -> Option<&'static str> {
     })
 }
 
-fn family_name(family: i32) -> Value {
+pub(crate) fn family_name(family: i32) -> Value {
     match family {
         libc::AF_UNSPEC => "AF_UNSPEC".into(),
         libc::AF_UNIX => "AF_UNIX".into(),
@@ -326,7 +326,7 @@ fn family_name(family: i32) -> Value {
     }
 }
 
-fn type_name(ty: i32) -> Value {
+pub(crate) fn type_name(ty: i32) -> Value {
     match ty {
         libc::SOCK_STREAM => "SOCK_STREAM".into(),
         libc::SOCK_DGRAM => "SOCK_DGRAM".into(),
@@ -864,14 +864,14 @@ pub fn serve_audit(
     }
 }
 
-/// Describes, decides and answers one call. Errors are Gone and failures of the listener's
-/// validity check; a failed read or answer is a field of the record.
-fn serve_one(
+/// The record of one call, before its decision (marked "kernel"), and what the policy judges.
+/// Errors are Gone and failures of the listener's validity check; a failed read is a field of
+/// the record.
+pub fn record_call(
     listener: &Listener,
     n: &Notification,
     time: String,
-    decide: &dyn Fn(&CallSubject) -> AuditDecision,
-) -> Result<AuditRecord, NotifError> {
+) -> Result<(CallSubject, AuditRecord), NotifError> {
     let tgid = match n.tgid(listener) {
         Ok(tgid) => Some(tgid),
         Err(NotifError::Gone) => return Err(NotifError::Gone),
@@ -888,7 +888,7 @@ fn serve_one(
         return Err(NotifError::Gone);
     }
     let error = args.remove("error").and_then(|e| e.as_str().map(str::to_owned));
-    let mut record = AuditRecord {
+    let record = AuditRecord {
         time,
         pid: tgid,
         tid: n.tid,
@@ -900,6 +900,18 @@ fn serve_one(
         errno: None,
         error,
     };
+    Ok((subject, record))
+}
+
+/// Describes, decides and answers one call. Errors are Gone and failures of the listener's
+/// validity check; a failed read or answer is a field of the record.
+fn serve_one(
+    listener: &Listener,
+    n: &Notification,
+    time: String,
+    decide: &dyn Fn(&CallSubject) -> AuditDecision,
+) -> Result<AuditRecord, NotifError> {
+    let (subject, mut record) = record_call(listener, n, time)?;
     let answered = match decide(&subject) {
         AuditDecision::Continue => listener.respond_continue(n.id),
         AuditDecision::Deny { errno } => {

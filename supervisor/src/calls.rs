@@ -123,6 +123,19 @@ struct Call<'a> {
     n: &'a Notification,
 }
 
+/// What a [`Call`] needs, owned, for an attempt that may run on a waiting thread.
+struct Detached {
+    supervisor: Arc<Supervisor>,
+    listener: Arc<Listener>,
+    n: Notification,
+}
+
+impl Detached {
+    fn call(&self) -> Call<'_> {
+        Call { supervisor: &self.supervisor, listener: &self.listener, n: &self.n }
+    }
+}
+
 /// A stackd socket a call names: the program's number, the supervisor's duplicate, the socket.
 struct Target {
     fd: i32,
@@ -134,6 +147,17 @@ struct Target {
 enum Direction {
     Send,
     Receive,
+}
+
+impl Received {
+    /// What a receive returns: the bytes copied, or with MSG_TRUNC the datagram's full length.
+    fn result_len(&self, flags: u32) -> usize {
+        if flags & libc::MSG_TRUNC as u32 != 0 {
+            self.full_len
+        } else {
+            self.payload.len()
+        }
+    }
 }
 
 /// The call that moves a socket to the kernel, as the supervisor read it.
@@ -160,6 +184,14 @@ struct Received {
 impl Call<'_> {
     fn listener(&self) -> &Listener {
         self.listener
+    }
+
+    fn detach(&self) -> Detached {
+        Detached {
+            supervisor: Arc::clone(self.supervisor),
+            listener: Arc::clone(self.listener),
+            n: *self.n,
+        }
     }
 
     /// Runs `serve` if `fd` is a stackd socket; CONTINUE otherwise.
@@ -214,7 +246,8 @@ impl Call<'_> {
         };
         let decision = self.supervisor.policy.decide(&subject);
         if decision.action == Action::Audit {
-            self.supervisor.audited(self.n, &subject, decision.rule);
+            let socket = (domain_of(family), type_of(kind));
+            self.supervisor.audited(self.listener, self.n, socket, decision.rule);
         }
         decision.action
     }
@@ -394,17 +427,20 @@ impl Call<'_> {
         if !t.socket.state().listening {
             return Ok(Answer::Errno(libc::EINVAL));
         }
-        let doorbell = t.dup.try_clone().map_err(|_| Fail::Errno(libc::EMFILE))?;
+        let doorbell = duplicate(&t.dup)?;
         let socket = Arc::clone(&t.socket);
         let accept_once = {
-            let supervisor = Arc::clone(self.supervisor);
-            let listener = Arc::clone(self.listener);
-            let n = *self.n;
+            let detached = self.detach();
             let mut woken = false;
             move || {
-                let call = Call { supervisor: &supervisor, listener: &listener, n: &n };
-                let outcome =
-                    call.accept_once(&socket, doorbell.as_fd(), addr_ptr, len_ptr, flags, woken);
+                let outcome = detached.call().accept_once(
+                    &socket,
+                    doorbell.as_fd(),
+                    addr_ptr,
+                    len_ptr,
+                    flags,
+                    woken,
+                );
                 woken = true;
                 outcome
             }
@@ -588,14 +624,8 @@ impl Call<'_> {
         let Ok(room) = usize::try_from(room) else { return Ok(Answer::Errno(libc::EINVAL)) };
         let socket = &t.socket;
         let local = match (level, name) {
-            (libc::SOL_SOCKET, libc::SO_TYPE) => Some(match socket.kind {
-                SocketKind::Stream => libc::SOCK_STREAM,
-                SocketKind::Datagram => libc::SOCK_DGRAM,
-            }),
-            (libc::SOL_SOCKET, libc::SO_DOMAIN) => Some(match socket.family {
-                Family::Inet => libc::AF_INET,
-                Family::Inet6 => libc::AF_INET6,
-            }),
+            (libc::SOL_SOCKET, libc::SO_TYPE) => Some(type_of(socket.kind)),
+            (libc::SOL_SOCKET, libc::SO_DOMAIN) => Some(domain_of(socket.family)),
             (libc::SOL_SOCKET, libc::SO_PROTOCOL) => Some(match socket.kind {
                 SocketKind::Stream => libc::IPPROTO_TCP,
                 SocketKind::Datagram => libc::IPPROTO_UDP,
@@ -691,7 +721,7 @@ impl Call<'_> {
     ) -> Result<Answer, Fail> {
         let dontwait = flags & libc::MSG_DONTWAIT as u32 != 0;
         let nosignal = flags & libc::MSG_NOSIGNAL as u32 != 0;
-        let carrier = t.dup.try_clone().map_err(|_| Fail::Errno(libc::EMFILE))?;
+        let carrier = duplicate(&t.dup)?;
         let n = *self.n;
         let send_once = move || {
             let sent = nixsock::send(
@@ -732,14 +762,7 @@ impl Call<'_> {
         len_ptr: u64,
     ) -> Result<Answer, Fail> {
         let room = usize::try_from(len).unwrap_or(usize::MAX);
-        let socket = Arc::clone(&t.socket);
-        let carrier = t.dup.try_clone().map_err(|_| Fail::Errno(libc::EMFILE))?;
-        let supervisor = Arc::clone(self.supervisor);
-        let listener = Arc::clone(self.listener);
-        let n = *self.n;
-        let receive_once = move || {
-            let call = Call { supervisor: &supervisor, listener: &listener, n: &n };
-            let got = call.receive(&socket, carrier.as_fd(), room, flags)?;
+        self.receive_then(t, room, flags, move |call, socket, got| {
             call.n.write(call.listener(), buf_ptr, &got.payload)?;
             match got.from {
                 Some(from) => addr::write_to_program(
@@ -756,23 +779,31 @@ impl Call<'_> {
                 }
                 None => {}
             }
-            let result =
-                if flags & libc::MSG_TRUNC as u32 != 0 { got.full_len } else { got.payload.len() };
-            Ok(Answer::Value(result as i64))
-        };
-        self.receive_or_wait(t.dup, flags, receive_once)
+            Ok(Answer::Value(got.result_len(flags) as i64))
+        })
     }
 
-    fn receive_or_wait(
+    /// Takes one read's worth off the carrier (waiting for it if the socket blocks), then
+    /// `deliver`s it to the program.
+    fn receive_then(
         &self,
-        carrier: OwnedFd,
+        t: Target,
+        room: usize,
         flags: u32,
-        mut attempt: impl FnMut() -> Result<Answer, Fail> + Send + 'static,
+        deliver: impl Fn(&Call<'_>, &StackdSocket, &Received) -> Result<Answer, Fail> + Send + 'static,
     ) -> Result<Answer, Fail> {
+        let socket = Arc::clone(&t.socket);
+        let carrier = duplicate(&t.dup)?;
+        let detached = self.detach();
+        let attempt = move || {
+            let call = detached.call();
+            let got = call.receive(&socket, carrier.as_fd(), room, flags)?;
+            deliver(&call, &socket, &got)
+        };
         if flags & libc::MSG_DONTWAIT as u32 != 0 {
             return attempt();
         }
-        self.now_or_wait(carrier, PollFlags::POLLIN, libc::SO_RCVTIMEO, attempt)
+        self.now_or_wait(t.dup, PollFlags::POLLIN, libc::SO_RCVTIMEO, attempt)
     }
 
     /// Takes one read's worth off the carrier without blocking (EAGAIN when empty): stream
@@ -851,17 +882,9 @@ impl Call<'_> {
         }
         let iovecs = header.iovecs(self.n, self.listener())?;
         let room = msg::total_len(&iovecs)? as usize;
-        let socket = Arc::clone(&t.socket);
-        let carrier = t.dup.try_clone().map_err(|_| Fail::Errno(libc::EMFILE))?;
-        let supervisor = Arc::clone(self.supervisor);
-        let listener = Arc::clone(self.listener);
-        let n = *self.n;
-        let receive_once = move || {
-            let call = Call { supervisor: &supervisor, listener: &listener, n: &n };
-            let got = call.receive(&socket, carrier.as_fd(), room, flags)?;
-            call.deliver(&header, &iovecs, &socket, &got, flags)
-        };
-        self.receive_or_wait(t.dup, flags, receive_once)
+        self.receive_then(t, room, flags, move |call, socket, got| {
+            call.deliver(&header, &iovecs, socket, got, flags)
+        })
     }
 
     /// Writes a received datagram into a msghdr's buffers and name.
@@ -884,9 +907,7 @@ impl Call<'_> {
         let truncated = got.payload.len() < got.full_len;
         let msg_flags = if truncated { libc::MSG_TRUNC } else { 0 };
         header.write_results(self.n, self.listener(), name_len, msg_flags)?;
-        let result =
-            if flags & libc::MSG_TRUNC as u32 != 0 { got.full_len } else { got.payload.len() };
-        Ok(Answer::Value(result as i64))
+        Ok(Answer::Value(got.result_len(flags) as i64))
     }
 
     /// sendmmsg/recvmmsg. On TCP and connected UDP the carrier serves them natively; on an
@@ -911,7 +932,7 @@ impl Call<'_> {
             let at = vec_ptr + u64::from(i) * msg::MMSGHDR_LEN;
             // Only the first message may wait; the rest take what is there.
             let flags = if i == 0 { flags } else { flags | libc::MSG_DONTWAIT as u32 };
-            let dup = t.dup.try_clone().map_err(|_| Fail::Errno(libc::EMFILE))?;
+            let dup = duplicate(&t.dup)?;
             let one = Target { fd: t.fd, dup, socket: Arc::clone(&t.socket) };
             let outcome = match direction {
                 Direction::Send => self.send_msg(one, at, flags),
@@ -1213,6 +1234,27 @@ fn tcp_info_bytes(info: &stackd::proto::TcpInfoReport) -> Vec<u8> {
     bytes[120..128].copy_from_slice(&info.bytes_acked.to_ne_bytes());
     bytes[128..136].copy_from_slice(&info.bytes_received.to_ne_bytes());
     bytes
+}
+
+/// AF_INET or AF_INET6.
+fn domain_of(family: Family) -> i32 {
+    match family {
+        Family::Inet => libc::AF_INET,
+        Family::Inet6 => libc::AF_INET6,
+    }
+}
+
+/// SOCK_STREAM or SOCK_DGRAM.
+fn type_of(kind: SocketKind) -> i32 {
+    match kind {
+        SocketKind::Stream => libc::SOCK_STREAM,
+        SocketKind::Datagram => libc::SOCK_DGRAM,
+    }
+}
+
+/// A second descriptor of the socket, for a closure that outlives this call's stack.
+fn duplicate(fd: &OwnedFd) -> Result<OwnedFd, Fail> {
+    fd.try_clone().map_err(|_| Fail::Errno(libc::EMFILE))
 }
 
 fn is_nonblocking(fd: BorrowedFd<'_>) -> bool {

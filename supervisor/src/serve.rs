@@ -36,13 +36,21 @@ pub struct Supervisor {
     /// container's): sockets moved to the kernel must be made there, or a container would
     /// reach the host's loopback services.
     netns: Option<OwnedFd>,
+    /// Where calls a policy marks `audit` are logged.
+    audit_log: crate::audit::AuditLog,
     waiting: AtomicUsize,
 }
 
 impl Supervisor {
     /// A supervisor for `session` under `policy`.
     pub fn new(session: Session, policy: policies::Policy) -> Supervisor {
-        Supervisor { session, policy, netns: None, waiting: AtomicUsize::new(0) }
+        Supervisor {
+            session,
+            policy,
+            netns: None,
+            audit_log: crate::audit::AuditLog::to_stderr(),
+            waiting: AtomicUsize::new(0),
+        }
     }
 
     /// Makes kernel sockets in the network namespace `netns` (an open `/proc/PID/ns/net`).
@@ -75,21 +83,27 @@ impl Supervisor {
         })
     }
 
-    /// A call a policy rule marked `audit` (it proceeds in the kernel).
+    /// Logs a call a policy rule marked `audit` (it proceeds in the kernel) as `joyride audit`
+    /// would, one JSON line on standard error with the decision "audit". `socket` is the
+    /// (domain, type) the program asked for: its descriptor may still be a carrier.
     pub fn audited(
         &self,
+        listener: &Listener,
         notification: &Notification,
-        subject: &policies::Subject<'_>,
+        socket: (i32, i32),
         rule: Option<&str>,
     ) {
-        tracing::info!(
-            tid = notification.tid,
-            call = ?subject.call,
-            destination = ?subject.destination,
-            executable = ?subject.executable,
-            rule = rule.unwrap_or("default"),
-            "audit: left to the kernel"
-        );
+        let time = crate::audit::rfc3339_micros(std::time::SystemTime::now());
+        match crate::audit::record_call(listener, notification, time) {
+            Ok((_, mut record)) => {
+                record.decision = crate::audit::Decision::Audit;
+                record.args.insert("family".into(), crate::audit::family_name(socket.0));
+                record.args.insert("type".into(), crate::audit::type_name(socket.1));
+                tracing::debug!(rule = rule.unwrap_or("default"), "audit rule");
+                self.audit_log.record(&record);
+            }
+            Err(error) => tracing::debug!(%error, "an audited call could not be described"),
+        }
     }
 
     /// Calls waiting on threads of their own right now.
