@@ -202,6 +202,12 @@ impl Policy {
         }
     }
 
+    /// Whether any rule names executables: only then must a caller find the program's path
+    /// (a read of `/proc/PID/exe` per decision) before [`Policy::decide`].
+    pub fn needs_executable(&self) -> bool {
+        self.rules.iter().any(|rule| rule.executables.is_some())
+    }
+
     /// Whether any decision can be a deny. The fast path may only be used when this is false.
     pub fn has_deny_rules(&self) -> bool {
         std::iter::once(self.default)

@@ -341,3 +341,12 @@ fn arbitrary_input_never_panics() {
         }
     }
 }
+
+#[test]
+fn only_policies_with_executable_rules_need_the_program_path() {
+    assert!(!Policy::default_policy().needs_executable());
+    assert!(!Policy::kernel_only().needs_executable());
+    let with =
+        policy("version = 1\n[[rule]]\nexecutable = [\"/usr/bin/curl\"]\naction = \"kernel\"\n");
+    assert!(with.needs_executable());
+}

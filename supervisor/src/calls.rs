@@ -229,8 +229,13 @@ impl Call<'_> {
         kind: SocketKind,
         destination: Option<SocketAddr>,
     ) -> Action {
-        let executable: Option<PathBuf> =
-            std::fs::read_link(format!("/proc/{}/exe", self.n.tid)).ok();
+        // A readlink per decision (every unconnected datagram sent) only where a rule uses it.
+        let executable: Option<PathBuf> = self
+            .supervisor
+            .policy
+            .needs_executable()
+            .then(|| std::fs::read_link(format!("/proc/{}/exe", self.n.tid)).ok())
+            .flatten();
         let subject = Subject {
             call,
             family: match family {
