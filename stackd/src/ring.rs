@@ -22,6 +22,22 @@
 //! doorbell bytes only through [`Consumer::drain_bells`], which sets DRAINING *before* it checks
 //! that the ring is empty and re-checks the ring after clearing it.
 //!
+//! ## Joining a stream
+//!
+//! A ring may take over a byte stream that started on the carrier itself (a connection between two
+//! programs whose bytes first flowed through a plain socket). Each direction switches on its own:
+//! the reader, once it can read the ring, sets `reader_attached`; a writer that sees it records how
+//! many bytes it sent through the carrier ([`Producer::switch_to_ring`]) *before* it writes to the
+//! ring or sends a doorbell. The reader therefore treats carrier bytes as data up to that count
+//! ([`Consumer::plain_prefix`]) and as doorbells after it: a doorbell byte is sent only after the
+//! count is published, so a reader that has received one also sees the count.
+//!
+//! ## Waiting for space
+//!
+//! A writer that finds the ring full may sleep on a futex in the header
+//! ([`Producer::wait_for_space`]); the reader wakes it when it hands back half the ring, as a
+//! kernel socket reports POLLOUT only once half its buffer is free.
+//!
 //! ## Memory ordering
 //!
 //! Data: the producer writes bytes, then stores the producer position with Release; the consumer
@@ -47,9 +63,11 @@
 #![allow(unsafe_code)]
 
 use std::io::{self, IoSlice};
+use std::ops::Deref;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Smallest data area.
 pub const MIN_CAPACITY: usize = 8 << 10;
@@ -61,7 +79,7 @@ pub const HEADER_SIZE: usize = 4096;
 pub const DRAINING: u64 = 1 << 63;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"JRRING01");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 const STATE_FIN: u32 = 1;
 const STATE_RESET: u32 = 2;
@@ -140,6 +158,13 @@ struct Header {
     state: Line<AtomicU32>,
     bell: Line<AtomicU64>,
     spin: Line<AtomicU32>,
+    // The switch from the plain carrier to the ring (see "Joining a stream" above).
+    reader_attached: Line<AtomicU32>,
+    switch_mark: Line<AtomicU64>,
+    // A writer waiting for space sets `writer_waiting` and sleeps on the futex word `space`,
+    // which the reader bumps when it hands back half the ring.
+    writer_waiting: Line<AtomicU32>,
+    space: Line<AtomicU32>,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
@@ -150,7 +175,8 @@ pub struct RingRegion {
     base: NonNull<u8>,
     map_len: usize,
     capacity: usize,
-    fd: OwnedFd,
+    /// The memfd; `None` once a mapper that needs no descriptor has closed it.
+    fd: Option<OwnedFd>,
     producer_taken: AtomicBool,
     consumer_taken: AtomicBool,
 }
@@ -262,15 +288,23 @@ impl RingRegion {
             base,
             map_len,
             capacity,
-            fd,
+            fd: Some(fd),
             producer_taken: AtomicBool::new(false),
             consumer_taken: AtomicBool::new(false),
         })
     }
 
-    /// The memfd, to pass to the peer (SCM_RIGHTS or inheritance).
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+    /// The memfd, to pass to the peer (SCM_RIGHTS or inheritance); `None` after
+    /// [`close_fd`](RingRegion::close_fd).
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.as_ref().map(|fd| fd.as_fd())
+    }
+
+    /// Closes the memfd, keeping the mapping: a program's library does not keep two extra
+    /// descriptors per connection (they would count against its limits and select()'s
+    /// FD_SETSIZE).
+    pub fn close_fd(&mut self) {
+        self.fd = None;
     }
 
     /// Bytes in the data area.
@@ -302,22 +336,14 @@ impl RingRegion {
         }
     }
 
-    /// The producer's view. One per region per process.
-    pub fn producer(&self) -> Result<Producer<'_>, RingError> {
-        if self.producer_taken.swap(true, Ordering::Acquire) {
-            return Err(RingError::RoleTaken);
-        }
-        let position = self.header().producer.0.load(Ordering::Acquire);
-        Ok(Producer { region: self, position, granted: 0 })
+    /// The producer's view, borrowing the region. One per region per process.
+    pub fn producer(&self) -> Result<Producer<&Self>, RingError> {
+        Producer::new(self)
     }
 
-    /// The consumer's view. One per region per process.
-    pub fn consumer(&self) -> Result<Consumer<'_>, RingError> {
-        if self.consumer_taken.swap(true, Ordering::Acquire) {
-            return Err(RingError::RoleTaken);
-        }
-        let position = self.header().consumer.0.load(Ordering::Acquire);
-        Ok(Consumer { region: self, position, granted: 0 })
+    /// The consumer's view, borrowing the region. One per region per process.
+    pub fn consumer(&self) -> Result<Consumer<&Self>, RingError> {
+        Consumer::new(self)
     }
 
     /// The header's atomics: the one place that turns the mapping into typed references.
@@ -353,6 +379,33 @@ impl Drop for RingRegion {
     }
 }
 
+/// FUTEX_WAIT on a word of the shared mapping while it still holds `seen`, for at most
+/// `timeout`. Not FUTEX_PRIVATE: the waker is another process.
+fn futex_wait(word: &AtomicU32, seen: u32, timeout: Duration) {
+    let timeout = libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: the word lives in the mapping, which outlives the call; the timespec is valid for
+    // the call; FUTEX_WAIT only reads the word. EINTR, EAGAIN and ETIMEDOUT are all "look again".
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            seen,
+            &timeout as *const libc::timespec,
+        )
+    };
+}
+
+/// Wakes every waiter on a word of the shared mapping.
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: the word lives in the mapping; FUTEX_WAKE does not access memory beyond hashing
+    // its address.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX) };
+}
+
 fn decode_state(word: u32) -> PeerState {
     if word & STATE_RESET != 0 {
         PeerState::Reset((word >> ERRNO_SHIFT) as i32)
@@ -372,20 +425,29 @@ fn distance(producer: u64, consumer: u64, capacity: usize) -> Result<usize, Ring
     Ok(used as usize)
 }
 
-/// The writing side of a ring.
+/// The writing side of a ring, over a borrowed (`&RingRegion`) or shared (`Arc`) region.
 #[derive(Debug)]
-pub struct Producer<'a> {
-    region: &'a RingRegion,
+pub struct Producer<R: Deref<Target = RingRegion>> {
+    region: R,
     /// Our own position, kept privately: the shared copy is only published, never trusted.
     position: u64,
     /// Free space last seen; it only grows unless the consumer is hostile.
     granted: usize,
 }
 
-impl<'a> Producer<'a> {
+impl<R: Deref<Target = RingRegion>> Producer<R> {
+    /// The producer's view of `region`. One per region per process.
+    pub fn new(region: R) -> Result<Self, RingError> {
+        if region.producer_taken.swap(true, Ordering::Acquire) {
+            return Err(RingError::RoleTaken);
+        }
+        let position = region.header().producer.0.load(Ordering::Acquire);
+        Ok(Self { region, position, granted: 0 })
+    }
+
     /// The region this view writes.
-    pub fn region(&self) -> &'a RingRegion {
-        self.region
+    pub fn region(&self) -> &RingRegion {
+        &self.region
     }
 
     fn consumer_position(&self) -> u64 {
@@ -513,6 +575,43 @@ impl<'a> Producer<'a> {
     pub fn bell_not_sent(&self) {
         release_bells(&self.region.header().bell.0, 1);
     }
+
+    /// Whether the reader reads this ring (so this direction may leave the carrier).
+    pub fn reader_attached(&self) -> bool {
+        self.region.header().reader_attached.0.load(Ordering::SeqCst) != 0
+    }
+
+    /// Whether this direction already left the carrier (see [`switch_to_ring`]).
+    ///
+    /// [`switch_to_ring`]: Producer::switch_to_ring
+    pub fn switched(&self) -> bool {
+        self.region.header().switch_mark.0.load(Ordering::SeqCst) != 0
+    }
+
+    /// Publishes that the first `plain_bytes` bytes of the stream went through the carrier and
+    /// every later byte goes through the ring. Call once, before the first ring write or bell.
+    pub fn switch_to_ring(&self, plain_bytes: u64) {
+        let mark = plain_bytes.saturating_add(1);
+        self.region.header().switch_mark.0.store(mark, Ordering::SeqCst);
+    }
+
+    /// Sleeps until at least `want` bytes (capped at half the ring) are free, the reader wakes
+    /// the writer, or `timeout` passes; returns the free space then. Spurious returns are
+    /// possible; the caller loops and checks whatever else can end its wait (a closed peer).
+    pub fn wait_for_space(&self, want: usize, timeout: Duration) -> Result<usize, RingError> {
+        let header = self.region.header();
+        let want = want.clamp(1, self.region.capacity / 2);
+        let seen = header.space.0.load(Ordering::SeqCst);
+        // Store the flag, then load the consumer position (SeqCst both); the reader stores its
+        // position, then loads the flag: one of us sees the other.
+        header.writer_waiting.0.store(1, Ordering::SeqCst);
+        let free = self.free()?;
+        if free < want {
+            futex_wait(&header.space.0, seen, timeout);
+        }
+        header.writer_waiting.0.store(0, Ordering::SeqCst);
+        self.free()
+    }
 }
 
 /// Counts a doorbell byte unless one is outstanding and no drain is in progress; true if the
@@ -553,20 +652,29 @@ pub enum Drained {
     Sleep,
 }
 
-/// The reading side of a ring.
+/// The reading side of a ring, over a borrowed (`&RingRegion`) or shared (`Arc`) region.
 #[derive(Debug)]
-pub struct Consumer<'a> {
-    region: &'a RingRegion,
+pub struct Consumer<R: Deref<Target = RingRegion>> {
+    region: R,
     /// Our own position, kept privately (see [`Producer`]).
     position: u64,
     /// Readable bytes last seen; they only grow unless the producer is hostile.
     granted: usize,
 }
 
-impl<'a> Consumer<'a> {
+impl<R: Deref<Target = RingRegion>> Consumer<R> {
+    /// The consumer's view of `region`. One per region per process.
+    pub fn new(region: R) -> Result<Self, RingError> {
+        if region.consumer_taken.swap(true, Ordering::Acquire) {
+            return Err(RingError::RoleTaken);
+        }
+        let position = region.header().consumer.0.load(Ordering::Acquire);
+        Ok(Self { region, position, granted: 0 })
+    }
+
     /// The region this view reads.
-    pub fn region(&self) -> &'a RingRegion {
-        self.region
+    pub fn region(&self) -> &RingRegion {
+        &self.region
     }
 
     fn producer_position(&self, order: Ordering) -> u64 {
@@ -615,9 +723,29 @@ impl<'a> Consumer<'a> {
         }
         self.granted -= n;
         self.position = self.position.wrapping_add(n as u64);
+        let header = self.region.header();
         // Release: our reads of those bytes happen before the producer reuses the space.
-        self.region.header().consumer.0.store(self.position, Ordering::SeqCst);
+        header.consumer.0.store(self.position, Ordering::SeqCst);
+        if header.writer_waiting.0.load(Ordering::SeqCst) != 0 {
+            let free = self.region.capacity - self.len_with(Ordering::SeqCst)?;
+            if free >= self.region.capacity / 2 {
+                header.space.0.fetch_add(1, Ordering::SeqCst);
+                futex_wake(&header.space.0);
+            }
+        }
         Ok(())
+    }
+
+    /// Tells writers that this side reads the ring (see "Joining a stream").
+    pub fn attach(&self) {
+        self.region.header().reader_attached.0.store(1, Ordering::SeqCst);
+    }
+
+    /// How many bytes of the stream came through the carrier before the writer switched to
+    /// the ring, or `None` while it still writes to the carrier.
+    pub fn plain_prefix(&self) -> Option<u64> {
+        let mark = self.region.header().switch_mark.0.load(Ordering::SeqCst);
+        mark.checked_sub(1)
     }
 
     /// Copies up to `buf.len()` bytes out and consumes them; returns how many.
@@ -801,7 +929,7 @@ mod tests {
         region.set_state(PeerState::Fin);
         assert_eq!(region.state(), PeerState::Reset(libc::ECONNRESET));
         // The peer's mapping sees the same word.
-        let dup = region.fd().try_clone_to_owned().unwrap();
+        let dup = region.fd().unwrap().try_clone_to_owned().unwrap();
         let peer = RingRegion::map(dup).unwrap();
         assert_eq!(peer.state(), PeerState::Reset(libc::ECONNRESET));
     }

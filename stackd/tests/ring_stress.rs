@@ -179,7 +179,7 @@ enum Recv {
 }
 
 /// The library's non-blocking recv: ring, then a bounded spin, then the drain protocol.
-fn recv(consumer: &mut Consumer<'_>, bell: &OwnedFd, buf: &mut [u8]) -> Recv {
+fn recv(consumer: &mut Consumer<&RingRegion>, bell: &OwnedFd, buf: &mut [u8]) -> Recv {
     loop {
         let n = consumer.read(buf).unwrap();
         if n > 0 {
@@ -212,7 +212,7 @@ fn recv(consumer: &mut Consumer<'_>, bell: &OwnedFd, buf: &mut [u8]) -> Recv {
 
 /// Waits for the doorbell; a second without one is a lost wake-up (the writer never pauses
 /// that long).
-fn wait(consumer: &Consumer<'_>, bell: &OwnedFd, stats: &ReaderStats) {
+fn wait(consumer: &Consumer<&RingRegion>, bell: &OwnedFd, stats: &ReaderStats) {
     let mut poll = libc::pollfd { fd: bell.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     // SAFETY: one valid pollfd.
     let ready = unsafe { libc::poll(&mut poll, 1, 1000) };
@@ -348,7 +348,7 @@ fn across_fork(capacity: usize, pauses: bool, waiter: Waiter) {
     let start = Instant::now();
     // The child gets its own mapping from a duplicate of the descriptor (what inheritance across
     // exec or SCM_RIGHTS would give), made before fork so the child need not allocate.
-    let inherited = region.fd().try_clone_to_owned().unwrap();
+    let inherited = region.fd().unwrap().try_clone_to_owned().unwrap();
     // SAFETY: the child only makes system calls, touches preallocated memory and leaves with
     // _exit; it never returns into the test harness.
     let pid = unsafe { libc::fork() };

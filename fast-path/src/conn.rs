@@ -1,0 +1,438 @@
+//! One fast-path connection: the two rings of a local stream and the protocol that moves a
+//! program's reads and writes through them (stackd::ring explains the doorbell and the switch).
+//!
+//! The descriptor stays the socket's identity and doorbell: the program's own poll, epoll,
+//! select, dup, fork and close keep working on it. Per direction, bytes first flow through the
+//! socket itself ("plain"); once the reading side has mapped the ring, the writer switches to it,
+//! and from then on bytes on the socket are doorbells only.
+//!
+//! Each direction has one lock, uncontended unless two threads use the same direction of the
+//! same socket at once.
+
+#![allow(unsafe_code)]
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use stackd::ring::{Consumer, Drained, Producer, RingError, RingRegion};
+
+use crate::spin;
+use crate::sys::{self, Errno};
+
+/// How long a writer waiting for ring space sleeps before it checks that the peer still exists.
+const SPACE_WAIT: Duration = Duration::from_millis(20);
+
+/// A fast-path connection (shared by every descriptor that dup'd it).
+#[derive(Debug)]
+pub struct Conn {
+    rx: Mutex<Rx>,
+    tx: Mutex<Tx>,
+}
+
+#[derive(Debug)]
+struct Rx {
+    ring: Consumer<Arc<RingRegion>>,
+    /// Bytes of the stream read from the socket before the writer switched.
+    plain_read: u64,
+}
+
+#[derive(Debug)]
+struct Tx {
+    ring: Producer<Arc<RingRegion>>,
+    /// Bytes written to the socket before this side switched to the ring.
+    plain_written: u64,
+    switched: bool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding it cannot leave the ring views inconsistent (positions are only
+    // published after the bytes are in place), so a poisoned lock is still usable.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn ring_errno(_: RingError) -> Errno {
+    // The peer broke the ring's invariants: the connection is unusable, as after a reset.
+    libc::ECONNRESET
+}
+
+/// Where a read stands.
+enum Phase {
+    /// Socket bytes are data; at most this many more of them (None: no limit known yet).
+    Plain(Option<u64>),
+    /// Socket bytes are doorbells; data is in the ring.
+    Ring,
+}
+
+impl Rx {
+    fn phase(&self) -> Phase {
+        match self.ring.plain_prefix() {
+            None => Phase::Plain(None),
+            Some(prefix) if self.plain_read < prefix => {
+                Phase::Plain(Some(prefix - self.plain_read))
+            }
+            Some(_) => Phase::Ring,
+        }
+    }
+}
+
+impl Conn {
+    /// Asks the supervisor for `fd`'s rings and maps them; `None` if `fd` is not a local joyride
+    /// connection (the trap path keeps serving it).
+    pub fn attach(fd: RawFd) -> Option<Arc<Conn>> {
+        let (rx_fd, tx_fd) = sys::joyride_rings(fd)?;
+        // SAFETY: the supervisor installed these two descriptors in this process for us just
+        // now; nothing else knows them.
+        let (rx_fd, tx_fd) = unsafe { (OwnedFd::from_raw_fd(rx_fd), OwnedFd::from_raw_fd(tx_fd)) };
+        let mut rx_region = RingRegion::map(rx_fd).ok()?;
+        let mut tx_region = RingRegion::map(tx_fd).ok()?;
+        rx_region.close_fd();
+        tx_region.close_fd();
+        let conn = Conn::new(rx_region, tx_region).ok()?;
+        conn.start_reading();
+        Some(Arc::new(conn))
+    }
+
+    /// A connection over two mapped regions: `rx` is read, `tx` written. Until
+    /// [`start_reading`](Conn::start_reading), the peer keeps writing to the socket.
+    pub fn new(rx: RingRegion, tx: RingRegion) -> Result<Conn, RingError> {
+        let consumer = Consumer::new(Arc::new(rx))?;
+        let producer = Producer::new(Arc::new(tx))?;
+        Ok(Conn {
+            rx: Mutex::new(Rx { ring: consumer, plain_read: 0 }),
+            tx: Mutex::new(Tx { ring: producer, plain_written: 0, switched: false }),
+        })
+    }
+
+    /// Tells the peer's writer that this side reads the ring from now on.
+    pub fn start_reading(&self) {
+        lock(&self.rx).ring.attach();
+    }
+
+    /// Bytes ready to read now without blocking (FIONREAD).
+    pub fn readable_now(&self, fd: RawFd) -> usize {
+        let rx = lock(&self.rx);
+        match rx.phase() {
+            Phase::Ring => rx.ring.len().unwrap_or(0),
+            Phase::Plain(limit) => {
+                let mut queued: libc::c_int = 0;
+                // SAFETY: FIONREAD writes one int.
+                unsafe { libc::syscall(libc::SYS_ioctl, fd, libc::FIONREAD, &mut queued) };
+                let queued = queued.max(0) as u64;
+                limit.map_or(queued, |limit| queued.min(limit)) as usize
+            }
+        }
+    }
+
+    /// recv(2) semantics over the rings: MSG_PEEK, MSG_DONTWAIT and MSG_WAITALL are honoured,
+    /// O_NONBLOCK and SO_RCVTIMEO act through the socket the reader sleeps on.
+    pub fn recv(&self, fd: RawFd, bufs: &mut [IoSliceMut<'_>], flags: i32) -> Result<usize, Errno> {
+        let total: usize = bufs.iter().map(|buf| buf.len()).sum();
+        if total == 0 {
+            return Ok(0);
+        }
+        let peek = flags & libc::MSG_PEEK != 0;
+        let dontwait = flags & libc::MSG_DONTWAIT;
+        let wait_all = flags & libc::MSG_WAITALL != 0 && !peek;
+        let mut rx = lock(&self.rx);
+        let mut got = 0;
+        loop {
+            let step = match rx.phase() {
+                Phase::Plain(limit) => rx.read_plain(fd, bufs, got, limit, peek),
+                Phase::Ring => rx.read_ring(bufs, got, peek).map_err(ring_errno),
+            };
+            match step {
+                Ok(0) => {}
+                Ok(n) => {
+                    got += n;
+                    if !wait_all || got == total {
+                        return Ok(got);
+                    }
+                    continue;
+                }
+                Err(libc::EAGAIN) => {}
+                Err(errno) => return if got > 0 { Ok(got) } else { Err(errno) },
+            }
+            if got > 0 && !wait_all {
+                return Ok(got);
+            }
+            // Nothing to read: spin (blocking reads only), then the drain protocol, then sleep.
+            match rx.wait(fd, total - got, dontwait) {
+                Ok(Woke::Again) => {}
+                Ok(Woke::Eof) => return Ok(got),
+                Err(errno) => return if got > 0 { Ok(got) } else { Err(errno) },
+            }
+        }
+    }
+
+    /// send(2) semantics over the rings: a blocking send takes every byte (waiting for space),
+    /// a non-blocking one what fits; EPIPE and SIGPIPE (unless MSG_NOSIGNAL) once the peer is
+    /// gone.
+    pub fn send(&self, fd: RawFd, bufs: &[IoSlice<'_>], flags: i32) -> Result<usize, Errno> {
+        let total: usize = bufs.iter().map(|buf| buf.len()).sum();
+        let mut tx = lock(&self.tx);
+        if !tx.switched {
+            if !tx.ring.reader_attached() {
+                return tx.write_plain(fd, bufs, flags);
+            }
+            // Before the first ring byte or doorbell (stackd::ring, "Joining a stream").
+            tx.ring.switch_to_ring(tx.plain_written);
+            tx.switched = true;
+        }
+        if total == 0 {
+            return Ok(0);
+        }
+        let mut sent = 0;
+        loop {
+            let n = tx.write_ring(bufs, sent).map_err(ring_errno)?;
+            sent += n;
+            if n > 0 && tx.ring.bell_needed().map_err(ring_errno)? {
+                if let Err(errno) = ring_bell(fd) {
+                    tx.ring.bell_not_sent();
+                    return peer_gone(fd, flags, sent, errno);
+                }
+            }
+            if sent == total {
+                return Ok(sent);
+            }
+            if flags & libc::MSG_DONTWAIT != 0 || sys::nonblocking(fd) {
+                return if sent > 0 { Ok(sent) } else { Err(libc::EAGAIN) };
+            }
+            loop {
+                let free = tx.ring.wait_for_space(total - sent, SPACE_WAIT).map_err(ring_errno)?;
+                if free > 0 {
+                    break;
+                }
+                if sys::hung_up(fd) {
+                    return peer_gone(fd, flags, sent, libc::EPIPE);
+                }
+            }
+        }
+    }
+}
+
+/// What ended a wait for data.
+enum Woke {
+    /// Look again (data, a doorbell, or a spurious wake-up).
+    Again,
+    /// The peer closed its side and nothing is left to read.
+    Eof,
+}
+
+impl Rx {
+    /// Reads socket bytes that are data: at most `limit` of them, peeking first so that no
+    /// doorbell that follows them is taken as data (a doorbell is only sent after the limit is
+    /// published, so a peek that returns one also sees the limit).
+    fn read_plain(
+        &mut self,
+        fd: RawFd,
+        bufs: &mut [IoSliceMut<'_>],
+        offset: usize,
+        limit: Option<u64>,
+        peek: bool,
+    ) -> Result<usize, Errno> {
+        let Some(buf) = segment_at_mut(bufs, offset) else { return Ok(0) };
+        let want = limit.map_or(buf.len(), |limit| buf.len().min(limit as usize));
+        let seen = sys::recv(fd, &mut buf[..want], libc::MSG_PEEK | libc::MSG_DONTWAIT)?;
+        if seen == 0 {
+            return Ok(0);
+        }
+        let data = match (limit, self.ring.plain_prefix()) {
+            (None, Some(prefix)) => seen.min(prefix.saturating_sub(self.plain_read) as usize),
+            _ => seen,
+        };
+        if peek || data == 0 {
+            return Ok(data);
+        }
+        // The bytes are queued already, and this thread holds the read side: this takes exactly
+        // them.
+        let taken = sys::recv(fd, &mut buf[..data], libc::MSG_DONTWAIT)?;
+        self.plain_read += taken as u64;
+        Ok(taken)
+    }
+
+    /// Copies ring bytes into `bufs` from `offset` on; consumes them unless peeking.
+    fn read_ring(
+        &mut self,
+        bufs: &mut [IoSliceMut<'_>],
+        offset: usize,
+        peek: bool,
+    ) -> Result<usize, RingError> {
+        let (first, second) = self.ring.readable()?;
+        let available = first.len() + second.len();
+        if available == 0 {
+            return Ok(0);
+        }
+        let mut copied = 0;
+        let mut skip = offset;
+        for buf in bufs.iter_mut() {
+            if skip >= buf.len() {
+                skip -= buf.len();
+                continue;
+            }
+            let target = &mut buf[skip..];
+            skip = 0;
+            let n = target.len().min(available - copied);
+            copy_from_ring(first, second, copied, &mut target[..n]);
+            copied += n;
+            if copied == available {
+                break;
+            }
+        }
+        if !peek {
+            self.ring.consume(copied)?;
+        }
+        Ok(copied)
+    }
+
+    /// Waits for something to read: a bounded spin on the ring for blocking reads, then the
+    /// drain protocol, then sleep on the socket (a peek, so that O_NONBLOCK, SO_RCVTIMEO and
+    /// SA_RESTART behave as on the socket itself).
+    fn wait(&mut self, fd: RawFd, want: usize, dontwait: i32) -> Result<Woke, Errno> {
+        if matches!(self.phase(), Phase::Ring) {
+            if dontwait == 0 && spin::budget_ns() > 0 && !sys::nonblocking(fd) {
+                self.ring.spin_begin(want);
+                let ring = &self.ring;
+                let _ = spin::spin(|| ring.len().map_or(Some(()), |len| (len > 0).then_some(())));
+                if self.ring.spin_end().map_err(ring_errno)? > 0 {
+                    return Ok(Woke::Again);
+                }
+            }
+            let mut eof = false;
+            match self.ring.drain_bells(|pending| drain_bells(fd, pending, &mut eof)) {
+                Ok(Drained::Readable) => return Ok(Woke::Again),
+                Ok(Drained::Sleep) if eof => return Ok(Woke::Eof),
+                Ok(Drained::Sleep) => {}
+                Err(error) => return Err(ring_errno(error)),
+            }
+        }
+        let mut byte = [0u8; 1];
+        match sys::recv(fd, &mut byte, libc::MSG_PEEK | dontwait)? {
+            0 => {
+                // EOF on the socket; bytes the writer put in the ring before closing come first.
+                let empty = self.ring.is_empty().map_err(ring_errno)?;
+                Ok(if empty && !matches!(self.phase(), Phase::Plain(Some(_))) {
+                    Woke::Eof
+                } else {
+                    Woke::Again
+                })
+            }
+            _ => Ok(Woke::Again),
+        }
+    }
+}
+
+impl Tx {
+    /// Writes to the socket itself (the reader has no ring yet), as the kernel call would.
+    fn write_plain(&mut self, fd: RawFd, bufs: &[IoSlice<'_>], flags: i32) -> Result<usize, Errno> {
+        let sent = if flags == 0 {
+            sys::writev(fd, bufs)?
+        } else {
+            let mut sent = 0;
+            for buf in bufs.iter().filter(|buf| !buf.is_empty()) {
+                match sys::send(fd, buf, flags) {
+                    Ok(n) => {
+                        sent += n;
+                        if n < buf.len() {
+                            break;
+                        }
+                    }
+                    Err(errno) if sent == 0 => return Err(errno),
+                    Err(_) => break,
+                }
+            }
+            sent
+        };
+        self.plain_written += sent as u64;
+        Ok(sent)
+    }
+
+    /// Copies as much of `bufs` (from `offset`) as fits into the ring.
+    fn write_ring(&mut self, bufs: &[IoSlice<'_>], offset: usize) -> Result<usize, RingError> {
+        let mut skip = offset;
+        let mut written = 0;
+        for buf in bufs {
+            if skip >= buf.len() {
+                skip -= buf.len();
+                continue;
+            }
+            let part = &buf[skip..];
+            skip = 0;
+            let n = self.ring.write(part)?;
+            written += n;
+            if n < part.len() {
+                break;
+            }
+        }
+        Ok(written)
+    }
+}
+
+/// Sends one doorbell byte; blocks only if the socket buffer is full (it never holds more than
+/// a few bells).
+fn ring_bell(fd: RawFd) -> Result<(), Errno> {
+    match sys::send(fd, &[0], libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+        Err(libc::EAGAIN) => sys::send(fd, &[0], libc::MSG_NOSIGNAL).map(drop),
+        other => other.map(drop),
+    }
+}
+
+/// The peer closed its end: what the kernel would report for this send. Bytes already taken
+/// are reported as a short send; otherwise a one-byte send with the caller's flags gets the
+/// kernel's own EPIPE and SIGPIPE (unless MSG_NOSIGNAL).
+fn peer_gone(fd: RawFd, flags: i32, sent: usize, errno: Errno) -> Result<usize, Errno> {
+    if sent > 0 {
+        return Ok(sent);
+    }
+    match sys::send(fd, &[0], (flags & libc::MSG_NOSIGNAL) | libc::MSG_DONTWAIT) {
+        Err(kernel) => Err(kernel),
+        Ok(_) => Err(errno),
+    }
+}
+
+/// Reads up to `pending` doorbell bytes without blocking; notes EOF.
+fn drain_bells(fd: RawFd, pending: u64, eof: &mut bool) -> std::io::Result<u64> {
+    let mut scratch = [0u8; 64];
+    let mut drained = 0;
+    while drained < pending {
+        let want = (pending - drained).min(scratch.len() as u64) as usize;
+        match sys::recv(fd, &mut scratch[..want], libc::MSG_DONTWAIT) {
+            Ok(0) => {
+                *eof = true;
+                break;
+            }
+            Ok(n) => drained += n as u64,
+            Err(libc::EAGAIN) | Err(libc::EINTR) => break,
+            Err(errno) => return Err(std::io::Error::from_raw_os_error(errno)),
+        }
+    }
+    Ok(drained)
+}
+
+/// The remainder of `bufs` after `offset` bytes, as one slice (the first non-empty segment).
+fn segment_at_mut<'a>(bufs: &'a mut [IoSliceMut<'_>], offset: usize) -> Option<&'a mut [u8]> {
+    let mut skip = offset;
+    for buf in bufs.iter_mut() {
+        if skip < buf.len() {
+            return Some(&mut buf[skip..]);
+        }
+        skip -= buf.len();
+    }
+    None
+}
+
+/// Copies `out.len()` bytes starting `from` bytes into the two readable ring slices.
+fn copy_from_ring(first: &[u8], second: &[u8], from: usize, out: &mut [u8]) {
+    let mut done = 0;
+    if from < first.len() {
+        let n = out.len().min(first.len() - from);
+        out[..n].copy_from_slice(&first[from..from + n]);
+        done = n;
+    }
+    if done < out.len() {
+        let start = from + done - first.len();
+        let rest = out.len() - done;
+        out[done..].copy_from_slice(&second[start..start + rest]);
+    }
+}

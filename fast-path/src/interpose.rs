@@ -1,0 +1,655 @@
+//! The exported libc functions. Each one looks the descriptor up in the table: a fast-path
+//! socket is served by [`Conn`]; anything else goes to the next definition (libc), untouched.
+//!
+//! The pointer arguments come from the program and carry the C function's contract; like libc,
+//! the library trusts them (a bad pointer faults where the kernel would have said EFAULT).
+
+#![allow(unsafe_code)]
+#![allow(clippy::missing_safety_doc)]
+
+use std::io::{IoSlice, IoSliceMut};
+use std::sync::Arc;
+
+use libc::{
+    c_int, c_uint, c_ulong, c_void, iovec, msghdr, off_t, size_t, sockaddr, socklen_t, ssize_t,
+};
+
+use crate::conn::Conn;
+use crate::sys::{self, Errno};
+use crate::{real, spin, table};
+
+/// Most iovec entries served in one call (more is a short read or write, which the calls allow).
+const MAX_IOV: usize = 64;
+
+fn ret(result: Result<usize, Errno>) -> ssize_t {
+    match result {
+        Ok(n) => n as ssize_t,
+        Err(errno) => {
+            sys::set_errno(errno);
+            -1
+        }
+    }
+}
+
+/// # Safety
+/// `buf` is valid for writes of `len` bytes (or `len` is 0).
+unsafe fn slice_mut<'a>(buf: *mut c_void, len: size_t) -> &'a mut [u8] {
+    if len == 0 || buf.is_null() {
+        return &mut [];
+    }
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts_mut(buf.cast(), len) }
+}
+
+/// # Safety
+/// `buf` is valid for reads of `len` bytes (or `len` is 0).
+unsafe fn slice<'a>(buf: *const c_void, len: size_t) -> &'a [u8] {
+    if len == 0 || buf.is_null() {
+        return &[];
+    }
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts(buf.cast(), len) }
+}
+
+/// Calls `f` with the program's iovecs as IoSliceMut (the first MAX_IOV of them).
+///
+/// # Safety
+/// `iov` points to `count` iovecs whose buffers are valid for writes.
+unsafe fn with_iov_mut<R>(
+    iov: *const iovec,
+    count: c_int,
+    f: impl FnOnce(&mut [IoSliceMut<'_>]) -> R,
+) -> R {
+    let count = usize::try_from(count).unwrap_or(0).min(MAX_IOV);
+    let mut slices: [IoSliceMut<'_>; MAX_IOV] = std::array::from_fn(|_| IoSliceMut::new(&mut []));
+    for (index, slot) in slices.iter_mut().take(count).enumerate() {
+        // SAFETY: index < count, inside the program's array.
+        let entry = unsafe { *iov.add(index) };
+        // SAFETY: the caller's contract.
+        *slot = IoSliceMut::new(unsafe { slice_mut(entry.iov_base, entry.iov_len) });
+    }
+    f(&mut slices[..count])
+}
+
+/// Calls `f` with the program's iovecs as IoSlice (the first MAX_IOV of them).
+///
+/// # Safety
+/// `iov` points to `count` iovecs whose buffers are valid for reads.
+unsafe fn with_iov<R>(iov: *const iovec, count: c_int, f: impl FnOnce(&[IoSlice<'_>]) -> R) -> R {
+    let count = usize::try_from(count).unwrap_or(0).min(MAX_IOV);
+    let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+    for (index, slot) in slices.iter_mut().take(count).enumerate() {
+        // SAFETY: index < count, inside the program's array.
+        let entry = unsafe { *iov.add(index) };
+        // SAFETY: the caller's contract.
+        *slot = IoSlice::new(unsafe { slice(entry.iov_base, entry.iov_len) });
+    }
+    f(&slices[..count])
+}
+
+fn read_one(conn: &Conn, fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: the program passed `buf` for `len` bytes, as read(2) requires.
+    let mut bufs = [IoSliceMut::new(unsafe { slice_mut(buf, len) })];
+    ret(conn.recv(fd, &mut bufs, flags))
+}
+
+fn write_one(conn: &Conn, fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: the program passed `buf` for `len` bytes, as write(2) requires.
+    let bufs = [IoSlice::new(unsafe { slice(buf, len) })];
+    ret(conn.send(fd, &bufs, flags))
+}
+
+/// A stream socket's recvfrom/recvmsg names no peer: the kernel writes a zero length.
+///
+/// # Safety
+/// `len` is null or valid for writes.
+unsafe fn no_address(len: *mut socklen_t) {
+    if !len.is_null() {
+        // SAFETY: the caller's contract.
+        unsafe { *len = 0 };
+    }
+}
+
+fn is_inet(addr: *const sockaddr, len: socklen_t) -> bool {
+    if addr.is_null() || (len as usize) < std::mem::size_of::<libc::sa_family_t>() {
+        return false;
+    }
+    // SAFETY: at least the family field is readable (checked against len).
+    let family = c_int::from(unsafe { (*addr).sa_family });
+    family == libc::AF_INET || family == libc::AF_INET6
+}
+
+/// Takes `fd` onto the fast path if it is a local joyride connection.
+fn adopt(fd: c_int) {
+    if fd >= 0 && crate::enabled() && table::get(fd).is_none() {
+        if let Some(conn) = Conn::attach(fd) {
+            table::insert(fd, conn);
+        }
+    }
+}
+
+fn lookup(fd: c_int) -> Option<Arc<Conn>> {
+    table::get(fd)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
+    match lookup(fd) {
+        Some(conn) => read_one(&conn, fd, buf, count, 0),
+        // SAFETY: the program's own arguments, passed on.
+        None => unsafe { real::read(fd, buf, count) },
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __read_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    count: size_t,
+    buflen: size_t,
+) -> ssize_t {
+    if count > buflen {
+        // What _FORTIFY_SOURCE's check does: the program overflowed its buffer.
+        std::process::abort();
+    }
+    // SAFETY: as read.
+    unsafe { read(fd, buf, count) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
+    match lookup(fd) {
+        Some(conn) => write_one(&conn, fd, buf, count, 0),
+        // SAFETY: the program's own arguments, passed on.
+        None => unsafe { real::write(fd, buf, count) },
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
+    match lookup(fd) {
+        // SAFETY: readv's contract on iov.
+        Some(conn) => unsafe { with_iov_mut(iov, count, |bufs| ret(conn.recv(fd, bufs, 0))) },
+        // SAFETY: the program's own arguments, passed on.
+        None => unsafe { real::readv(fd, iov, count) },
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
+    match lookup(fd) {
+        // SAFETY: writev's contract on iov.
+        Some(conn) => unsafe { with_iov(iov, count, |bufs| ret(conn.send(fd, bufs, 0))) },
+        // SAFETY: the program's own arguments, passed on.
+        None => unsafe { real::writev(fd, iov, count) },
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+    match lookup(fd) {
+        Some(conn) => read_one(&conn, fd, buf, len, flags),
+        // SAFETY: the program's own arguments, passed on.
+        None => unsafe { real::recv(fd, buf, len, flags) },
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __recv_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    buflen: size_t,
+    flags: c_int,
+) -> ssize_t {
+    if len > buflen {
+        std::process::abort();
+    }
+    // SAFETY: as recv.
+    unsafe { recv(fd, buf, len, flags) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    match lookup(fd) {
+        Some(conn) => write_one(&conn, fd, buf, len, flags),
+        // SAFETY: the program's own arguments, passed on.
+        None => unsafe { real::send(fd, buf, len, flags) },
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
+) -> ssize_t {
+    match lookup(fd) {
+        Some(conn) => {
+            let n = read_one(&conn, fd, buf, len, flags);
+            if n >= 0 && !addr.is_null() {
+                // SAFETY: recvfrom's contract on addrlen.
+                unsafe { no_address(addrlen) };
+            }
+            n
+        }
+        // SAFETY: the program's own arguments, passed on.
+        None => unsafe { real::recvfrom(fd, buf, len, flags, addr, addrlen) },
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __recvfrom_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    buflen: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
+) -> ssize_t {
+    if len > buflen {
+        std::process::abort();
+    }
+    // SAFETY: as recvfrom.
+    unsafe { recvfrom(fd, buf, len, flags, addr, addrlen) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    addrlen: socklen_t,
+) -> ssize_t {
+    match lookup(fd) {
+        // A connected stream ignores the address, as TCP does.
+        Some(conn) => write_one(&conn, fd, buf, len, flags),
+        // SAFETY: the program's own arguments, passed on.
+        None => unsafe { real::sendto(fd, buf, len, flags, addr, addrlen) },
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    let Some(conn) = lookup(fd) else {
+        // SAFETY: the program's own arguments, passed on.
+        return unsafe { real::recvmsg(fd, msg, flags) };
+    };
+    if msg.is_null() {
+        sys::set_errno(libc::EFAULT);
+        return -1;
+    }
+    // SAFETY: recvmsg's contract: msg is a valid msghdr.
+    let header = unsafe { &mut *msg };
+    let count = c_int::try_from(header.msg_iovlen).unwrap_or(c_int::MAX);
+    // SAFETY: the msghdr's iovecs, per recvmsg's contract.
+    let n = unsafe { with_iov_mut(header.msg_iov, count, |bufs| ret(conn.recv(fd, bufs, flags))) };
+    if n >= 0 {
+        header.msg_namelen = 0;
+        header.msg_controllen = 0;
+        header.msg_flags = 0;
+    }
+    n
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    let Some(conn) = lookup(fd) else {
+        // SAFETY: the program's own arguments, passed on.
+        return unsafe { real::sendmsg(fd, msg, flags) };
+    };
+    if msg.is_null() {
+        sys::set_errno(libc::EFAULT);
+        return -1;
+    }
+    // SAFETY: sendmsg's contract: msg is a valid msghdr.
+    let header = unsafe { &*msg };
+    let count = c_int::try_from(header.msg_iovlen).unwrap_or(c_int::MAX);
+    // SAFETY: the msghdr's iovecs, per sendmsg's contract.
+    unsafe { with_iov(header.msg_iov, count, |bufs| ret(conn.send(fd, bufs, flags))) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendfile(
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut off_t,
+    count: size_t,
+) -> ssize_t {
+    let Some(conn) = lookup(out_fd) else {
+        // SAFETY: the program's own arguments, passed on.
+        return unsafe { real::sendfile(out_fd, in_fd, offset, count) };
+    };
+    ret(sendfile_to_ring(&conn, out_fd, in_fd, offset, count))
+}
+
+/// sendfile into a ring: read the file in chunks at its offset, send, and advance the offset by
+/// what was sent (so a short non-blocking send leaves the file where the kernel would).
+fn sendfile_to_ring(
+    conn: &Conn,
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut off_t,
+    count: size_t,
+) -> Result<usize, Errno> {
+    let mut position = if offset.is_null() {
+        // SAFETY: lseek on the program's descriptor; no memory access.
+        let now = unsafe { libc::syscall(libc::SYS_lseek, in_fd, 0, libc::SEEK_CUR) };
+        if now < 0 {
+            return Err(sys::errno());
+        }
+        now
+    } else {
+        // SAFETY: sendfile's contract: a non-null offset is readable and writable.
+        unsafe { *offset }
+    };
+    let mut chunk = [0u8; 16 << 10];
+    let mut sent = 0;
+    while sent < count {
+        let want = chunk.len().min(count - sent);
+        // SAFETY: the chunk is valid for writes of `want` bytes.
+        let got =
+            unsafe { libc::syscall(libc::SYS_pread64, in_fd, chunk.as_mut_ptr(), want, position) };
+        if got < 0 {
+            if sent == 0 {
+                return Err(sys::errno());
+            }
+            break;
+        }
+        if got == 0 {
+            break;
+        }
+        let bufs = [IoSlice::new(&chunk[..got as usize])];
+        let n = match conn.send(out_fd, &bufs, 0) {
+            Ok(n) => n,
+            Err(errno) if sent == 0 => return Err(errno),
+            Err(_) => break,
+        };
+        sent += n;
+        position += n as i64;
+        if n < got as usize {
+            break;
+        }
+    }
+    if offset.is_null() {
+        // SAFETY: as above.
+        unsafe { libc::syscall(libc::SYS_lseek, in_fd, position, libc::SEEK_SET) };
+    } else {
+        // SAFETY: as above.
+        unsafe { *offset = position as off_t };
+    }
+    Ok(sent)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    // SAFETY: the program's own arguments, passed on.
+    let result = unsafe { real::connect(fd, addr, len) };
+    let errno = sys::errno();
+    let connected = result == 0 || errno == libc::EINPROGRESS || errno == libc::EISCONN;
+    if connected && is_inet(addr, len) {
+        adopt(fd);
+    }
+    sys::set_errno(errno);
+    result
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    // SAFETY: the program's own arguments, passed on.
+    let new = unsafe { real::accept(fd, addr, len) };
+    adopt_accepted(new, addr, len)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: the program's own arguments, passed on.
+    let new = unsafe { real::accept4(fd, addr, len, flags) };
+    adopt_accepted(new, addr, len)
+}
+
+fn adopt_accepted(new: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if new < 0 {
+        return new;
+    }
+    // A peer address that is not inet (an AF_UNIX listener's) needs no question to the
+    // supervisor; without one, ask.
+    // SAFETY: accept wrote *len when both are non-null.
+    let known_len = if addr.is_null() || len.is_null() { None } else { Some(unsafe { *len }) };
+    if known_len.is_none_or(|len| is_inet(addr, len)) {
+        let errno = sys::errno();
+        adopt(new);
+        sys::set_errno(errno);
+    }
+    new
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    table::remove(fd);
+    // SAFETY: the program's own argument, passed on.
+    unsafe { real::close(fd) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 && table::any() {
+        let last = last.min(table::MAX_FDS as c_uint - 1);
+        for fd in first..=last {
+            table::remove(fd as c_int);
+        }
+    }
+    // SAFETY: the program's own arguments, passed on.
+    unsafe { real::close_range(first, last, flags) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    // SAFETY: the program's own argument, passed on.
+    let new = unsafe { real::dup(fd) };
+    if new >= 0 {
+        table::duplicate(fd, new);
+    }
+    new
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    // SAFETY: the program's own arguments, passed on.
+    let result = unsafe { real::dup2(old, new) };
+    if result >= 0 && old != new {
+        table::duplicate(old, new);
+    }
+    result
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    // SAFETY: the program's own arguments, passed on.
+    let result = unsafe { real::dup3(old, new, flags) };
+    if result >= 0 {
+        table::duplicate(old, new);
+    }
+    result
+}
+
+/// fcntl is variadic in C; on x86-64 and aarch64 a third integer argument is passed the same way
+/// whether or not the callee is variadic, so a fixed three-argument definition is ABI-compatible.
+#[no_mangle]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    // SAFETY: the program's own arguments, passed on.
+    let result = unsafe { real::fcntl(fd, cmd, arg) };
+    if result >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) {
+        table::duplicate(fd, result);
+    }
+    result
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    // SAFETY: same contract as fcntl.
+    unsafe { fcntl(fd, cmd, arg) }
+}
+
+/// ioctl is variadic like fcntl (same ABI note). FIONREAD on a fast-path socket counts ring
+/// bytes; everything else is the kernel's.
+#[no_mangle]
+pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
+    if request == libc::FIONREAD {
+        if let Some(conn) = lookup(fd) {
+            if arg.is_null() {
+                sys::set_errno(libc::EFAULT);
+                return -1;
+            }
+            let ready = c_int::try_from(conn.readable_now(fd)).unwrap_or(c_int::MAX);
+            // SAFETY: FIONREAD's contract: arg points to an int.
+            unsafe { *arg.cast::<c_int>() = ready };
+            return 0;
+        }
+    }
+    // SAFETY: the program's own arguments, passed straight to the kernel (libc's ioctl is a
+    // plain system call wrapper).
+    let result = unsafe { libc::syscall(libc::SYS_ioctl, fd, request, arg) };
+    result as c_int
+}
+
+/// Milliseconds left of `timeout` (negative: forever) after `start`.
+fn remaining_ms(timeout: c_int, start: u64) -> c_int {
+    if timeout < 0 {
+        return timeout;
+    }
+    let spent = (spin::now_ns().wrapping_sub(start) / 1_000_000) as c_int;
+    (timeout - spent).max(0)
+}
+
+/// The optional busy-poll in front of a waiting call: while this process has fast-path sockets,
+/// poll with a zero timeout for the spin budget before sleeping (a doorbell makes the socket
+/// ready, so the kernel's own readiness is all that is polled). Never needed for correctness.
+fn busy_poll(timeout: c_int, mut poll_now: impl FnMut() -> c_int) -> Result<c_int, c_int> {
+    if timeout == 0 || !table::any() {
+        return Err(timeout);
+    }
+    let start = spin::now_ns();
+    match spin::spin(|| {
+        let ready = poll_now();
+        (ready != 0).then_some(ready)
+    }) {
+        Some(ready) => Ok(ready),
+        None => Err(remaining_ms(timeout, start)),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_wait(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+) -> c_int {
+    // SAFETY: the program's own arguments, passed on (each call with a zero timeout).
+    match busy_poll(timeout, || unsafe { real::epoll_wait(epfd, events, max, 0) }) {
+        Ok(ready) => ready,
+        // SAFETY: as above.
+        Err(left) => unsafe { real::epoll_wait(epfd, events, max, left) },
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    // SAFETY: the program's own arguments, passed on (each call with a zero timeout).
+    match busy_poll(timeout, || unsafe { real::epoll_pwait(epfd, events, max, 0, mask) }) {
+        Ok(ready) => ready,
+        // SAFETY: as above.
+        Err(left) => unsafe { real::epoll_pwait(epfd, events, max, left, mask) },
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: c_int) -> c_int {
+    // SAFETY: the program's own arguments, passed on (each call with a zero timeout).
+    match busy_poll(timeout, || unsafe { real::poll(fds, nfds, 0) }) {
+        Ok(ready) => ready,
+        // SAFETY: as above.
+        Err(left) => unsafe { real::poll(fds, nfds, left) },
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn select(
+    nfds: c_int,
+    readfds: *mut libc::fd_set,
+    writefds: *mut libc::fd_set,
+    exceptfds: *mut libc::fd_set,
+    timeout: *mut libc::timeval,
+) -> c_int {
+    let timeout_ms = if timeout.is_null() {
+        -1
+    } else {
+        // SAFETY: select's contract: a non-null timeout is readable.
+        let tv = unsafe { *timeout };
+        (tv.tv_sec * 1000 + tv.tv_usec / 1000).clamp(0, c_int::MAX as i64) as c_int
+    };
+    // select overwrites its sets even when nothing is ready: keep the program's to restore.
+    // SAFETY: select's contract: non-null sets are readable.
+    let saved = unsafe { [readfds, writefds, exceptfds].map(|set| (!set.is_null()).then(|| *set)) };
+    let restore = || {
+        for (set, copy) in [readfds, writefds, exceptfds].into_iter().zip(saved) {
+            if let Some(copy) = copy {
+                // SAFETY: the same non-null sets, writable per select's contract.
+                unsafe { *set = copy };
+            }
+        }
+    };
+    let mut zero = libc::timeval { tv_sec: 0, tv_usec: 0 };
+    let spun = busy_poll(timeout_ms, || {
+        restore();
+        // SAFETY: the program's sets, and our own zero timeout.
+        unsafe { real::select(nfds, readfds, writefds, exceptfds, &mut zero) }
+    });
+    match spun {
+        Ok(ready) => ready,
+        Err(_) => {
+            restore();
+            // SAFETY: the program's own arguments (select updates the timeout as Linux does).
+            unsafe { real::select(nfds, readfds, writefds, exceptfds, timeout) }
+        }
+    }
+}
+
+/// The library's constructor: reads its settings, and stands aside in programs that make their
+/// own system calls (Go's runtime does, so interposing libc would miss its reads and writes).
+extern "C" fn init() {
+    // SAFETY: getenv with a NUL-terminated name; the result is read before any setenv can run.
+    let spin_us = unsafe { libc::getenv(c"JOYRIDE_SPIN_US".as_ptr()) };
+    if !spin_us.is_null() {
+        // SAFETY: getenv returned a NUL-terminated string.
+        let text = unsafe { std::ffi::CStr::from_ptr(spin_us) };
+        spin::configure(text.to_str().ok());
+    }
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name.
+    let go = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_cgo_init".as_ptr()) };
+    if !go.is_null() {
+        crate::disable();
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = init;

@@ -1,0 +1,243 @@
+//! The fast-path connection protocol between two threads, over a real AF_UNIX socketpair and
+//! two real memfd rings: the same objects two programs share, minus the supervisor that hands
+//! the rings out.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use joyride_fastpath::conn::Conn;
+use sha2::{Digest, Sha256};
+use stackd::ring::RingRegion;
+
+struct Side {
+    conn: Arc<Conn>,
+    socket: UnixStream,
+}
+
+impl Side {
+    fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+    fn send(&self, bytes: &[u8], flags: i32) -> Result<usize, i32> {
+        self.conn.send(self.fd(), &[IoSlice::new(bytes)], flags)
+    }
+    fn recv(&self, buf: &mut [u8], flags: i32) -> Result<usize, i32> {
+        self.conn.recv(self.fd(), &mut [IoSliceMut::new(buf)], flags)
+    }
+}
+
+/// Two connected sides; neither reads its ring yet (each direction starts plain).
+fn pair(capacity: usize) -> (Side, Side) {
+    let (a, b) = UnixStream::pair().unwrap();
+    let a_to_b = RingRegion::create(capacity).unwrap();
+    let b_to_a = RingRegion::create(capacity).unwrap();
+    let a_to_b_peer = RingRegion::map(a_to_b.fd().unwrap().try_clone_to_owned().unwrap()).unwrap();
+    let b_to_a_peer = RingRegion::map(b_to_a.fd().unwrap().try_clone_to_owned().unwrap()).unwrap();
+    let side_a = Side { conn: Arc::new(Conn::new(b_to_a, a_to_b).unwrap()), socket: a };
+    let side_b = Side { conn: Arc::new(Conn::new(a_to_b_peer, b_to_a_peer).unwrap()), socket: b };
+    (side_a, side_b)
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn stream(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = Rng(seed | 1);
+    (0..len).map(|_| rng.next() as u8).collect()
+}
+
+fn digest(bytes: &[u8]) -> Vec<u8> {
+    Sha256::digest(bytes).to_vec()
+}
+
+/// Writes `data` in random pieces; the first `plain_pieces` before the peer may read its ring.
+fn write_all(side: &Side, data: &[u8], seed: u64) {
+    let mut rng = Rng(seed);
+    let mut at = 0;
+    while at < data.len() {
+        let piece = (1 + rng.below(70_000)).min(data.len() - at);
+        let n = side.send(&data[at..at + piece], 0).expect("blocking send");
+        assert!(n > 0 && n <= piece);
+        at += n;
+    }
+}
+
+fn read_exactly(side: &Side, len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = Rng(seed);
+    let mut out = Vec::with_capacity(len);
+    let mut buf = vec![0u8; 100_000];
+    while out.len() < len {
+        let want = (1 + rng.below(buf.len() - 1)).min(len - out.len());
+        let n = side.recv(&mut buf[..want], 0).expect("blocking recv");
+        assert!(n > 0, "EOF after {} of {len} bytes", out.len());
+        out.extend_from_slice(&buf[..n]);
+    }
+    out
+}
+
+#[test]
+fn both_directions_survive_the_switch_from_socket_to_ring() {
+    for (round, capacity) in [8 << 10, 64 << 10, 1 << 20].into_iter().enumerate() {
+        let (a, b) = pair(capacity);
+        let seed = 7 + round as u64;
+        let to_b = stream(seed, 24 << 20);
+        let to_a = stream(seed + 100, 12 << 20);
+        // Some bytes go through the socket before either side reads a ring.
+        a.send(&to_b[..3000], 0).unwrap();
+        b.send(&to_a[..5], 0).unwrap();
+        let (a, b) = (Arc::new(a), Arc::new(b));
+        let threads = [
+            {
+                let (a, data) = (a.clone(), to_b.clone());
+                thread::spawn(move || write_all(&a, &data[3000..], seed))
+            },
+            {
+                let (b, data) = (b.clone(), to_a.clone());
+                thread::spawn(move || {
+                    thread::sleep(Duration::from_millis(5));
+                    write_all(&b, &data[5..], seed + 1)
+                })
+            },
+        ];
+        let reader_b = {
+            let b = b.clone();
+            thread::spawn(move || {
+                // Read part of the plain prefix before taking the ring.
+                let mut head = read_exactly(&b, 1000, seed + 2);
+                b.conn.start_reading();
+                head.extend(read_exactly(&b, (24 << 20) - 1000, seed + 3));
+                head
+            })
+        };
+        a.conn.start_reading();
+        let got_a = read_exactly(&a, 12 << 20, seed + 4);
+        let got_b = reader_b.join().unwrap();
+        for writer in threads {
+            writer.join().unwrap();
+        }
+        assert_eq!(digest(&got_b), digest(&to_b), "a→b stream, ring of {capacity} bytes");
+        assert_eq!(digest(&got_a), digest(&to_a), "b→a stream, ring of {capacity} bytes");
+    }
+}
+
+fn set_nonblocking(fd: RawFd) {
+    // SAFETY: F_SETFL on a descriptor the test owns.
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) }, 0);
+}
+
+fn epoll_readable(fd: RawFd, timeout_ms: i32) -> bool {
+    // SAFETY: plain epoll calls on descriptors the test owns; the event buffer is valid.
+    unsafe {
+        let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 0 };
+        assert_eq!(libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev), 0);
+        let n = libc::epoll_wait(ep, &mut ev, 1, timeout_ms);
+        libc::close(ep);
+        n == 1
+    }
+}
+
+#[test]
+fn nonblocking_reader_sees_eagain_and_its_epoll_wakes_on_data() {
+    let (a, b) = pair(8 << 10);
+    a.conn.start_reading();
+    b.conn.start_reading();
+    set_nonblocking(b.fd());
+    let mut buf = [0u8; 64];
+    assert_eq!(b.recv(&mut buf, 0), Err(libc::EAGAIN));
+    assert!(!epoll_readable(b.fd(), 0), "readable with nothing sent");
+    for round in 0..1000u32 {
+        let message = round.to_le_bytes();
+        assert_eq!(a.send(&message, 0), Ok(4));
+        assert!(epoll_readable(b.fd(), 5000), "no wake-up for message {round}");
+        assert_eq!(b.recv(&mut buf, 0), Ok(4));
+        assert_eq!(&buf[..4], &message);
+        assert_eq!(b.recv(&mut buf, 0), Err(libc::EAGAIN));
+        // The doorbell was drained with the EAGAIN: no spurious readiness left behind.
+        assert!(!epoll_readable(b.fd(), 0), "still readable after EAGAIN, round {round}");
+    }
+}
+
+#[test]
+fn peek_waitall_and_dontwait() {
+    let (a, b) = pair(8 << 10);
+    a.conn.start_reading();
+    b.conn.start_reading();
+    let mut buf = [0u8; 16];
+    assert_eq!(b.recv(&mut buf, libc::MSG_DONTWAIT), Err(libc::EAGAIN));
+    a.send(b"hello", 0).unwrap();
+    assert_eq!(b.recv(&mut buf, libc::MSG_PEEK), Ok(5));
+    assert_eq!(b.recv(&mut buf[..2], 0), Ok(2));
+    assert_eq!(&buf[..2], b"he");
+    let writer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(20));
+        a.send(b" world", 0).unwrap();
+        a
+    });
+    assert_eq!(b.recv(&mut buf[..9], libc::MSG_WAITALL), Ok(9));
+    assert_eq!(&buf[..9], b"llo world");
+    drop(writer.join().unwrap());
+}
+
+#[test]
+fn eof_comes_after_the_bytes_in_the_ring() {
+    let (a, b) = pair(8 << 10);
+    a.conn.start_reading();
+    b.conn.start_reading();
+    let data = stream(3, 5000);
+    assert_eq!(a.send(&data, 0), Ok(5000));
+    drop(a);
+    assert_eq!(read_exactly(&b, 5000, 9), data);
+    let mut buf = [0u8; 8];
+    assert_eq!(b.recv(&mut buf, 0), Ok(0));
+    assert_eq!(b.recv(&mut buf, 0), Ok(0));
+}
+
+#[test]
+fn writer_to_a_closed_peer_gets_epipe() {
+    let (a, b) = pair(8 << 10);
+    a.conn.start_reading();
+    b.conn.start_reading();
+    drop(b);
+    let start = Instant::now();
+    let chunk = vec![1u8; 4096];
+    let errno = loop {
+        match a.send(&chunk, libc::MSG_NOSIGNAL) {
+            Ok(n) => assert!(n > 0),
+            Err(errno) => break errno,
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "writer never noticed the closed peer");
+    };
+    assert_eq!(errno, libc::EPIPE);
+}
+
+#[test]
+fn blocking_writer_waits_for_half_the_ring_then_finishes() {
+    let (a, b) = pair(8 << 10);
+    a.conn.start_reading();
+    b.conn.start_reading();
+    let data = stream(11, 1 << 20);
+    let expected = digest(&data);
+    let writer = thread::spawn(move || {
+        // One send far larger than the ring: blocks until the reader has taken it all.
+        assert_eq!(a.send(&data, 0), Ok(1 << 20));
+        a
+    });
+    let got = read_exactly(&b, 1 << 20, 5);
+    let _a = writer.join().unwrap();
+    assert_eq!(digest(&got), expected);
+}
