@@ -81,6 +81,9 @@ def client(port, directory):
     conn = socket.socket()
     conn.connect((STACK_IP, port))
     say(f"connected name={name(conn.getsockname())} peername={name(conn.getpeername())}")
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    state = conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[0]
+    say(f"nodelay={conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)} tcp_state={state}")
     conn.sendall(b"ping\n")
     say(f"reply={read_line(conn)!r}")
     touch(directory, "client-ready")
