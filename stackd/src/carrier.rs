@@ -27,6 +27,8 @@ pub struct Carrier {
     name: Vec<u8>,
     /// The inode of the program's end, to find it again when the connection is reset.
     program_inode: u64,
+    /// The inode of this end.
+    inode: u64,
 }
 
 /// The outcome of moving bytes through a carrier without blocking.
@@ -65,7 +67,27 @@ impl Carrier {
             .map(<[u8]>::to_vec)
             .ok_or_else(|| io::Error::other("autobind gave no abstract name"))?;
         let program_inode = nix::sys::stat::fstat(&theirs)?.st_ino;
-        Ok((Carrier { fd: ours, name, program_inode }, theirs))
+        let inode = nix::sys::stat::fstat(&ours)?.st_ino;
+        Ok((Carrier { fd: ours, name, program_inode, inode }, theirs))
+    }
+
+    /// The inode of the program's end (what `/proc/net/unix` and `fstat` show for it).
+    pub fn program_inode(&self) -> u64 {
+        self.program_inode
+    }
+
+    /// The inode of the daemon's end.
+    pub fn inode(&self) -> u64 {
+        self.inode
+    }
+
+    /// Gives up the daemon's end, blocking again as a fresh socket is, for a program to hold:
+    /// a spliced connection's far end goes to the program that accepts it.
+    pub fn hand_over(self) -> io::Result<OwnedFd> {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let flags = OFlag::from_bits_truncate(fcntl(&self.fd, FcntlArg::F_GETFL)?);
+        fcntl(&self.fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+        Ok(self.fd)
     }
 
     /// Makes the program read ECONNRESET, not end-of-stream, once this end is dropped

@@ -19,6 +19,7 @@ use crate::proto::{
     DataPlane, Family, Operation, OptionName, OptionValue, ProtocolError, Reply, Request, Response,
     ShutdownHow, SocketKind, Token, MAX_MESSAGE, PROTOCOL_VERSION,
 };
+pub use crate::proto::{JoyrideRings, JOYRIDE_RINGS, SOL_JOYRIDE};
 
 /// A connection to joyride-stackd's control socket.
 #[derive(Debug)]
@@ -314,6 +315,19 @@ impl Client {
         match self.call_with(Operation::Identify, &[carrier])? {
             (Reply::Identified { socket, family, kind, listening }, _) => {
                 Ok((socket, family, kind, listening))
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// A local connection's rings: (the ring this side reads, the ring it writes, capacity).
+    pub fn rings(&mut self, socket: Token) -> Result<(OwnedFd, OwnedFd, usize), ClientError> {
+        match self.call_with(Operation::Rings { socket }, &[])? {
+            (Reply::Rings { capacity }, descriptors) => {
+                let [rx, tx] = <[OwnedFd; 2]>::try_from(descriptors).map_err(|got| {
+                    ClientError::Unexpected(format!("{} descriptors with the rings", got.len()))
+                })?;
+                Ok((rx, tx, capacity))
             }
             (other, _) => Err(unexpected(other)),
         }

@@ -12,6 +12,7 @@
 //! control = "/run/joyride/stackd.sock"
 //! pcap = "/var/tmp/stackd.pcap"
 //! dpdk-args = "-l 0 --no-huge --no-pci --vdev=net_tap0"
+//! ring-size = 1048576        # bytes per direction of a local connection's shared-memory rings
 //! ```
 
 use std::net::Ipv4Addr;
@@ -60,6 +61,10 @@ pub struct Settings {
     /// DPDK EAL arguments, e.g. "-l 0 --no-huge --no-pci --vdev=net_tap0".
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     pub dpdk_args: Option<String>,
+    /// Data capacity of each shared-memory ring of a local connection, in bytes: a power of
+    /// two from 8 KiB to 1 MiB (default 1 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub ring_size: Option<usize>,
 }
 
 impl Settings {
@@ -68,7 +73,7 @@ impl Settings {
         macro_rules! take {
             ($($field:ident),*) => { $(if overrides.$field.is_some() { self.$field = overrides.$field; })* };
         }
-        take!(backend, iface, addr, host_addr, gateway, mtu, control, pcap, dpdk_args);
+        take!(backend, iface, addr, host_addr, gateway, mtu, control, pcap, dpdk_args, ring_size);
     }
 
     /// Reads a TOML settings file.
@@ -103,6 +108,8 @@ pub struct Config {
     pub pcap: Option<PathBuf>,
     /// DPDK EAL arguments.
     pub dpdk_args: String,
+    /// Data capacity of each ring of a local connection.
+    pub ring_size: usize,
 }
 
 impl Config {
@@ -174,6 +181,16 @@ impl Config {
             }
             None => host_addr.map(|host| host.addr),
         };
+        let ring_size = settings.ring_size.unwrap_or(crate::ring::MAX_CAPACITY);
+        if !ring_size.is_power_of_two()
+            || !(crate::ring::MIN_CAPACITY..=crate::ring::MAX_CAPACITY).contains(&ring_size)
+        {
+            return Err(invalid(
+                "ring-size",
+                &ring_size.to_string(),
+                "must be a power of two from 8192 to 1048576",
+            ));
+        }
         let mtu = settings.mtu.unwrap_or(1500);
         if !(576..=9000).contains(&mtu) {
             return Err(invalid("mtu", &mtu.to_string(), "must be between 576 and 9000"));
@@ -201,6 +218,7 @@ impl Config {
             control: settings.control.unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_PATH)),
             pcap: settings.pcap,
             dpdk_args: settings.dpdk_args.unwrap_or_default(),
+            ring_size,
         })
     }
 }
@@ -251,6 +269,7 @@ mod tests {
         assert_eq!(config.mtu, 1500);
         assert_eq!(config.control, PathBuf::from("/run/joyride/stackd.sock"));
         assert_eq!(config.pcap, None);
+        assert_eq!(config.ring_size, 1 << 20);
     }
 
     #[test]
@@ -314,6 +333,14 @@ mod tests {
             (
                 Settings { gateway: Some("10.9.9.9".into()), ..Default::default() },
                 "gateway = \"10.9.9.9\": must be another host on the stack's network",
+            ),
+            (
+                Settings { ring_size: Some(12288), ..Default::default() },
+                "ring-size = \"12288\": must be a power of two from 8192 to 1048576",
+            ),
+            (
+                Settings { ring_size: Some(2 << 20), ..Default::default() },
+                "ring-size = \"2097152\": must be a power of two from 8192 to 1048576",
             ),
             (
                 Settings { mtu: Some(100), ..Default::default() },

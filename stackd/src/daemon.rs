@@ -182,7 +182,9 @@ impl Daemon {
             control = %config.control.display(),
             "joyride-stackd serving"
         );
-        let sockets = SocketService::new().map_err(event_loop("open /dev/urandom for tokens"))?;
+        let mut sockets =
+            SocketService::new().map_err(event_loop("open /dev/urandom for tokens"))?;
+        sockets.set_ring_capacity(config.ring_size);
         Ok(Daemon {
             config,
             stack,
@@ -255,6 +257,7 @@ impl Daemon {
             self.stack.handle_timeout(now);
         }
         self.sockets.engine_events(&mut cx_of(&mut self.stack, &self.poll, now));
+        self.sockets.housekeeping(&mut cx_of(&mut self.stack, &self.poll, now));
 
         self.transmit(now)?;
         // A full device is not a reason to spin: the NIC's descriptor turns writable (epoll
@@ -281,6 +284,14 @@ impl Daemon {
     /// How long to sleep: until the engine's next deadline, or briefly for a polled backend.
     fn idle_timeout(&mut self) -> Option<Duration> {
         let until_deadline = self.stack.poll_timeout().map(|deadline| self.clock.until(deadline));
+        let until_housekeeping = self
+            .sockets
+            .housekeeping_deadline()
+            .map(|at| at.saturating_duration_since(std::time::Instant::now()));
+        let until_deadline = match (until_deadline, until_housekeeping) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if self.backend.poll_fd().is_none() {
             return Some(until_deadline.map_or(POLLED_IDLE_SLEEP, |d| d.min(POLLED_IDLE_SLEEP)));
         }
@@ -307,6 +318,10 @@ impl Daemon {
         let mut cx = cx_of(stack, poll, now);
         let served = control.serve(key, |peer, op, descriptors| match op {
             Operation::Hello { .. } | Operation::Counters | Operation::Sockets { .. } => {
+                // A report shows local connections as they are now, not as of the last sweep.
+                if !matches!(op, Operation::Hello { .. }) {
+                    sockets.sweep_local(&mut cx);
+                }
                 (report(cx.stack, sockets, config, &**backend, op), Vec::new())
             }
             op => {
@@ -435,22 +450,31 @@ fn report(
         }
         Operation::Counters => Reply::Counters { counters: counter_list(stack, sockets, backend) },
         Operation::Sockets { offset } => {
-            let all = stack.sockets();
+            // Engine sockets that only stand in for a side of a local connection are listed as
+            // that connection instead.
+            let engine: Vec<_> = stack
+                .sockets()
+                .into_iter()
+                .filter(|socket| !socket.handle.is_some_and(|h| sockets.is_local_stand_in(h)))
+                .collect();
+            let local = sockets.local_lines();
+            let total = engine.len() + local.len();
             // A page ends at SOCKETS_PER_PAGE lines or at a byte budget well inside one message,
             // whichever comes first; the client asks again from where it ended.
             let mut budget = MAX_MESSAGE / 2;
-            let sockets = all
+            let lines = engine
                 .iter()
+                .map(|socket| socket_line(socket, sockets))
+                .chain(local)
                 .skip(offset)
                 .take(SOCKETS_PER_PAGE)
-                .map(|socket| socket_line(socket, sockets))
                 .take_while(|line| {
                     let size = line.details.len() + line.local.len() + line.peer.len() + 160;
                     budget = budget.saturating_sub(size);
                     budget > 0
                 })
                 .collect();
-            Reply::Sockets { total: all.len(), sockets }
+            Reply::Sockets { total, sockets: lines }
         }
         op => {
             let message = format!("{op:?} is not a report");
@@ -503,7 +527,7 @@ fn counter_list(
     let c = stack.counters();
     let b = backend.stats();
     let d = sockets.counters();
-    let pairs: [(&str, u64); 48] = [
+    let pairs: [(&str, u64); 49] = [
         ("rx_frames", c.rx_frames),
         ("rx_bytes", c.rx_bytes),
         ("tx_frames", c.tx_frames),
@@ -546,6 +570,7 @@ fn counter_list(
         ("tcp_passive_opens", c.tcp_passive_opens),
         ("sessions", sockets.session_count() as u64),
         ("sockets", sockets.socket_count() as u64),
+        ("local_connections", sockets.local_connection_count() as u64),
         ("engine_sockets", stack.socket_count() as u64),
         ("carrier_in_bytes", d.carrier_in_bytes),
         ("carrier_out_bytes", d.carrier_out_bytes),

@@ -21,6 +21,11 @@
 //! holds and reads and writes like the socket itself (see `crate::sockets` for its rules). A
 //! second, shared-memory plane for the fast-path library will be chosen per socket through
 //! [`DataPlane`]; sessions, tokens and every other operation stay as they are.
+//!
+//! A TCP connection between two sockets of the same daemon is *spliced* (see `crate::sockets`,
+//! "Local connections"): the connecting socket's carrier becomes the connection itself, and
+//! [`Operation::Rings`] hands its two sides a pair of shared-memory rings
+//! ([`SOL_JOYRIDE`], [`JOYRIDE_RINGS`]).
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -38,6 +43,28 @@ pub const MAX_DESCRIPTORS: usize = 4;
 
 /// Sockets per [`Reply::Sockets`] page, so a listing never outgrows a message.
 pub const SOCKETS_PER_PAGE: usize = 128;
+
+/// The private getsockopt level through which the fast-path library asks for a local
+/// connection's shared-memory rings (0x4a52 is "JR"). No kernel protocol uses it.
+pub const SOL_JOYRIDE: i32 = 0x4a52;
+
+/// `getsockopt(fd, SOL_JOYRIDE, JOYRIDE_RINGS, &rings, &len)` with `len >= 8`: on a local
+/// (spliced) joyride connection, installs the connection's two ring memfds (close-on-exec) in
+/// the caller and writes [`JoyrideRings`] (`len` becomes 8). ENOPROTOOPT on a joyride socket
+/// that is not a connected local one, EINVAL with `len < 8`, EFAULT for bad pointers.
+pub const JOYRIDE_RINGS: i32 = 1;
+
+/// What `getsockopt(SOL_JOYRIDE, JOYRIDE_RINGS)` writes, native endian: the ring this side
+/// reads and the ring this side writes. Each is a `crate::ring::RingRegion` memfd of
+/// `HEADER_SIZE + capacity` bytes, to be mapped with `RingRegion::map`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JoyrideRings {
+    /// Descriptor of the ring this side consumes.
+    pub rx_fd: i32,
+    /// Descriptor of the ring this side produces into.
+    pub tx_fd: i32,
+}
 
 /// A capability: 128 random bits naming a socket or a session.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -334,6 +361,14 @@ pub enum Operation {
         /// The transfer token.
         transfer: Token,
     },
+    /// The shared-memory rings of a local (spliced) connection, made on the first request from
+    /// either side: answered with [`Reply::Rings`] and two descriptors, the ring this side
+    /// reads, then the ring it writes. ENOPROTOOPT for a socket that is not a connected local
+    /// one.
+    Rings {
+        /// The socket.
+        socket: Token,
+    },
 }
 
 /// The daemon's answer to one request.
@@ -427,6 +462,12 @@ pub enum Reply {
     Transfer {
         /// Redeem it with [`Operation::Adopt`].
         transfer: Token,
+    },
+    /// A local connection's rings ([`Operation::Rings`]): the message's two descriptors are
+    /// the ring this side reads and the ring it writes, in that order.
+    Rings {
+        /// Their data capacity in bytes (the memfds are `ring::HEADER_SIZE` larger).
+        capacity: usize,
     },
 }
 

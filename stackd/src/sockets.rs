@@ -33,8 +33,33 @@
 //!   destination going out, the source coming in). A datagram the engine cannot send yet waits
 //!   (one per socket) and stops the carrier being read; one the program's full carrier cannot
 //!   take is dropped and counted, as a full socket buffer drops it.
+//!
+//! # Local connections (DESIGN.md, "Local path")
+//! A TCP connect to one of the daemon's own addresses, on a port where a socket of any session
+//! listens (on that address or the wildcard), runs no TCP at all: the connecting socket's
+//! carrier *becomes* the connection. The connect completes at once (the filler is discarded, as
+//! for a TCP connection that completes) and the daemon's end of the carrier waits in the
+//! listener's queue of local connections, which rings the doorbell as a TCP connection does.
+//! Accept hands that end to the acceptor and the daemon drops it: from then on the two programs
+//! talk over one kernel unix stream pair, and the daemon only answers names and options from
+//! its books. Bytes written before the accept wait in the pair itself.
+//! - Ports: the connecting socket's engine socket stays, bound to the connection's local port
+//!   (an ephemeral one unless the program bound one), so TCP cannot take that port meanwhile;
+//!   the accepting side gets an engine socket too, unconnected, which only keeps its options.
+//!   Neither is listed as such: `ss` shows the connection (ESTAB, marked local).
+//! - Backlog: up to backlog + 1 queued connections are complete (as Linux's accept queue);
+//!   later ones stay connecting (EINPROGRESS, not writable) until an accept makes room.
+//! - A listener closed with local connections queued resets them: a complete one reads
+//!   ECONNRESET, as after the kernel's RST; a connecting one fails with ECONNREFUSED.
+//! - The daemon holds no descriptor of an accepted connection, so it notices a side's close by
+//!   its socket's inode leaving `/proc/net/unix` (every descriptor of it closed): swept every
+//!   second while local connections exist, before every report (`ss`, counters), and at the end
+//!   of the owning session at the latest.
+//! - Rings: on the first [`Operation::Rings`] from either side, a connection gets two
+//!   shared-memory rings ([`crate::ring::RingRegion`], one per direction) for the fast-path
+//!   library; they live as long as either side of the connection.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::Read;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -50,8 +75,9 @@ use crate::carrier::{Carrier, Datagram, Transfer};
 use crate::control::Peer;
 use crate::proto::{
     datagram, Family, Operation, OptionName, OptionValue, ProtocolError, Reply, ShutdownHow,
-    SocketKind, TcpInfoReport, Token,
+    SocketKind, SocketLine, TcpInfoReport, Token,
 };
+use crate::ring::RingRegion;
 
 /// Event-loop tokens of carriers start here (slot `n` is `CARRIER_TOKENS + n`).
 pub const CARRIER_TOKENS: usize = 1 << 32;
@@ -59,6 +85,12 @@ pub const CARRIER_TOKENS: usize = 1 << 32;
 /// Records of reset sockets kept for their SO_ERROR until the program closes them or its
 /// session ends; past this many, the oldest go.
 const MAX_DEAD_RECORDS: usize = 4096;
+
+/// How often closed local connections are looked for while some exist.
+const LOCAL_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The MSS a local connection reports (Linux's on loopback).
+const LOCAL_MSS: u32 = 65483;
 
 /// Scratch space: a whole UDP datagram with its header, and a large piece of filler.
 const SCRATCH: usize = 65536 + datagram::HEADER_LEN;
@@ -144,6 +176,40 @@ struct Record {
     error: Option<i32>,
     /// The engine's readiness when the data plane last ran for this socket.
     last_readiness: Option<Readiness>,
+    /// A listener's backlog and port, as listen(2) set them.
+    backlog: usize,
+    listen_port: u16,
+    /// A listener's local connections not yet accepted, oldest first; the first `local_ready`
+    /// are complete.
+    local_queue: VecDeque<(usize, Token)>,
+    local_ready: usize,
+    /// This socket's side of a local connection.
+    local: Option<LocalEnd>,
+}
+
+/// One side of a local connection.
+#[derive(Debug, Clone, Copy)]
+struct LocalEnd {
+    connection: u64,
+    /// 0: the connecting side, 1: the accepting side.
+    side: usize,
+    local: SocketAddrV4,
+    peer: SocketAddrV4,
+    /// The inode of this side's unix socket (the program's descriptor of it).
+    inode: u64,
+    /// The listener it waits on (connecting side, until accepted).
+    queued_on: Option<(usize, Token)>,
+    /// The connect completed (the listener had room).
+    established: bool,
+}
+
+/// A local connection's shared state.
+#[derive(Debug, Default)]
+struct LocalConnection {
+    /// (slot, token) of the connecting and the accepting side while each lives.
+    ends: [Option<(usize, Token)>; 2],
+    /// Made on the first request: [connecting → accepting, accepting → connecting].
+    rings: Option<[RingRegion; 2]>,
 }
 
 impl Record {
@@ -173,6 +239,11 @@ impl Record {
             pending_datagram: None,
             error: None,
             last_readiness: None,
+            backlog: 0,
+            listen_port: 0,
+            local_queue: VecDeque::new(),
+            local_ready: 0,
+            local: None,
         }
     }
 }
@@ -233,6 +304,14 @@ pub struct SocketService {
     next_session: u64,
     scratch: Vec<u8>,
     counters: ServiceCounters,
+    /// Listening sockets by port, for local connects.
+    listeners: HashMap<u16, Vec<usize>>,
+    local_connections: HashMap<u64, LocalConnection>,
+    next_local: u64,
+    /// Sides of local connections by the inode of their program socket.
+    by_local_inode: HashMap<u64, usize>,
+    ring_capacity: usize,
+    next_sweep: Option<std::time::Instant>,
 }
 
 impl SocketService {
@@ -252,7 +331,24 @@ impl SocketService {
             next_session: 1,
             scratch: vec![0; SCRATCH],
             counters: ServiceCounters::default(),
+            listeners: HashMap::new(),
+            local_connections: HashMap::new(),
+            next_local: 1,
+            by_local_inode: HashMap::new(),
+            ring_capacity: crate::ring::MAX_CAPACITY,
+            next_sweep: None,
         })
+    }
+
+    /// Sets the data capacity of the rings of local connections made from now on (a power of
+    /// two within the ring module's bounds; the configuration checked it).
+    pub fn set_ring_capacity(&mut self, capacity: usize) {
+        self.ring_capacity = capacity;
+    }
+
+    /// Local connections alive (either side still open).
+    pub fn local_connection_count(&self) -> usize {
+        self.local_connections.len()
     }
 
     /// Data-plane counters.
@@ -272,16 +368,53 @@ impl SocketService {
 
     /// The processes of the session owning the engine socket `handle`, as `ss` shows them.
     pub fn owner_of(&self, handle: SocketHandle) -> String {
-        let session = self
+        let owner = self
             .by_handle
             .get(&handle)
             .and_then(|&slot| self.records[slot].as_ref())
-            .and_then(|record| record.owner)
-            .and_then(|id| self.sessions.get(&id));
-        session.map_or_else(String::new, |session| {
+            .and_then(|record| record.owner);
+        self.owner_text(owner)
+    }
+
+    fn owner_text(&self, owner: Option<u64>) -> String {
+        owner.and_then(|id| self.sessions.get(&id)).map_or_else(String::new, |session| {
             let pids: Vec<String> = session.pids.iter().map(u32::to_string).collect();
             format!("pids={} ({})", pids.join(","), session.name)
         })
+    }
+
+    /// Whether engine socket `handle` only stands in for a side of a local connection (its
+    /// port and options): the listing shows the connection instead, from [`Self::local_lines`].
+    pub fn is_local_stand_in(&self, handle: SocketHandle) -> bool {
+        self.by_handle
+            .get(&handle)
+            .and_then(|&slot| self.records[slot].as_ref())
+            .is_some_and(|record| record.local.is_some())
+    }
+
+    /// The local connections' sides, as `ss` lists sockets.
+    pub fn local_lines(&self) -> Vec<SocketLine> {
+        self.records
+            .iter()
+            .flatten()
+            .filter_map(|record| Some((record, record.local?)))
+            .map(|(record, end)| {
+                let mut details = String::from("local (spliced: a unix stream pair, no TCP)");
+                if end.queued_on.is_some() {
+                    details.push_str(", not accepted yet");
+                }
+                SocketLine {
+                    protocol: "tcp".into(),
+                    state: if end.established { "ESTAB" } else { "SYN-SENT" }.into(),
+                    recv_queue: 0,
+                    send_queue: 0,
+                    local: end.local.to_string(),
+                    peer: end.peer.to_string(),
+                    details,
+                    owner: self.owner_text(record.owner),
+                }
+            })
+            .collect()
     }
 
     /// Serves one session or socket operation from control connection `connection`.
@@ -313,6 +446,7 @@ impl SocketService {
             Operation::Identify => self.identify(connection, descriptors).into_answer(),
             Operation::Adopt { transfer } => self.adopt(connection, transfer).into_answer(),
             Operation::Share { socket } => self.share(connection, socket).into_answer(),
+            Operation::Rings { socket } => self.rings(connection, socket).into_answer(),
             Operation::Close { socket } => self
                 .resolve(connection, socket)
                 .map(|slot| {
@@ -464,6 +598,15 @@ impl SocketService {
         let [carrier] = <[OwnedFd; 1]>::try_from(descriptors).map_err(|_| {
             ProtocolError::Descriptor { message: "identify takes exactly one carrier".into() }
         })?;
+        // A side of a local connection is known by its socket itself: the descriptor that
+        // came with the request is the proof of holding it.
+        if let Ok(stat) = nix::sys::stat::fstat(&carrier) {
+            if let Some(&slot) = self.by_local_inode.get(&stat.st_ino) {
+                if self.records[slot].as_ref().is_some_and(|r| r.carrier.is_none()) {
+                    return Ok(self.join(id, slot));
+                }
+            }
+        }
         let name = crate::carrier::identify(carrier.as_fd()).ok_or_else(|| {
             ProtocolError::Descriptor { message: "not a carrier of this daemon".into() }
         })?;
@@ -575,6 +718,9 @@ impl SocketService {
         // The client drained the doorbell before asking; ring again below if more wait.
         record.bell_rung = false;
         let family = record.family;
+        if record.local_ready > 0 {
+            return self.accept_local(cx, id, slot);
+        }
         let accepted = cx.stack.accept(listener);
         self.pump(cx, slot);
         let (handle, peer) = accepted.map_err(errno)?;
@@ -619,6 +765,19 @@ impl SocketService {
             }
         };
         let slot = self.resolve(connection, socket)?;
+        if self.records[slot].as_ref().is_some_and(|record| record.local.is_some()) {
+            return self.local_call(cx, slot, op);
+        }
+        if let Operation::Connect { addr, .. } = &op {
+            let record = self.records[slot].as_ref().expect("resolved");
+            if record.kind == SocketKind::Stream && record.handle.is_some() {
+                let own = cx.stack.config().addr.addr;
+                let to = ipv4_of(*addr);
+                if *to.ip() == own {
+                    return self.connect_local(cx, slot, to);
+                }
+            }
+        }
         let record = self.records[slot].as_mut().expect("resolved");
         // A socket reset earlier keeps only its error and its type.
         let Some(handle) = record.handle else {
@@ -644,6 +803,11 @@ impl SocketService {
                     return Err(ProtocolError::Errno { errno: libc::EOPNOTSUPP });
                 }
                 stack.listen(handle, backlog as usize).map_err(errno)?;
+                record.backlog = backlog.max(1) as usize;
+                if !record.listening {
+                    record.listen_port = stack.local_addr(handle).map_or(0, |a| a.port());
+                    self.listeners.entry(record.listen_port).or_default().push(slot);
+                }
                 record.listening = true;
                 if let Some(carrier) = &record.carrier {
                     if let Transfer::Moved(n) = carrier.discard(record.filler, &mut self.scratch) {
@@ -692,14 +856,361 @@ impl SocketService {
             }
             _ => unreachable!("matched above"),
         };
+        // A larger backlog may complete local connections that waited for room.
+        self.admit(cx, slot);
         self.pump(cx, slot);
         Ok(reply)
+    }
+
+    // ---- local connections ----
+
+    /// A listening socket of any session that takes connections to `to` (one of our own
+    /// addresses): bound to that address or the wildcard.
+    fn find_listener(&self, cx: &Context<'_>, to: SocketAddrV4) -> Option<usize> {
+        let slots = self.listeners.get(&to.port())?;
+        slots.iter().copied().find(|&slot| {
+            let Some(record) = self.records[slot].as_ref() else { return false };
+            record.listening
+                && record.handle.is_some_and(|handle| {
+                    cx.stack.local_addr(handle).is_ok_and(|local| {
+                        let ip = *ipv4_of(local).ip();
+                        ip.is_unspecified() || ip == *to.ip()
+                    })
+                })
+        })
+    }
+
+    /// connect(2) to our own address: splices the socket to a local listener (see the module
+    /// documentation), or fails as the kernel does when no one listens there.
+    fn connect_local(
+        &mut self,
+        cx: &mut Context<'_>,
+        slot: usize,
+        to: SocketAddrV4,
+    ) -> Result<Reply, ProtocolError> {
+        let fail = |errno| Err(ProtocolError::Errno { errno });
+        let own = cx.stack.config().addr.addr;
+        let record = self.records[slot].as_ref().expect("resolved");
+        let handle = record.handle.expect("checked by the caller");
+        if record.listening {
+            return fail(libc::EINVAL);
+        }
+        if record.connecting {
+            return fail(libc::EALREADY);
+        }
+        if cx.stack.peer_addr(handle).is_ok() {
+            return fail(libc::EISCONN);
+        }
+        let Some(inode) = record.carrier.as_ref().map(Carrier::program_inode) else {
+            return fail(libc::EBADF);
+        };
+        let Some(listener) = self.find_listener(cx, to) else {
+            return fail(libc::ECONNREFUSED);
+        };
+        // The connection's port comes from the engine's port space, and stays reserved there
+        // while the connection lives.
+        let bound = cx.stack.local_addr(handle).ok().map(ipv4_of).filter(|a| a.port() != 0);
+        let port = match bound {
+            Some(local) => local.port(),
+            None => {
+                let any_port = socket_address(record.family, SocketAddrV4::new(own, 0));
+                cx.stack.bind(handle, any_port).map_err(errno)?;
+                ipv4_of(cx.stack.local_addr(handle).map_err(errno)?).port()
+            }
+        };
+        let local = SocketAddrV4::new(own, port);
+        let connection = self.next_local;
+        self.next_local += 1;
+        let listener_token = self.records[listener].as_ref().expect("found").token;
+        let record = self.records[slot].as_mut().expect("resolved");
+        record.local = Some(LocalEnd {
+            connection,
+            side: 0,
+            local,
+            peer: to,
+            inode,
+            queued_on: Some((listener, listener_token)),
+            established: false,
+        });
+        let ends = [Some((slot, record.token)), None];
+        self.local_connections.insert(connection, LocalConnection { ends, rings: None });
+        self.by_local_inode.insert(inode, slot);
+        self.next_sweep.get_or_insert_with(|| std::time::Instant::now() + LOCAL_SWEEP_INTERVAL);
+        let entry = (slot, self.records[slot].as_ref().expect("resolved").token);
+        self.records[listener].as_mut().expect("found").local_queue.push_back(entry);
+        self.admit(cx, listener);
+        self.pump(cx, listener);
+        tracing::trace!(%local, %to, "local connection");
+        let established = self.records[slot]
+            .as_ref()
+            .and_then(|record| record.local)
+            .is_some_and(|end| end.established);
+        if established {
+            Ok(Reply::Done)
+        } else {
+            fail(libc::EINPROGRESS)
+        }
+    }
+
+    /// Completes the local connections queued on listener `slot` while its backlog has room.
+    fn admit(&mut self, cx: &mut Context<'_>, slot: usize) {
+        let _ = cx;
+        loop {
+            let Some(listener) = self.records.get_mut(slot).and_then(Option::as_mut) else {
+                return;
+            };
+            let room = listener.backlog + 1;
+            if listener.local_ready >= room || listener.local_ready >= listener.local_queue.len() {
+                return;
+            }
+            let (queued, token) = listener.local_queue[listener.local_ready];
+            listener.local_ready += 1;
+            let scratch = &mut self.scratch;
+            let Some(client) =
+                self.records.get_mut(queued).and_then(Option::as_mut).filter(|r| r.token == token)
+            else {
+                continue;
+            };
+            if let Some(carrier) = &client.carrier {
+                // Discarding the filler is what makes the connecting program's end writable.
+                if let Transfer::Moved(n) = carrier.discard(client.filler, scratch) {
+                    client.filler -= n;
+                }
+            }
+            client.connecting = false;
+            if let Some(end) = &mut client.local {
+                end.established = true;
+            }
+        }
+    }
+
+    /// accept(2) of the oldest complete local connection on listener `slot`: the daemon's end
+    /// of the connecting socket's carrier goes to the acceptor.
+    fn accept_local(
+        &mut self,
+        cx: &mut Context<'_>,
+        id: u64,
+        slot: usize,
+    ) -> Result<(Reply, Vec<OwnedFd>), ProtocolError> {
+        let family = self.records[slot].as_ref().expect("resolved").family;
+        let engine_family = match family {
+            Family::Inet => fbsd_tcp::AddressFamily::Inet,
+            Family::Inet6 => fbsd_tcp::AddressFamily::Inet6,
+        };
+        // Everything that can fail comes before the connection leaves the queue.
+        let token = self.tokens.next()?;
+        let handle = cx.stack.socket(engine_family, fbsd_tcp::SocketType::Stream).map_err(errno)?;
+        let listener = self.records[slot].as_mut().expect("resolved");
+        let (queued, queued_token) = listener.local_queue.pop_front().expect("local_ready > 0");
+        listener.local_ready -= 1;
+        let client = self.record_mut(queued, queued_token).expect("queued sockets are live");
+        let mut end = client.local.expect("queued sockets are local");
+        end.queued_on = None;
+        client.local = Some(end);
+        let carrier = client.carrier.take().expect("queued sockets keep their carrier");
+        let _ = cx.registry.deregister(&mut SourceFd(&carrier.raw_fd()));
+        self.by_carrier_name.remove(carrier.name());
+        let inode = carrier.inode();
+        let handed = carrier.hand_over();
+        let mut record = Record::new(token, handle, family, SocketKind::Stream, 0);
+        record.local = Some(LocalEnd {
+            connection: end.connection,
+            side: 1,
+            local: end.peer,
+            peer: end.local,
+            inode,
+            queued_on: None,
+            established: true,
+        });
+        let accepted = self.free_slots.pop().unwrap_or_else(|| {
+            self.records.push(None);
+            self.records.len() - 1
+        });
+        self.records[accepted] = Some(record);
+        self.by_handle.insert(handle, accepted);
+        self.by_local_inode.insert(inode, accepted);
+        if let Some(connection) = self.local_connections.get_mut(&end.connection) {
+            connection.ends[1] = Some((accepted, token));
+        }
+        self.join(id, accepted);
+        self.admit(cx, slot);
+        self.pump(cx, slot);
+        match handed {
+            Ok(fd) => Ok((
+                Reply::Accepted { socket: token, peer: socket_address(family, end.local) },
+                vec![fd],
+            )),
+            Err(error) => {
+                // The end is gone (closed with the error): both sides read end-of-stream.
+                self.release(cx, accepted, Fate::Close);
+                Err(carrier_error(error))
+            }
+        }
+    }
+
+    /// Detaches a released side from its connection and its listener's queue.
+    fn unlink_local(&mut self, cx: &mut Context<'_>, slot: usize, end: LocalEnd) {
+        if self.by_local_inode.get(&end.inode) == Some(&slot) {
+            self.by_local_inode.remove(&end.inode);
+        }
+        if let Some((listener, token)) = end.queued_on {
+            if let Some(record) = self.record_mut(listener, token) {
+                if let Some(at) = record.local_queue.iter().position(|&(s, _)| s == slot) {
+                    record.local_queue.remove(at);
+                    if at < record.local_ready {
+                        record.local_ready -= 1;
+                    }
+                }
+                self.admit(cx, listener);
+            }
+        }
+        if let Some(connection) = self.local_connections.get_mut(&end.connection) {
+            connection.ends[end.side] = None;
+            if connection.ends.iter().all(Option::is_none) {
+                // The rings' mappings and memfds go with it.
+                self.local_connections.remove(&end.connection);
+            }
+        }
+        if self.by_local_inode.is_empty() {
+            self.next_sweep = None;
+        }
+    }
+
+    /// The calls on a side of a local connection, answered from the daemon's books.
+    fn local_call(
+        &mut self,
+        cx: &mut Context<'_>,
+        slot: usize,
+        op: Operation,
+    ) -> Result<Reply, ProtocolError> {
+        let fail = |errno| Err(ProtocolError::Errno { errno });
+        let record = self.records[slot].as_mut().expect("resolved");
+        let end = record.local.expect("a local side");
+        let family = record.family;
+        let Some(handle) = record.handle else { return fail(libc::ENOTCONN) };
+        match op {
+            Operation::Connect { .. } => {
+                fail(if end.established { libc::EISCONN } else { libc::EALREADY })
+            }
+            Operation::Bind { .. } | Operation::Listen { .. } => fail(libc::EINVAL),
+            Operation::LocalAddress { .. } => {
+                Ok(Reply::Address { addr: socket_address(family, end.local) })
+            }
+            Operation::PeerAddress { .. } | Operation::Shutdown { .. } if !end.established => {
+                fail(libc::ENOTCONN)
+            }
+            Operation::PeerAddress { .. } => {
+                Ok(Reply::Address { addr: socket_address(family, end.peer) })
+            }
+            // The programs shut the pair down themselves (the client shuts its end's writing
+            // side down after this answer).
+            Operation::Shutdown { .. } => Ok(Reply::Done),
+            Operation::GetOption { name: OptionName::Error, .. } => Ok(Reply::Option {
+                value: OptionValue::Int(record.error.take().unwrap_or(0).into()),
+            }),
+            Operation::GetOption { name: OptionName::TcpInfo, .. } => {
+                Ok(Reply::Option { value: OptionValue::TcpInfo(local_tcp_info(end.established)) })
+            }
+            Operation::GetOption { name, .. } => {
+                Ok(Reply::Option { value: get_option(cx.stack, record, handle, name)? })
+            }
+            Operation::SetOption { name, value, .. } => {
+                set_option(cx.stack, cx.now, handle, name, value)?;
+                Ok(Reply::Done)
+            }
+            Operation::Readiness { .. } => Ok(Reply::Readiness {
+                readable: false,
+                writable: end.established,
+                read_closed: false,
+                hangup: false,
+                error: false,
+            }),
+            other => Err(ProtocolError::BadRequest {
+                message: format!("{other:?} is not a socket operation"),
+            }),
+        }
+    }
+
+    /// The rings of a local connection for the side `socket`: (the ring it reads, the ring it
+    /// writes), made on the first request from either side.
+    fn rings(
+        &mut self,
+        connection: usize,
+        socket: Token,
+    ) -> Result<(Reply, Vec<OwnedFd>), ProtocolError> {
+        let not_local = ProtocolError::Errno { errno: libc::ENOPROTOOPT };
+        let slot = self.resolve(connection, socket)?;
+        let end = self.records[slot]
+            .as_ref()
+            .and_then(|record| record.local)
+            .filter(|end| end.established)
+            .ok_or(not_local.clone())?;
+        let capacity = self.ring_capacity;
+        let shared = self.local_connections.get_mut(&end.connection).ok_or(not_local)?;
+        if shared.rings.is_none() {
+            let make = || {
+                RingRegion::create(capacity).map_err(|error| match error {
+                    crate::ring::RingError::Io(error) => carrier_error(error),
+                    other => internal(format!("cannot make a ring: {other}")),
+                })
+            };
+            shared.rings = Some([make()?, make()?]);
+        }
+        let rings = shared.rings.as_ref().expect("made above");
+        let copy = |ring: &RingRegion| ring.fd().try_clone_to_owned().map_err(carrier_error);
+        let (rx, tx) = (copy(&rings[1 - end.side])?, copy(&rings[end.side])?);
+        Ok((Reply::Rings { capacity }, vec![rx, tx]))
+    }
+
+    /// Releases the sides of local connections whose program socket is closed (its inode
+    /// is no longer among the unix sockets of this network namespace).
+    pub fn sweep_local(&mut self, cx: &mut Context<'_>) {
+        if self.by_local_inode.is_empty() {
+            self.next_sweep = None;
+            return;
+        }
+        let alive = match unix_socket_inodes() {
+            Ok(alive) => alive,
+            Err(error) => {
+                tracing::debug!(%error, "cannot list unix sockets: local connections unswept");
+                return;
+            }
+        };
+        let closed: Vec<usize> = self
+            .by_local_inode
+            .iter()
+            .filter(|(inode, _)| !alive.contains(inode))
+            .map(|(_, &slot)| slot)
+            // A connection still queued is held by the daemon itself: the acceptor gets it.
+            .filter(|&slot| self.records[slot].as_ref().is_some_and(|r| r.carrier.is_none()))
+            .collect();
+        for slot in closed {
+            self.release(cx, slot, Fate::Close);
+        }
+        self.next_sweep = (!self.by_local_inode.is_empty())
+            .then(|| std::time::Instant::now() + LOCAL_SWEEP_INTERVAL);
+    }
+
+    /// Periodic work: the sweep of local connections, when due.
+    pub fn housekeeping(&mut self, cx: &mut Context<'_>) {
+        if self.next_sweep.is_some_and(|at| at <= std::time::Instant::now()) {
+            self.sweep_local(cx);
+        }
+    }
+
+    /// When [`Self::housekeeping`] next has work.
+    pub fn housekeeping_deadline(&self) -> Option<std::time::Instant> {
+        self.next_sweep
     }
 
     // ---- the data plane ----
 
     fn pump(&mut self, cx: &mut Context<'_>, slot: usize) {
         let Some(record) = self.records.get_mut(slot).and_then(Option::as_mut) else { return };
+        // A local connection's bytes are the programs' business: never read or written here.
+        if record.local.is_some() {
+            return;
+        }
         let fate = match (record.kind, record.listening) {
             (_, _) if record.handle.is_none() || record.carrier.is_none() => Fate::Keep,
             (SocketKind::Stream, true) => pump_listener(cx, record),
@@ -720,6 +1231,34 @@ impl SocketService {
     /// Ends a socket's life in the engine and drops its carrier. A failed socket some session
     /// still holds keeps its record (for SO_ERROR); everything else is forgotten.
     fn release(&mut self, cx: &mut Context<'_>, slot: usize, fate: Fate) {
+        let Some(record) = self.records[slot].as_mut() else { return };
+        if let Some(end) = record.local.take() {
+            self.unlink_local(cx, slot, end);
+        }
+        let record = self.records[slot].as_mut().expect("checked above");
+        if record.listening {
+            record.listening = false;
+            let port = record.listen_port;
+            let queue = std::mem::take(&mut record.local_queue);
+            let ready = std::mem::replace(&mut record.local_ready, 0);
+            if let Some(slots) = self.listeners.get_mut(&port) {
+                slots.retain(|&s| s != slot);
+                if slots.is_empty() {
+                    self.listeners.remove(&port);
+                }
+            }
+            // As the kernel does for its accept queue: a complete connection is reset; one
+            // still connecting meets a closed port.
+            for (index, (queued, token)) in queue.into_iter().enumerate() {
+                let Some(client) = self.record_mut(queued, token) else { continue };
+                if let Some(end) = &mut client.local {
+                    end.queued_on = None;
+                }
+                client.error =
+                    Some(if index < ready { libc::ECONNRESET } else { libc::ECONNREFUSED });
+                self.release(cx, queued, Fate::Failed);
+            }
+        }
         let Some(record) = self.records[slot].as_mut() else { return };
         if fate == Fate::Failed && record.error.is_none() {
             if let Some(handle) = record.handle {
@@ -802,7 +1341,8 @@ fn pump_listener(cx: &mut Context<'_>, record: &mut Record) -> Fate {
             Transfer::EndOfStream | Transfer::Failed(_) => return Fate::Close,
         }
     }
-    let pending = cx.stack.readiness(handle).is_ok_and(|ready| ready.readable);
+    let pending =
+        record.local_ready > 0 || cx.stack.readiness(handle).is_ok_and(|ready| ready.readable);
     if pending && !record.bell_rung && carrier.write_from(b"!", b"") == Transfer::Moved(1) {
         record.bell_rung = true;
     }
@@ -1163,6 +1703,29 @@ fn tcp_info(info: &fbsd_tcp::socket::tcp::TcpInfo) -> TcpInfoReport {
         bytes_acked: info.bytes_acked,
         bytes_received: info.bytes_received,
     }
+}
+
+/// TCP_INFO of a local connection: what a loopback connection would report.
+fn local_tcp_info(established: bool) -> TcpInfoReport {
+    TcpInfoReport {
+        state: if established { 1 } else { 2 },
+        rto_us: 200_000,
+        snd_mss: LOCAL_MSS,
+        rcv_mss: LOCAL_MSS,
+        snd_cwnd: 10,
+        ..TcpInfoReport::default()
+    }
+}
+
+/// The inodes of the unix sockets of this network namespace.
+fn unix_socket_inodes() -> std::io::Result<HashSet<u64>> {
+    let table = std::fs::read_to_string("/proc/net/unix")?;
+    // Columns: Num RefCount Protocol Flags Type St Inode [Path].
+    Ok(table
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().nth(6)?.parse().ok())
+        .collect())
 }
 
 /// Linux's `enum tcp_state` number for an ss state name.

@@ -1,7 +1,8 @@
 //! Programs' sockets on joyride-stackd, through the control protocol and carriers, against the
 //! kernel's TCP and UDP on the far side of the daemon's TAP: downloads by curl, uploads to a
 //! kernel server, UDP echo both ways, connect and reset semantics, a thousand connections, and
-//! a client that misbehaves. Each test has its own namespace and daemon. Needs root.
+//! a client that misbehaves, and local connections (spliced, no TCP). Each test has its own
+//! namespace and daemon. Needs root.
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -704,4 +705,108 @@ print("closed", flush=True)
     drop(connection);
     assert_eq!(server.line(), "closed");
     wait_for(|| counter(&mut observer, "sockets") == 0, "the socket to go with its carrier");
+}
+
+/// A connect to the daemon's own address, from a session of its own.
+fn local_client(daemon: &Daemon, port: u16) -> (Client, StackSocket, Result<(), ProtocolError>) {
+    let mut client = daemon.client();
+    client.open_session("local client", &[std::process::id()]).unwrap();
+    let socket = client.socket(Family::Inet, SocketKind::Stream).unwrap();
+    let outcome = client.connect_socket(socket.token, v4(STACK, port)).map_err(|e| match e {
+        stackd::client::ClientError::Refused(error) => error,
+        other => panic!("{other}"),
+    });
+    (client, socket, outcome)
+}
+
+fn is_writable(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    poll_revents(fd, 0) & libc::POLLOUT != 0
+}
+
+#[test]
+fn local_connections_are_spliced_with_backlog_names_rings_and_release() {
+    if skip_unless_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let daemon = Daemon::start(&ns, "jrloc0", &["--ring-size", "16384"]);
+    let mut server = daemon.client();
+    server.open_session("local server", &[std::process::id()]).unwrap();
+    let listener = listen(&mut server, 7400, 1);
+
+    // Nobody listens on 7401: refused at once, as the kernel answers its own address.
+    let (c0, s0, refused) = local_client(&daemon, 7401);
+    assert_eq!(refused, Err(ProtocolError::Errno { errno: libc::ECONNREFUSED }));
+    drop((s0, c0));
+
+    // Backlog 1 completes two connections before an accept (Linux's backlog + 1); the third
+    // stays in progress, not writable, until an accept makes room.
+    let (mut c1, s1, first) = local_client(&daemon, 7400);
+    let (c2, s2, second) = local_client(&daemon, 7400);
+    let (mut c3, s3, third) = local_client(&daemon, 7400);
+    assert_eq!((first, second), (Ok(()), Ok(())));
+    assert_eq!(third, Err(ProtocolError::Errno { errno: libc::EINPROGRESS }));
+    assert!(is_writable(s1.carrier.as_fd()) && is_writable(s2.carrier.as_fd()));
+    assert!(!is_writable(s3.carrier.as_fd()), "a connect waiting for backlog room is writable");
+    let mut s1_stream = stream(s1.carrier.try_clone().unwrap());
+    s1_stream.write_all(b"before accept").unwrap();
+
+    let (a1, peer) = server.accept(listener.token, listener.carrier.as_fd()).unwrap();
+    let local1 = c1.local_address(s1.token).unwrap();
+    assert_eq!(peer, local1, "accept's peer is the client's name");
+    assert_eq!(local1.ip(), std::net::IpAddr::V4(STACK));
+    assert_eq!(c1.peer_address(s1.token).unwrap(), v4(STACK, 7400));
+    assert_eq!(server.local_address(a1.token).unwrap(), v4(STACK, 7400));
+    assert_eq!(server.peer_address(a1.token).unwrap(), local1);
+    wait_for(|| is_writable(s3.carrier.as_fd()), "the third connect to complete");
+    assert_eq!(c3.get_option(s3.token, OptionName::Error).unwrap(), OptionValue::Int(0));
+    let mut a1_stream = stream(a1.carrier.try_clone().unwrap());
+    let mut got = [0u8; 13];
+    a1_stream.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"before accept", "bytes written before the accept wait for it");
+    let Ok(OptionValue::TcpInfo(info)) = c1.get_option(s1.token, OptionName::TcpInfo) else {
+        panic!("no TCP_INFO")
+    };
+    assert_eq!(info.state, 1, "ESTABLISHED");
+
+    // Rings: made once, the same for both sides, crossed (one side's rx is the other's tx).
+    let (c_rx, c_tx, capacity) = c1.rings(s1.token).unwrap();
+    let (a_rx, a_tx, _) = server.rings(a1.token).unwrap();
+    assert_eq!(capacity, 16384);
+    let inode = |fd: &OwnedFd| nix::sys::stat::fstat(fd).unwrap().st_ino;
+    let size = |fd: &OwnedFd| nix::sys::stat::fstat(fd).unwrap().st_size;
+    assert_eq!((inode(&c_rx), inode(&c_tx)), (inode(&a_tx), inode(&a_rx)));
+    assert_ne!(inode(&c_rx), inode(&c_tx));
+    assert_eq!(size(&c_rx), 4096 + 16384);
+    let writer = stackd::ring::RingRegion::map(c_tx).unwrap();
+    let reader = stackd::ring::RingRegion::map(a_rx).unwrap();
+    assert_eq!(writer.producer().unwrap().write(b"through the ring").unwrap(), 16);
+    let mut buf = [0u8; 32];
+    assert_eq!(reader.consumer().unwrap().read(&mut buf).unwrap(), 16);
+    assert_eq!(&buf[..16], b"through the ring");
+    // Only a session that holds the socket gets its rings; a socket that is not local, none.
+    assert_eq!(server.rings(s1.token).unwrap_err().errno(), libc::EBADF);
+    assert_eq!(server.rings(listener.token).unwrap_err().errno(), libc::ENOPROTOOPT);
+    assert!(c3.rings(s3.token).is_ok(), "a complete connection has rings before its accept");
+
+    // Closing the listener resets the connections still queued: the client reads ECONNRESET.
+    server.close(listener.token).unwrap();
+    drop(listener);
+    let mut s2_stream = stream(s2.carrier.try_clone().unwrap());
+    let error = s2_stream.read(&mut buf).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::ECONNRESET));
+
+    // Every side closed and every client gone: nothing is left in the books, or the listing.
+    drop((s1_stream, a1_stream, s2_stream, writer, reader));
+    drop((s1, a1, s2, s3, c1, c2, c3));
+    let books = |server: &mut Client| {
+        ["sockets", "engine_sockets", "local_connections"].map(|name| counter(server, name))
+    };
+    wait_for(|| books(&mut server) == [0, 0, 0], "the local connections to be released");
+    let Reply::Sockets { total, .. } = server.call(Operation::Sockets { offset: 0 }).unwrap()
+    else {
+        panic!("not a socket list")
+    };
+    assert_eq!(total, 0);
+    assert_eq!(counter(&mut server, "tcp_active_opens"), 0, "TCP ran for a local connect");
 }

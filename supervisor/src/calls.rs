@@ -25,7 +25,7 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::PollFlags;
 use nix::sys::socket::{self as nixsock, MsgFlags, SockaddrStorage};
 use policies::{Action, Call as PolicyCall, Subject};
-use stackd::client::StackSocket;
+use stackd::client::{StackSocket, JOYRIDE_RINGS, SOL_JOYRIDE};
 use stackd::proto::{datagram, Family, OptionName, OptionValue, ShutdownHow, SocketKind};
 use trap::{AddFd, Listener, NotifError, Notification, SockAddr, Syscall};
 
@@ -44,6 +44,8 @@ const MAX_DATAGRAM: usize = 65507;
 const MAX_OPTION: usize = 256;
 /// sizeof(struct tcp_info) as Linux 6.x writes it.
 const TCP_INFO_LEN: usize = 232;
+/// What `getsockopt(SOL_JOYRIDE, JOYRIDE_RINGS)` writes: two native-endian int32 descriptors.
+const RINGS_LEN: usize = std::mem::size_of::<stackd::client::JoyrideRings>();
 
 /// Serves one notification.
 pub fn handle(
@@ -622,6 +624,9 @@ impl Call<'_> {
         value_ptr: u64,
         len_ptr: u64,
     ) -> Result<Answer, Fail> {
+        if level == SOL_JOYRIDE {
+            return self.joyride_option(t, name, value_ptr, len_ptr);
+        }
         if carrier_option(level, name) {
             return Ok(Answer::Continue);
         }
@@ -656,6 +661,48 @@ impl Call<'_> {
         let give = room.min(bytes.len());
         let given = (give as i32).to_ne_bytes();
         self.n.write_all(self.listener(), &[(value_ptr, &bytes[..give]), (len_ptr, &given)])?;
+        Ok(Answer::Value(0))
+    }
+
+    /// joyride's private options (`SOL_JOYRIDE`): `JOYRIDE_RINGS` installs a local
+    /// connection's two ring memfds in the program and writes their numbers (the ring this
+    /// side reads, then the one it writes).
+    fn joyride_option(
+        &self,
+        t: &Target,
+        name: i32,
+        value_ptr: u64,
+        len_ptr: u64,
+    ) -> Result<Answer, Fail> {
+        if name != JOYRIDE_RINGS {
+            return Ok(Answer::Errno(libc::ENOPROTOOPT));
+        }
+        let room = self.n.read_i32(self.listener(), len_ptr)?;
+        if room < RINGS_LEN as i32 {
+            return Ok(Answer::Errno(libc::EINVAL));
+        }
+        // A value the program cannot receive must fail before descriptors it would never
+        // learn of are installed.
+        self.n.write(self.listener(), value_ptr, &[0; RINGS_LEN])?;
+        let token = t.socket.token;
+        let (rx, tx, _) = match self.supervisor.session.with_client(|client| client.rings(token)) {
+            Ok(rings) => rings,
+            Err(error) => return Ok(Answer::Errno(error.errno())),
+        };
+        let install = |fd: &OwnedFd| {
+            self.listener().add_fd(
+                self.n.id,
+                fd.as_fd(),
+                AddFd { cloexec: true, target_fd: None, send: false },
+            )
+        };
+        let rx_fd = install(&rx)?;
+        let tx_fd = install(&tx)?;
+        let mut value = [0u8; RINGS_LEN];
+        value[..4].copy_from_slice(&rx_fd.to_ne_bytes());
+        value[4..].copy_from_slice(&tx_fd.to_ne_bytes());
+        let len = (RINGS_LEN as i32).to_ne_bytes();
+        self.n.write_all(self.listener(), &[(value_ptr, &value), (len_ptr, &len)])?;
         Ok(Answer::Value(0))
     }
 

@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,11 +16,52 @@ use trap::{Filter, InstallOptions, Listener, SpawnError};
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts `argv` (program and arguments; environment, working directory and standard streams
-/// are joyride's own) with `filter` installed, and returns it with the filter's listener.
-pub fn launch(argv: &[OsString], filter: Filter) -> Result<(Child, Listener), SpawnError> {
+/// are joyride's own, with `preload` put first in LD_PRELOAD if given) with `filter` installed,
+/// and returns it with the filter's listener.
+pub fn launch(
+    argv: &[OsString],
+    filter: Filter,
+    preload: Option<&Path>,
+) -> Result<(Child, Listener), SpawnError> {
     let mut command = Command::new(&argv[0]);
     command.args(&argv[1..]);
+    if let Some(library) = preload {
+        command.env("LD_PRELOAD", preload_list(library, std::env::var_os("LD_PRELOAD")));
+    }
     trap::spawn(&mut command, Arc::new(filter), InstallOptions::default(), HANDOVER_TIMEOUT)
+}
+
+/// The file name of the fast-path library, as cargo builds it.
+pub const FAST_PATH_LIBRARY: &str = "libjoyride_fastpath.so";
+
+/// Where the fast-path library is: `JOYRIDE_FASTPATH_LIB` if set, else next to the running
+/// executable. `None` (after one warning) if the file is not there.
+pub fn fast_path_library() -> Option<PathBuf> {
+    let path = match std::env::var_os("JOYRIDE_FASTPATH_LIB") {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe().ok()?.parent()?.join(FAST_PATH_LIBRARY),
+    };
+    if path.is_file() {
+        // The loader resolves a relative path against the target's working directory.
+        Some(std::fs::canonicalize(&path).unwrap_or(path))
+    } else {
+        tracing::warn!(
+            path = %path.display(),
+            "the fast-path library is missing: running on the trap path only"
+        );
+        None
+    }
+}
+
+/// LD_PRELOAD with `library` first and the entries already there after it (ld.so takes
+/// entries separated by spaces or colons).
+fn preload_list(library: &Path, existing: Option<OsString>) -> OsString {
+    let mut list = library.as_os_str().to_owned();
+    if let Some(existing) = existing.filter(|e| !e.is_empty()) {
+        list.push(":");
+        list.push(existing);
+    }
+    list
 }
 
 /// The status a shell reports for `status`: the exit code, or 128 + the signal's number.
@@ -63,5 +105,16 @@ mod tests {
         assert_eq!(shell_status(ExitStatus::from_raw(0)), 0);
         assert_eq!(shell_status(ExitStatus::from_raw(libc::SIGTERM)), 143);
         assert_eq!(shell_status(ExitStatus::from_raw(libc::SIGKILL)), 137);
+    }
+
+    #[test]
+    fn the_fast_path_library_goes_first_and_existing_entries_stay() {
+        let library = Path::new("/opt/joyride/libjoyride_fastpath.so");
+        assert_eq!(preload_list(library, None), "/opt/joyride/libjoyride_fastpath.so");
+        assert_eq!(preload_list(library, Some("".into())), "/opt/joyride/libjoyride_fastpath.so");
+        assert_eq!(
+            preload_list(library, Some("/usr/lib/libfoo.so /usr/lib/libbar.so".into())),
+            "/opt/joyride/libjoyride_fastpath.so:/usr/lib/libfoo.so /usr/lib/libbar.so"
+        );
     }
 }

@@ -13,7 +13,7 @@ use stackd::config::{Config, Settings, DEFAULT_CONTROL_PATH};
 use stackd::daemon::Daemon;
 use supervisor::audit::{serve_audit, AuditDecision, AuditLog, CallSubject};
 use supervisor::embedded::ensure_daemon;
-use supervisor::launch::{forward_signals, launch, shell_status};
+use supervisor::launch::{fast_path_library, forward_signals, launch, shell_status};
 use supervisor::oci_agent::{run_agent, AgentOptions};
 use supervisor::serve::{serve, Supervisor};
 use supervisor::session::Session;
@@ -41,7 +41,8 @@ enum Command {
         /// A policy file (see policies/shipped/default.toml); the default policy otherwise.
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
-        /// Serve every call through the supervisor (the only mode until the fast path lands).
+        /// Serve every call through the supervisor: do not preload the fast-path library
+        /// (JOYRIDE_FASTPATH_LIB, else libjoyride_fastpath.so next to this executable).
         #[arg(long)]
         no_fast_path: bool,
         /// The program and its arguments.
@@ -160,8 +161,8 @@ fn main() -> ExitCode {
         return ExitCode::from(125);
     }
     let outcome = match Cli::parse().command {
-        Command::Run { stackd, policy, no_fast_path: _, command } => {
-            run(&stackd, policy.as_deref(), &command)
+        Command::Run { stackd, policy, no_fast_path, command } => {
+            run(&stackd, policy.as_deref(), !no_fast_path, &command)
         }
         Command::Audit { log, policy, command } => {
             audit(log.as_deref(), policy.as_deref(), &command)
@@ -204,11 +205,17 @@ fn load_policy(
     }
 }
 
-fn run(control: &Path, policy: Option<&Path>, command: &[OsString]) -> anyhow::Result<u8> {
+fn run(
+    control: &Path,
+    policy: Option<&Path>,
+    fast_path: bool,
+    command: &[OsString],
+) -> anyhow::Result<u8> {
     let policy = load_policy(policy, policies::Policy::default_policy)?;
     let _embedded = ensure_daemon(control)?;
     let filter = FilterSpec::joyride().build().context("cannot build the seccomp filter")?;
-    let (mut child, listener) = launch(command, filter)
+    let preload = if fast_path { fast_path_library() } else { None };
+    let (mut child, listener) = launch(command, filter, preload.as_deref())
         .with_context(|| format!("cannot start {}", command[0].to_string_lossy()))?;
     let name = format!("joyride run {}", command[0].to_string_lossy());
     let session = match Session::open(control, &name, &[child.id()]) {
@@ -244,7 +251,8 @@ fn audit(log: Option<&Path>, policy: Option<&Path>, command: &[OsString]) -> any
         None => AuditLog::to_stderr(),
     };
     let filter = FilterSpec::audit().build().context("cannot build the seccomp filter")?;
-    let (mut child, listener) = launch(command, filter)
+    // Audit never preloads: it watches the program as the kernel serves it.
+    let (mut child, listener) = launch(command, filter, None)
         .with_context(|| format!("cannot start {}", command[0].to_string_lossy()))?;
     if let Err(error) = listener.set_sync_wakeup() {
         tracing::debug!(%error, "no SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (Linux < 6.6)");
