@@ -147,6 +147,7 @@ impl Conn {
                 Ok(n) => {
                     got += n;
                     if !wait_all || got == total {
+                        rx.drain_if_empty(fd);
                         return Ok(got);
                     }
                     continue;
@@ -250,6 +251,21 @@ impl Rx {
         let taken = sys::recv(fd, &mut buf[..data], libc::MSG_DONTWAIT)?;
         self.plain_read += taken as u64;
         Ok(taken)
+    }
+
+    /// Eager draining: once a read empties the ring, take the doorbell bytes that announced
+    /// it, so that the socket stops polling readable. A stale doorbell would make a program's
+    /// select() report a readable socket whose blocking read then blocks (iperf3's control
+    /// channel deadlocks on that), and would keep an edge-triggered epoll from seeing the next
+    /// doorbell's edge.
+    fn drain_if_empty(&mut self, fd: RawFd) {
+        if !matches!(self.phase(), Phase::Ring) || self.ring.pending_bells() == 0 {
+            return;
+        }
+        if self.ring.is_empty().unwrap_or(false) {
+            let mut eof = false;
+            let _ = self.ring.drain_bells(|pending| drain_bells(fd, pending, &mut eof));
+        }
     }
 
     /// Copies ring bytes into `bufs` from `offset` on; consumes them unless peeking.

@@ -9,6 +9,8 @@
 
 use std::os::fd::RawFd;
 
+use stackd::proto::{JoyrideRings, JOYRIDE_RINGS, SOL_JOYRIDE};
+
 /// An errno value.
 pub type Errno = i32;
 
@@ -100,19 +102,14 @@ pub fn yield_now() {
     unsafe { libc::syscall(libc::SYS_sched_yield) };
 }
 
-/// The private socket option that hands a local connection's rings to the library
-/// (served by the supervisor; see `joyride run`).
-pub const SOL_JOYRIDE: i32 = 0x4a52;
-/// Option name: the rings, as two descriptors `(rx, tx)`.
-pub const JOYRIDE_RINGS: i32 = 1;
-
 /// Asks the supervisor for the rings of a local connection: `(rx, tx)` descriptors, installed in
 /// this process close-on-exec. This call traps on purpose (that is how the supervisor knows the
 /// caller holds the socket); errno is left as the caller had it.
 pub fn joyride_rings(fd: RawFd) -> Option<(RawFd, RawFd)> {
     let saved = errno();
-    let mut fds = [-1i32; 2];
-    let mut len: libc::socklen_t = std::mem::size_of_val(&fds) as libc::socklen_t;
+    let mut rings = JoyrideRings { rx_fd: -1, tx_fd: -1 };
+    let size = std::mem::size_of::<JoyrideRings>();
+    let mut len = size as libc::socklen_t;
     // SAFETY: the option buffer and its length are valid for writes of the sizes given.
     let ret = unsafe {
         libc::syscall(
@@ -120,11 +117,11 @@ pub fn joyride_rings(fd: RawFd) -> Option<(RawFd, RawFd)> {
             fd,
             SOL_JOYRIDE,
             JOYRIDE_RINGS,
-            fds.as_mut_ptr(),
+            &mut rings as *mut JoyrideRings,
             &mut len as *mut libc::socklen_t,
         )
     };
     set_errno(saved);
-    (ret == 0 && len as usize == std::mem::size_of_val(&fds) && fds[0] >= 0 && fds[1] >= 0)
-        .then_some((fds[0], fds[1]))
+    (ret == 0 && len as usize == size && rings.rx_fd >= 0 && rings.tx_fd >= 0)
+        .then_some((rings.rx_fd, rings.tx_fd))
 }

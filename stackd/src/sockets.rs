@@ -1157,7 +1157,11 @@ impl SocketService {
             shared.rings = Some([make()?, make()?]);
         }
         let rings = shared.rings.as_ref().expect("made above");
-        let copy = |ring: &RingRegion| ring.fd().try_clone_to_owned().map_err(carrier_error);
+        let copy = |ring: &RingRegion| {
+            // Regions stackd creates keep their descriptor (only a mapper may close it).
+            let fd = ring.fd().ok_or_else(|| internal("a ring lost its descriptor".into()))?;
+            fd.try_clone_to_owned().map_err(carrier_error)
+        };
         let (rx, tx) = (copy(&rings[1 - end.side])?, copy(&rings[end.side])?);
         Ok((Reply::Rings { capacity }, vec![rx, tx]))
     }
