@@ -13,6 +13,7 @@
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -29,6 +30,11 @@ const SPACE_WAIT: Duration = Duration::from_millis(20);
 pub struct Conn {
     rx: Mutex<Rx>,
     tx: Mutex<Tx>,
+    // The same regions, for lock-free readiness checks and spin promises.
+    rx_region: Arc<RingRegion>,
+    tx_region: Arc<RingRegion>,
+    /// Set once the reader is past the bytes that came through the socket.
+    rx_on_ring: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -97,17 +103,54 @@ impl Conn {
     /// A connection over two mapped regions: `rx` is read, `tx` written. Until
     /// [`start_reading`](Conn::start_reading), the peer keeps writing to the socket.
     pub fn new(rx: RingRegion, tx: RingRegion) -> Result<Conn, RingError> {
-        let consumer = Consumer::new(Arc::new(rx))?;
-        let producer = Producer::new(Arc::new(tx))?;
+        let (rx, tx) = (Arc::new(rx), Arc::new(tx));
+        let consumer = Consumer::new(rx.clone())?;
+        let producer = Producer::new(tx.clone())?;
         Ok(Conn {
             rx: Mutex::new(Rx { ring: consumer, plain_read: 0 }),
             tx: Mutex::new(Tx { ring: producer, plain_written: 0, switched: false }),
+            rx_region: rx,
+            tx_region: tx,
+            rx_on_ring: AtomicBool::new(false),
         })
     }
 
     /// Tells the peer's writer that this side reads the ring from now on.
     pub fn start_reading(&self) {
         lock(&self.rx).ring.attach();
+    }
+
+    /// What the rings say about readiness, with no system call and no lock (any thread may
+    /// ask while another sleeps in a read): `(readable, writable)`, each `None` where the socket
+    /// itself decides (a direction still on the socket). Writable means half the ring free, as
+    /// a kernel socket reports POLLOUT.
+    pub fn readiness(&self) -> (Option<bool>, Option<bool>) {
+        let readable = self
+            .rx_on_ring
+            .load(Ordering::Acquire)
+            .then(|| self.rx_region.unread().map_or(true, |unread| unread > 0));
+        let writable = self.tx_region.reader_attached().then(|| {
+            let capacity = self.tx_region.capacity();
+            self.tx_region.unread().map_or(true, |unread| capacity - unread >= capacity / 2)
+        });
+        (readable, writable)
+    }
+
+    /// Promises the peer's writer that this process polls the ring, so that it may skip the
+    /// doorbell; false if this direction is not on the ring (nothing was promised then).
+    /// [`end_spin`](Conn::end_spin) must follow, and its answer be acted on.
+    pub fn begin_spin(&self) -> bool {
+        if !self.rx_on_ring.load(Ordering::Acquire) {
+            return false;
+        }
+        self.rx_region.promise_spin(u32::MAX as usize);
+        true
+    }
+
+    /// Withdraws a [`begin_spin`](Conn::begin_spin) promise; true if the ring holds bytes (which
+    /// a writer may have published without a doorbell).
+    pub fn end_spin(&self) -> bool {
+        self.rx_region.withdraw_spin().map_or(true, |unread| unread > 0)
     }
 
     /// Bytes ready to read now without blocking (FIONREAD).
@@ -140,7 +183,10 @@ impl Conn {
         loop {
             let step = match rx.phase() {
                 Phase::Plain(limit) => rx.read_plain(fd, bufs, got, limit, peek),
-                Phase::Ring => rx.read_ring(bufs, got, peek).map_err(ring_errno),
+                Phase::Ring => {
+                    self.rx_on_ring.store(true, Ordering::Release);
+                    rx.read_ring(bufs, got, peek).map_err(ring_errno)
+                }
             };
             match step {
                 Ok(0) => {}

@@ -16,7 +16,7 @@ use libc::{
 
 use crate::conn::Conn;
 use crate::sys::{self, Errno};
-use crate::{real, spin, table};
+use crate::{readiness, real, spin, table};
 
 /// Most iovec entries served in one call (more is a short read or write, which the calls allow).
 const MAX_IOV: usize = 64;
@@ -438,6 +438,7 @@ fn adopt_accepted(new: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     table::remove(fd);
+    readiness::forget_epoll(fd);
     // SAFETY: the program's own argument, passed on.
     unsafe { real::close(fd) }
 }
@@ -524,30 +525,38 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) ->
     result as c_int
 }
 
-/// Milliseconds left of `timeout` (negative: forever) after `start`.
-fn remaining_ms(timeout: c_int, start: u64) -> c_int {
-    if timeout < 0 {
-        return timeout;
-    }
-    let spent = (spin::now_ns().wrapping_sub(start) / 1_000_000) as c_int;
-    (timeout - spent).max(0)
-}
-
-/// The optional busy-poll in front of a waiting call: while this process has fast-path sockets,
-/// poll with a zero timeout for the spin budget before sleeping (a doorbell makes the socket
-/// ready, so the kernel's own readiness is all that is polled). Never needed for correctness.
-fn busy_poll(timeout: c_int, mut poll_now: impl FnMut() -> c_int) -> Result<c_int, c_int> {
+/// The optional busy-poll in front of a waiting call that watches no fast-path socket: while
+/// this process has some, poll with a zero timeout for the spin budget before sleeping (a
+/// doorbell makes a socket ready, so the kernel's readiness is all there is to poll). Never
+/// needed for correctness.
+pub(crate) fn busy_then(timeout: c_int, mut call: impl FnMut(c_int) -> c_int) -> c_int {
     if timeout == 0 || !table::any() {
-        return Err(timeout);
+        return call(timeout);
     }
     let start = spin::now_ns();
     match spin::spin(|| {
-        let ready = poll_now();
+        let ready = call(0);
         (ready != 0).then_some(ready)
     }) {
-        Some(ready) => Ok(ready),
-        None => Err(remaining_ms(timeout, start)),
+        Some(ready) => ready,
+        None => call(readiness::remaining_ms(timeout, start)),
     }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_ctl(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    event: *mut libc::epoll_event,
+) -> c_int {
+    // SAFETY: the program's own arguments, passed on.
+    let result = unsafe { real::epoll_ctl(epfd, op, fd, event) };
+    if result == 0 && table::any() {
+        // SAFETY: epoll_ctl read it successfully, so it is readable (or null for DEL).
+        readiness::epoll_ctl(epfd, op, fd, unsafe { event.as_ref().copied() });
+    }
+    result
 }
 
 #[no_mangle]
@@ -557,11 +566,11 @@ pub unsafe extern "C" fn epoll_wait(
     max: c_int,
     timeout: c_int,
 ) -> c_int {
-    // SAFETY: the program's own arguments, passed on (each call with a zero timeout).
-    match busy_poll(timeout, || unsafe { real::epoll_wait(epfd, events, max, 0) }) {
-        Ok(ready) => ready,
-        // SAFETY: as above.
-        Err(left) => unsafe { real::epoll_wait(epfd, events, max, left) },
+    // SAFETY: the program's own arguments; the real call gets parts of its own array.
+    unsafe {
+        readiness::epoll_wait(epfd, events, max, timeout, |events, max, timeout| {
+            real::epoll_wait(epfd, events, max, timeout)
+        })
     }
 }
 
@@ -573,22 +582,18 @@ pub unsafe extern "C" fn epoll_pwait(
     timeout: c_int,
     mask: *const libc::sigset_t,
 ) -> c_int {
-    // SAFETY: the program's own arguments, passed on (each call with a zero timeout).
-    match busy_poll(timeout, || unsafe { real::epoll_pwait(epfd, events, max, 0, mask) }) {
-        Ok(ready) => ready,
-        // SAFETY: as above.
-        Err(left) => unsafe { real::epoll_pwait(epfd, events, max, left, mask) },
+    // SAFETY: as epoll_wait, with the program's signal mask passed on.
+    unsafe {
+        readiness::epoll_wait(epfd, events, max, timeout, |events, max, timeout| {
+            real::epoll_pwait(epfd, events, max, timeout, mask)
+        })
     }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: c_int) -> c_int {
-    // SAFETY: the program's own arguments, passed on (each call with a zero timeout).
-    match busy_poll(timeout, || unsafe { real::poll(fds, nfds, 0) }) {
-        Ok(ready) => ready,
-        // SAFETY: as above.
-        Err(left) => unsafe { real::poll(fds, nfds, left) },
-    }
+    // SAFETY: the program's own arguments; the real call gets the program's array or a copy.
+    unsafe { readiness::poll(fds, nfds, timeout, |fds, nfds, timeout| real::poll(fds, nfds, timeout)) }
 }
 
 #[no_mangle]
@@ -604,33 +609,34 @@ pub unsafe extern "C" fn select(
     } else {
         // SAFETY: select's contract: a non-null timeout is readable.
         let tv = unsafe { *timeout };
-        (tv.tv_sec * 1000 + tv.tv_usec / 1000).clamp(0, c_int::MAX as i64) as c_int
+        let micros = tv.tv_sec.saturating_mul(1_000_000).saturating_add(tv.tv_usec);
+        // Round up: a 100 µs timeout must not become a zero (non-blocking) one.
+        ((micros + 999) / 1000).clamp(0, c_int::MAX as i64) as c_int
     };
-    // select overwrites its sets even when nothing is ready: keep the program's to restore.
-    // SAFETY: select's contract: non-null sets are readable.
-    let saved = unsafe { [readfds, writefds, exceptfds].map(|set| (!set.is_null()).then(|| *set)) };
-    let restore = || {
-        for (set, copy) in [readfds, writefds, exceptfds].into_iter().zip(saved) {
-            if let Some(copy) = copy {
-                // SAFETY: the same non-null sets, writable per select's contract.
-                unsafe { *set = copy };
+    let start = spin::now_ns();
+    // SAFETY: the program's sets; the real call gets them or our copies, with our own timeout.
+    let ready = unsafe {
+        readiness::select(nfds, [readfds, writefds, exceptfds], timeout_ms, |r, w, e, ms| {
+            let mut tv = libc::timeval {
+                tv_sec: (ms.max(0) / 1000) as libc::time_t,
+                tv_usec: ((ms.max(0) % 1000) * 1000) as libc::suseconds_t,
+            };
+            let tv_ptr = if ms < 0 { std::ptr::null_mut() } else { &mut tv as *mut libc::timeval };
+            real::select(nfds, r, w, e, tv_ptr)
+        })
+    };
+    if !timeout.is_null() && ready >= 0 {
+        // Linux reports the time left, as the real select would have.
+        let left = readiness::remaining_ms(timeout_ms, start).max(0);
+        // SAFETY: select's contract: a non-null timeout is writable.
+        unsafe {
+            *timeout = libc::timeval {
+                tv_sec: (left / 1000) as libc::time_t,
+                tv_usec: ((left % 1000) * 1000) as libc::suseconds_t,
             }
-        }
-    };
-    let mut zero = libc::timeval { tv_sec: 0, tv_usec: 0 };
-    let spun = busy_poll(timeout_ms, || {
-        restore();
-        // SAFETY: the program's sets, and our own zero timeout.
-        unsafe { real::select(nfds, readfds, writefds, exceptfds, &mut zero) }
-    });
-    match spun {
-        Ok(ready) => ready,
-        Err(_) => {
-            restore();
-            // SAFETY: the program's own arguments (select updates the timeout as Linux does).
-            unsafe { real::select(nfds, readfds, writefds, exceptfds, timeout) }
-        }
+        };
     }
+    ready
 }
 
 /// The library's constructor: reads its settings, and stands aside in programs that make their

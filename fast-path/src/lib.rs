@@ -15,6 +15,7 @@
 
 pub mod conn;
 mod interpose;
+pub mod readiness;
 pub mod real;
 pub mod spin;
 pub mod sys;

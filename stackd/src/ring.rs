@@ -336,6 +336,34 @@ impl RingRegion {
         }
     }
 
+    /// Bytes published and not yet consumed, from the shared positions (for readiness checks
+    /// by threads that hold neither view).
+    pub fn unread(&self) -> Result<usize, RingError> {
+        let header = self.header();
+        let consumer = header.consumer.0.load(Ordering::SeqCst);
+        let producer = header.producer.0.load(Ordering::SeqCst);
+        distance(producer, consumer, self.capacity)
+    }
+
+    /// A reader's promise to poll the ring for up to `want` bytes (see
+    /// [`Consumer::spin_begin`]); any thread of the reading process may make it.
+    pub fn promise_spin(&self, want: usize) {
+        let want = u32::try_from(want).unwrap_or(u32::MAX).max(1);
+        self.header().spin.0.store(want, Ordering::SeqCst);
+    }
+
+    /// Withdraws a spin promise; returns the bytes now unread (checked after the withdrawal,
+    /// which is what makes a skipped doorbell safe).
+    pub fn withdraw_spin(&self) -> Result<usize, RingError> {
+        self.header().spin.0.store(0, Ordering::SeqCst);
+        self.unread()
+    }
+
+    /// Whether the reader has attached (see "Joining a stream").
+    pub fn reader_attached(&self) -> bool {
+        self.header().reader_attached.0.load(Ordering::SeqCst) != 0
+    }
+
     /// The producer's view, borrowing the region. One per region per process.
     pub fn producer(&self) -> Result<Producer<&Self>, RingError> {
         Producer::new(self)
@@ -578,7 +606,7 @@ impl<R: Deref<Target = RingRegion>> Producer<R> {
 
     /// Whether the reader reads this ring (so this direction may leave the carrier).
     pub fn reader_attached(&self) -> bool {
-        self.region.header().reader_attached.0.load(Ordering::SeqCst) != 0
+        self.region.reader_attached()
     }
 
     /// Whether this direction already left the carrier (see [`switch_to_ring`]).
@@ -764,8 +792,7 @@ impl<R: Deref<Target = RingRegion>> Consumer<R> {
     ///
     /// [`spin_end`]: Consumer::spin_end
     pub fn spin_begin(&self, want: usize) {
-        let want = u32::try_from(want).unwrap_or(u32::MAX).max(1);
-        self.region.header().spin.0.store(want, Ordering::SeqCst);
+        self.region.promise_spin(want);
     }
 
     /// Ends a spin; returns the bytes now readable. Load after clear (both SeqCst): every writer
