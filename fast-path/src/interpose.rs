@@ -593,7 +593,9 @@ pub unsafe extern "C" fn epoll_pwait(
 #[no_mangle]
 pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: c_int) -> c_int {
     // SAFETY: the program's own arguments; the real call gets the program's array or a copy.
-    unsafe { readiness::poll(fds, nfds, timeout, |fds, nfds, timeout| real::poll(fds, nfds, timeout)) }
+    unsafe {
+        readiness::poll(fds, nfds, timeout, |fds, nfds, timeout| real::poll(fds, nfds, timeout))
+    }
 }
 
 #[no_mangle]

@@ -12,7 +12,7 @@
 #![allow(unsafe_code)]
 
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex};
 
 use libc::c_int;
@@ -39,11 +39,29 @@ struct Entry {
     /// reported on the edge only (reported on every call it would make an edge-triggered
     /// server handle every connection's write event on every wake-up).
     reported_writable: bool,
+    /// Whether this entry's ring carries our standing spin promise (see [`epoll_wait`]).
+    promised: bool,
+}
+
+impl Entry {
+    fn wants_input(&self) -> bool {
+        self.events & (libc::EPOLLIN as u32) != 0 && self.events & (libc::EPOLLONESHOT as u32) == 0
+    }
+
+    fn withdraw(&mut self) {
+        if self.promised {
+            self.promised = false;
+            self.conn.end_spin();
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct EpollSet {
     entries: Mutex<Vec<Entry>>,
+    /// This instance is itself watched by another epoll: whoever waits on the outer one does
+    /// not look at our rings, so no standing promises here.
+    nested: AtomicBool,
 }
 
 static EPOLLS: [AtomicPtr<EpollSet>; table::MAX_FDS] =
@@ -54,8 +72,12 @@ fn epoll_set(epfd: c_int, create: bool) -> Option<&'static EpollSet> {
     let mut raw = slot.load(Ordering::Acquire);
     if raw.is_null() && create {
         let fresh = Box::into_raw(Box::default());
-        raw = match slot.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire)
-        {
+        raw = match slot.compare_exchange(
+            ptr::null_mut(),
+            fresh,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
             Ok(_) => fresh,
             Err(existing) => {
                 // SAFETY: `fresh` was never shared: the exchange failed.
@@ -75,11 +97,18 @@ fn lock_entries(set: &EpollSet) -> std::sync::MutexGuard<'_, Vec<Entry>> {
 
 /// Records a successful epoll_ctl on a fast-path socket.
 pub fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: Option<libc::epoll_event>) {
+    if op == libc::EPOLL_CTL_ADD {
+        if let Some(inner) = epoll_set(fd, false) {
+            inner.nested.store(true, Ordering::Release);
+            lock_entries(inner).iter_mut().for_each(Entry::withdraw);
+        }
+    }
     match op {
         libc::EPOLL_CTL_ADD => {
             let (Some(conn), Some(event)) = (table::get(fd), event) else { return };
             if let Some(set) = epoll_set(epfd, true) {
                 let mut entries = lock_entries(set);
+                entries.iter_mut().filter(|entry| entry.fd == fd).for_each(Entry::withdraw);
                 entries.retain(|entry| entry.fd != fd);
                 entries.push(Entry {
                     fd,
@@ -87,6 +116,7 @@ pub fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: Option<libc::epoll_ev
                     events: event.events,
                     data: event.u64,
                     reported_writable: false,
+                    promised: false,
                 });
             }
         }
@@ -94,6 +124,7 @@ pub fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: Option<libc::epoll_ev
             let Some(set) = epoll_set(epfd, false) else { return };
             let Some(event) = event else { return };
             for entry in lock_entries(set).iter_mut().filter(|entry| entry.fd == fd) {
+                entry.withdraw();
                 entry.events = event.events;
                 entry.data = event.u64;
                 // The kernel re-arms an entry on MOD: so does the edge.
@@ -102,7 +133,9 @@ pub fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: Option<libc::epoll_ev
         }
         libc::EPOLL_CTL_DEL => {
             if let Some(set) = epoll_set(epfd, false) {
-                lock_entries(set).retain(|entry| entry.fd != fd);
+                let mut entries = lock_entries(set);
+                entries.iter_mut().filter(|entry| entry.fd == fd).for_each(Entry::withdraw);
+                entries.retain(|entry| entry.fd != fd);
             }
         }
         _ => {}
@@ -112,7 +145,10 @@ pub fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: Option<libc::epoll_ev
 /// Forgets an epoll instance's entries (its descriptor is being closed).
 pub fn forget_epoll(epfd: c_int) {
     if let Some(set) = epoll_set(epfd, false) {
-        lock_entries(set).clear();
+        let mut entries = lock_entries(set);
+        entries.iter_mut().for_each(Entry::withdraw);
+        entries.clear();
+        set.nested.store(false, Ordering::Release);
     }
 }
 
@@ -214,6 +250,12 @@ pub fn remaining_ms(timeout: c_int, start: u64) -> c_int {
 
 /// epoll_wait/epoll_pwait: `kernel(events, max, timeout)` is the real call.
 ///
+/// The spin promise on each watched ring *stands* between calls: while the program works
+/// between two epoll_wait calls, writers skip the doorbell, because the next call looks at the
+/// rings before anything else. Only before it sleeps in the kernel does the call withdraw the
+/// promises and look once more (then writers ring again). A server busy with many connections
+/// thus moves requests and responses with no system call at all.
+///
 /// # Safety
 /// `events` is valid for `max` entries.
 pub unsafe fn epoll_wait(
@@ -230,54 +272,21 @@ pub unsafe fn epoll_wait(
     let capacity = max as usize;
     // SAFETY: the caller's contract.
     let out = unsafe { std::slice::from_raw_parts_mut(events, capacity) };
-    let mut space_waiter = false;
-    {
+    let space_waiter = {
         let mut entries = lock_entries(set);
-        entries.retain(|entry| table::get(entry.fd).is_some_and(|conn| Arc::ptr_eq(&conn, &entry.conn)));
-        for entry in entries.iter() {
-            if entry.events & libc::EPOLLOUT as u32 != 0 && entry.conn.readiness().1 == Some(false) {
-                space_waiter = true;
+        entries.retain_mut(|entry| {
+            let live = table::names(entry.fd, &entry.conn);
+            if !live {
+                entry.withdraw();
             }
-        }
-    }
-    let watch = |promises: &mut Promises| {
-        for entry in lock_entries(set).iter() {
-            if entry.events & (libc::EPOLLIN as u32) != 0 && entry.events & (libc::EPOLLONESHOT as u32) == 0 {
-                promises.promise(&entry.conn);
-            }
-        }
+            live
+        });
+        entries.iter().any(|entry| {
+            entry.events & libc::EPOLLOUT as u32 != 0 && entry.conn.readiness().1 == Some(false)
+        })
     };
-    wait_loop(timeout, watch, space_waiter, |kernel_timeout| {
-        let mut n = 0;
-        {
-            let mut entries = lock_entries(set);
-            for entry in entries.iter_mut() {
-                if n == capacity {
-                    break;
-                }
-                if entry.events & (libc::EPOLLONESHOT as u32) != 0 {
-                    continue;
-                }
-                let (readable, writable) = entry.conn.readiness();
-                let mut ready = 0u32;
-                if entry.events & (libc::EPOLLIN as u32) != 0 && readable == Some(true) {
-                    ready |= libc::EPOLLIN as u32;
-                }
-                if entry.events & (libc::EPOLLOUT as u32) != 0 && writable == Some(true) {
-                    let edge_triggered = entry.events & (libc::EPOLLET as u32) != 0;
-                    if !(edge_triggered && entry.reported_writable) {
-                        ready |= libc::EPOLLOUT as u32;
-                    }
-                }
-                if let Some(writable) = writable {
-                    entry.reported_writable = writable;
-                }
-                if ready != 0 {
-                    out[n] = libc::epoll_event { events: ready, u64: entry.data };
-                    n += 1;
-                }
-            }
-        }
+    let mut look = |kernel_timeout: Option<c_int>| -> c_int {
+        let mut n = ring_events(set, out);
         let Some(kernel_timeout) = kernel_timeout.filter(|_| n < capacity) else {
             return n as c_int;
         };
@@ -287,8 +296,91 @@ pub unsafe fn epoll_wait(
         if got < 0 {
             return if n > 0 { n as c_int } else { got };
         }
-        (n + merge_kernel_events(set, out, n, got as usize)) as c_int
-    })
+        n += merge_kernel_events(set, out, n, got as usize);
+        n as c_int
+    };
+    let start = spin::now_ns();
+    promise_all(set);
+    let ready = look(Some(0));
+    if ready != 0 || timeout == 0 {
+        return ready;
+    }
+    let mut looks = 0u32;
+    if let Some(ready) = spin::spin(|| {
+        looks = looks.wrapping_add(1);
+        let ready = look(looks.is_multiple_of(RING_LOOKS_PER_KERNEL_CALL).then_some(0));
+        (ready != 0).then_some(ready)
+    }) {
+        return ready;
+    }
+    loop {
+        // About to sleep: writers must ring from now on; a byte that relied on the promise was
+        // published before the withdrawal, so this look sees it.
+        lock_entries(set).iter_mut().for_each(Entry::withdraw);
+        let ready = look(Some(0));
+        if ready != 0 {
+            promise_all(set);
+            return ready;
+        }
+        let left = remaining_ms(timeout, start);
+        if timeout > 0 && left == 0 {
+            return 0;
+        }
+        let slice = if space_waiter && !(0..=SPACE_SLICE_MS).contains(&left) {
+            SPACE_SLICE_MS
+        } else {
+            left
+        };
+        let ready = look(Some(slice));
+        if ready != 0 {
+            promise_all(set);
+            return ready;
+        }
+    }
+}
+
+/// Makes the standing promise on every watched ring that lacks it (not for a nested set).
+fn promise_all(set: &EpollSet) {
+    if set.nested.load(Ordering::Acquire) {
+        return;
+    }
+    for entry in lock_entries(set).iter_mut() {
+        if entry.wants_input() && !entry.promised {
+            entry.promised = entry.conn.begin_spin();
+        }
+    }
+}
+
+/// Writes the events the rings make ready into `out`; returns how many.
+fn ring_events(set: &EpollSet, out: &mut [libc::epoll_event]) -> usize {
+    let mut n = 0;
+    for entry in lock_entries(set).iter_mut() {
+        if n == out.len() {
+            break;
+        }
+        if entry.events & (libc::EPOLLONESHOT as u32) != 0 {
+            continue;
+        }
+        let (readable, writable) = entry.conn.readiness();
+        let mut ready = 0u32;
+        if entry.events & (libc::EPOLLIN as u32) != 0 && readable == Some(true) {
+            ready |= libc::EPOLLIN as u32;
+        }
+        if entry.events & (libc::EPOLLOUT as u32) != 0 && writable == Some(true) {
+            let edge_triggered = entry.events & (libc::EPOLLET as u32) != 0;
+            if !(edge_triggered && entry.reported_writable) {
+                ready |= libc::EPOLLOUT as u32;
+            }
+        }
+        if let Some(writable) = writable {
+            entry.reported_writable = writable;
+        }
+        if ready != 0 {
+            out[n] = libc::epoll_event { events: ready, u64: entry.data };
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Folds the kernel's events (at `out[first..first + count]`) into the ring's: a socket whose
@@ -310,7 +402,8 @@ fn merge_kernel_events(
                 // and its doorbells make spurious write-space edges).
                 event.events &= !(libc::EPOLLOUT as u32);
             }
-            if let Some(earlier) = out[..first].iter_mut().find(|earlier| earlier.u64 == event.u64) {
+            if let Some(earlier) = out[..first].iter_mut().find(|earlier| earlier.u64 == event.u64)
+            {
                 earlier.events |= event.events;
                 continue;
             }
@@ -446,9 +539,10 @@ pub unsafe fn select(
             kernel(sets[0], sets[1], sets[2], t)
         });
     }
-    let space_waiter = rings.iter().flatten().any(|(fd, conn)| {
-        is_set(1, *fd) && conn.readiness().1 == Some(false)
-    });
+    let space_waiter = rings
+        .iter()
+        .flatten()
+        .any(|(fd, conn)| is_set(1, *fd) && conn.readiness().1 == Some(false));
     let watch = |promises: &mut Promises| {
         for (fd, conn) in rings.iter().flatten() {
             if is_set(0, *fd) {
@@ -461,7 +555,10 @@ pub unsafe fn select(
         let mut ring_ready = [[false; 2]; MAX_PROMISES];
         for (index, (fd, conn)) in rings.iter().flatten().enumerate() {
             let (readable, writable) = conn.readiness();
-            ring_ready[index] = [is_set(0, *fd) && readable == Some(true), is_set(1, *fd) && writable == Some(true)];
+            ring_ready[index] = [
+                is_set(0, *fd) && readable == Some(true),
+                is_set(1, *fd) && writable == Some(true),
+            ];
             if writable.is_some() {
                 if let Some(write) = result[1].as_mut() {
                     // SAFETY: clears one bit of our own copy; fd < FD_SETSIZE.

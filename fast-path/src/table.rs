@@ -48,6 +48,11 @@ pub fn get(fd: i32) -> Option<Arc<Conn>> {
     }
 }
 
+/// Whether `fd` still names `conn` (no reference counting: a pointer comparison).
+pub fn names(fd: i32, conn: &Arc<Conn>) -> bool {
+    slot(fd).is_some_and(|slot| ptr::eq(slot.load(Ordering::Acquire), Arc::as_ptr(conn)))
+}
+
 /// Whether this process has any fast-path socket (the busy-poll only runs when it does).
 pub fn any() -> bool {
     LIVE.load(Ordering::Relaxed) != 0
