@@ -106,9 +106,13 @@ impl Conn {
         let (rx, tx) = (Arc::new(rx), Arc::new(tx));
         let consumer = Consumer::new(rx.clone())?;
         let producer = Producer::new(tx.clone())?;
+        // A stream already under way (this program image was exec'd with the socket open)
+        // continues from the shared counts and positions.
+        let plain_read = consumer.plain_taken();
+        let (plain_written, switched) = (producer.plain_sent(), producer.switched());
         Ok(Conn {
-            rx: Mutex::new(Rx { ring: consumer, plain_read: 0 }),
-            tx: Mutex::new(Tx { ring: producer, plain_written: 0, switched: false }),
+            rx: Mutex::new(Rx { ring: consumer, plain_read }),
+            tx: Mutex::new(Tx { ring: producer, plain_written, switched }),
             rx_region: rx,
             tx_region: tx,
             rx_on_ring: AtomicBool::new(false),
@@ -296,6 +300,7 @@ impl Rx {
         // them.
         let taken = sys::recv(fd, &mut buf[..data], libc::MSG_DONTWAIT)?;
         self.plain_read += taken as u64;
+        self.ring.note_plain_taken(taken as u64);
         Ok(taken)
     }
 
@@ -407,6 +412,7 @@ impl Tx {
             sent
         };
         self.plain_written += sent as u64;
+        self.ring.note_plain_sent(sent as u64);
         Ok(sent)
     }
 

@@ -279,7 +279,15 @@ pub unsafe extern "C" fn sendto(
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     let Some(conn) = lookup(fd) else {
         // SAFETY: the program's own arguments, passed on.
-        return unsafe { real::recvmsg(fd, msg, flags) };
+        let received = unsafe { real::recvmsg(fd, msg, flags) };
+        // SAFETY: recvmsg succeeded, so msg is a filled msghdr.
+        if received >= 0 && !msg.is_null() && unsafe { (*msg).msg_controllen } > 0 {
+            let errno = sys::errno();
+            // SAFETY: as above.
+            unsafe { adopt_received(msg) };
+            sys::set_errno(errno);
+        }
+        return received;
     };
     if msg.is_null() {
         sys::set_errno(libc::EFAULT);
@@ -655,6 +663,69 @@ extern "C" fn init() {
     let go = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_cgo_init".as_ptr()) };
     if !go.is_null() {
         crate::disable();
+        return;
+    }
+    adopt_inherited();
+}
+
+/// A program exec'd with fast-path sockets open (a server that execs a handler with the
+/// connection as its stdin) finds them here: the rings' shared state says where each stream
+/// stands. Only sockets are asked about (one trap each; most programs start with none).
+fn adopt_inherited() {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else { return };
+    let mut sockets = [(0 as c_int, 0 as libc::ino_t); 64];
+    let mut count = 0;
+    for entry in entries.flatten() {
+        let Some(fd) = entry.file_name().to_str().and_then(|name| name.parse::<c_int>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: fstat writes into the zeroed struct; a closed descriptor only fails.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let is_socket = unsafe { libc::fstat(fd, &mut stat) } == 0
+            && stat.st_mode & libc::S_IFMT == libc::S_IFSOCK;
+        if is_socket && count < sockets.len() {
+            sockets[count] = (fd, stat.st_ino);
+            count += 1;
+        }
+    }
+    // After the directory is closed: its descriptor was among those listed. Descriptors of
+    // one socket (dup'd onto stdin and stdout) share one connection, as before the exec.
+    for index in 0..count {
+        let (fd, inode) = sockets[index];
+        match sockets[..index].iter().find(|(_, earlier)| *earlier == inode) {
+            Some((first, _)) => table::duplicate(*first, fd),
+            None => adopt(fd),
+        }
+    }
+}
+
+/// Takes onto the fast path the sockets a program receives with SCM_RIGHTS.
+///
+/// # Safety
+/// `msg` is a msghdr that recvmsg just filled.
+unsafe fn adopt_received(msg: *const msghdr) {
+    // SAFETY: the caller's contract; the CMSG macros walk the control buffer recvmsg filled,
+    // within msg_controllen.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg).cast::<c_int>();
+                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                for index in 0..bytes / std::mem::size_of::<c_int>() {
+                    let fd = data.add(index).read_unaligned();
+                    let mut stat: libc::stat = std::mem::zeroed();
+                    if libc::fstat(fd, &mut stat) == 0
+                        && stat.st_mode & libc::S_IFMT == libc::S_IFSOCK
+                    {
+                        adopt(fd);
+                    }
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
     }
 }
 

@@ -417,7 +417,7 @@ fn merge_kernel_events(
     kept
 }
 
-/// poll/ppoll over at most [`MAX_PROMISES`] descriptors (more: the plain busy-poll).
+/// poll/ppoll over at most `MAX_PROMISES` descriptors (more: the plain busy-poll).
 ///
 /// # Safety
 /// `fds` is valid for `nfds` entries.

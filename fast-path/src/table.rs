@@ -3,7 +3,7 @@
 //!
 //! Entries are `Arc<Conn>` turned into raw pointers; dup'd descriptors share one. A removed
 //! entry is not freed at once but parked in a small ring of retired connections and dropped
-//! [`RETIRED`] removals later: a thread that loaded the pointer just before another thread closed
+//! `RETIRED` removals later: a thread that loaded the pointer just before another thread closed
 //! the descriptor (an application race in any case) still finds a live connection.
 
 #![allow(unsafe_code)]

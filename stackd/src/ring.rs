@@ -161,6 +161,10 @@ struct Header {
     // The switch from the plain carrier to the ring (see "Joining a stream" above).
     reader_attached: Line<AtomicU32>,
     switch_mark: Line<AtomicU64>,
+    // Bytes of the stream that went through the carrier: sent (by the writer) and taken (by the
+    // reader). Shared so that a new program image (exec) picks the stream up where it was.
+    plain_sent: Line<AtomicU64>,
+    plain_taken: Line<AtomicU64>,
     // A writer waiting for space sets `writer_waiting` and sleeps on the futex word `space`,
     // which the reader bumps when it hands back half the ring.
     writer_waiting: Line<AtomicU32>,
@@ -616,6 +620,16 @@ impl<R: Deref<Target = RingRegion>> Producer<R> {
         self.region.header().switch_mark.0.load(Ordering::SeqCst) != 0
     }
 
+    /// Bytes this side sent through the carrier so far (0 for a fresh stream).
+    pub fn plain_sent(&self) -> u64 {
+        self.region.header().plain_sent.0.load(Ordering::SeqCst)
+    }
+
+    /// Counts bytes sent through the carrier (before the switch).
+    pub fn note_plain_sent(&self, bytes: u64) {
+        self.region.header().plain_sent.0.fetch_add(bytes, Ordering::SeqCst);
+    }
+
     /// Publishes that the first `plain_bytes` bytes of the stream went through the carrier and
     /// every later byte goes through the ring. Call once, before the first ring write or bell.
     pub fn switch_to_ring(&self, plain_bytes: u64) {
@@ -762,6 +776,16 @@ impl<R: Deref<Target = RingRegion>> Consumer<R> {
             }
         }
         Ok(())
+    }
+
+    /// Bytes of the stream this side took from the carrier so far.
+    pub fn plain_taken(&self) -> u64 {
+        self.region.header().plain_taken.0.load(Ordering::SeqCst)
+    }
+
+    /// Counts bytes taken from the carrier (before the switch).
+    pub fn note_plain_taken(&self, bytes: u64) {
+        self.region.header().plain_taken.0.fetch_add(bytes, Ordering::SeqCst);
     }
 
     /// Tells writers that this side reads the ring (see "Joining a stream").
