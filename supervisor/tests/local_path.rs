@@ -11,70 +11,22 @@
 //! `JOYRIDE_TEST_NATIVE=1` runs the programs on the kernel's stack instead (both in one
 //! namespace that owns 10.77.0.2), which shows the expectations are the kernel's.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 mod common;
 
 use common::{
-    compile_c, eventually, joyride_bin, sha256_file, skip, write_payload_file, Mode, Net, Proc,
-    Tool, BUSYBOX, STACK_IP,
+    app_on, compile_c, eventually, paths, sha256_file, skip, write_payload_file, Mode, Net, Proc,
+    Route, Tool, BUSYBOX, STACK_IP,
 };
 
 const START: Duration = Duration::from_secs(15);
 const TRANSFER: Duration = Duration::from_secs(90);
 const MIB: usize = 1 << 20;
 
-/// How the programs run under joyride.
-#[derive(Debug, Clone)]
-enum Route {
-    /// `--no-fast-path`: the trap path only.
-    Trap,
-    /// With the fast-path library preloaded.
-    FastPath(PathBuf),
-}
-
-/// The fast-path library cargo built, if it did.
-fn fast_path_library() -> Option<PathBuf> {
-    let target = joyride_bin().parent()?.parent()?.to_path_buf();
-    ["release", "debug"]
-        .iter()
-        .map(|profile| target.join(profile).join("libjoyride_fastpath.so"))
-        .find(|path| path.is_file())
-}
-
-/// The ways to run a local-path test: always the trap path, the fast path when it exists.
-fn paths(test: &str) -> Vec<Route> {
-    let mut paths = vec![Route::Trap];
-    match fast_path_library() {
-        Some(library) => paths.push(Route::FastPath(library)),
-        None => eprintln!("{test}: no libjoyride_fastpath.so built: the fast-path run is skipped"),
-    }
-    paths
-}
-
-/// `argv` under its own `joyride run` (natively, in the program's namespace, for a control run).
-fn app(net: &Net, path: &Route, argv: &[&str]) -> Command {
-    if net.mode == Mode::Native {
-        return net.app(argv);
-    }
-    let mut command = net.host.command(joyride_bin());
-    command.args(["run", "--stackd"]).arg(&net.stackd().control);
-    match path {
-        Route::Trap => {
-            command.arg("--no-fast-path");
-        }
-        Route::FastPath(library) => {
-            command.env("JOYRIDE_FASTPATH_LIB", library);
-        }
-    }
-    command.arg("--").args(argv);
-    command
-}
-
 fn spawn(net: &Net, path: &Route, name: &str, argv: &[&str]) -> Proc {
-    net.spawn(name, app(net, path, argv))
+    net.spawn(name, app_on(net, path, argv))
 }
 
 fn peer_script() -> String {

@@ -689,3 +689,50 @@ pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// How the programs run under joyride.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// `--no-fast-path`: the trap path only.
+    Trap,
+    /// With the fast-path library preloaded.
+    FastPath(PathBuf),
+}
+
+/// The fast-path library cargo built, if it did.
+pub fn fast_path_library() -> Option<PathBuf> {
+    let target = joyride_bin().parent()?.parent()?.to_path_buf();
+    ["release", "debug"]
+        .iter()
+        .map(|profile| target.join(profile).join("libjoyride_fastpath.so"))
+        .find(|path| path.is_file())
+}
+
+/// The ways to run a local-path test: always the trap path, the fast path when it exists.
+pub fn paths(test: &str) -> Vec<Route> {
+    let mut paths = vec![Route::Trap];
+    match fast_path_library() {
+        Some(library) => paths.push(Route::FastPath(library)),
+        None => eprintln!("{test}: no libjoyride_fastpath.so built: the fast-path run is skipped"),
+    }
+    paths
+}
+
+/// `argv` under its own `joyride run` (natively, in the program's namespace, for a control run).
+pub fn app_on(net: &Net, path: &Route, argv: &[&str]) -> Command {
+    if net.mode == Mode::Native {
+        return net.app(argv);
+    }
+    let mut command = net.host.command(joyride_bin());
+    command.args(["run", "--stackd"]).arg(&net.stackd().control);
+    match path {
+        Route::Trap => {
+            command.arg("--no-fast-path");
+        }
+        Route::FastPath(library) => {
+            command.env("JOYRIDE_FASTPATH_LIB", library);
+        }
+    }
+    command.arg("--").args(argv);
+    command
+}

@@ -1,0 +1,173 @@
+"""Peers for the fast-path tests: an echo server whose connections are handled in the accepting
+process, a forked child, an exec'd program, or a process that receives the socket with
+SCM_RIGHTS; an epoll echo server; and a client that streams a seeded payload through the echo
+and checks it comes back intact.
+
+    fast_peer.py server MODE PORT         MODE: inline | fork | exec | scm | epoll
+    fast_peer.py client PORT SIZE SEED    prints "echoed <sha256> <bytes>" and "sent <sha256>"
+    fast_peer.py echo                     stdin -> stdout (what the exec mode runs)
+
+Every handler reports how many joyride ring mappings its process has ("rings=N"), which is
+how the tests tell the fast path from the trap path."""
+import hashlib
+import os
+import random
+import selectors
+import socket
+import sys
+import threading
+
+
+def rings():
+    with open("/proc/self/maps") as maps:
+        return sum("joyride-ring" in line for line in maps)
+
+
+def log(*words):
+    print(*words, file=sys.stderr, flush=True)
+
+
+def echo_socket(conn):
+    total = 0
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            break
+        conn.sendall(data)
+        total += len(data)
+    log(f"handler pid={os.getpid()} rings={rings()} echoed={total}")
+    conn.close()
+
+
+def echo_stdio():
+    # The exec'd image: the connection is fd 0 and fd 1.
+    total = 0
+    while True:
+        data = os.read(0, 65536)
+        if not data:
+            break
+        view = memoryview(data)
+        while view:
+            view = view[os.write(1, view):]
+        total += len(data)
+    log(f"handler pid={os.getpid()} rings={rings()} echoed={total}")
+
+
+def server(mode, port):
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("0.0.0.0", port))
+    listener.listen(16)
+    if mode == "epoll":
+        return epoll_server(listener)
+    receiver = None
+    if mode == "scm":
+        parent_end, child_end = socket.socketpair()
+        receiver = os.fork()
+        if receiver == 0:
+            parent_end.close()
+            while True:
+                msg, fds, _, _ = socket.recv_fds(child_end, 16, 1)
+                if not fds:
+                    os._exit(0)
+                echo_socket(socket.socket(fileno=fds[0]))
+        child_end.close()
+    log("listening")
+    while True:
+        conn, _ = listener.accept()
+        if mode == "inline":
+            echo_socket(conn)
+        elif mode == "fork":
+            if os.fork() == 0:
+                listener.close()
+                echo_socket(conn)
+                os._exit(0)
+            conn.close()
+        elif mode == "exec":
+            # Take part of the stream here (so that it is on the ring by now), echo it, and let
+            # a new program image carry on with the same connection.
+            head = conn.recv(1000)
+            conn.sendall(head)
+            if os.fork() == 0:
+                os.dup2(conn.fileno(), 0)
+                os.dup2(conn.fileno(), 1)
+                os.execvp(sys.executable, [sys.executable, __file__, "echo"])
+            conn.close()
+        elif mode == "scm":
+            socket.send_fds(parent_end, [b"x"], [conn.fileno()])
+            conn.close()
+
+
+def epoll_server(listener):
+    listener.setblocking(False)
+    selector = selectors.EpollSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    pending = {}
+    log("listening")
+    while True:
+        for key, events in selector.select():
+            if key.fileobj is listener:
+                conn, _ = listener.accept()
+                conn.setblocking(False)
+                pending[conn] = bytearray()
+                selector.register(conn, selectors.EVENT_READ)
+                continue
+            conn = key.fileobj
+            if events & selectors.EVENT_READ:
+                try:
+                    data = conn.recv(65536)
+                except BlockingIOError:
+                    data = None
+                if data == b"":
+                    log(f"handler pid={os.getpid()} rings={rings()} echoed=epoll")
+                    selector.unregister(conn)
+                    conn.close()
+                    del pending[conn]
+                    continue
+                if data:
+                    pending[conn] += data
+            if pending[conn]:
+                try:
+                    sent = conn.send(pending[conn])
+                    del pending[conn][:sent]
+                except BlockingIOError:
+                    pass
+            wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if pending[conn] else 0)
+            selector.modify(conn, wanted)
+
+
+def client(port, size, seed):
+    payload = random.Random(seed).randbytes(size)
+    conn = socket.create_connection(("10.77.0.2", port))
+
+    def send():
+        view = memoryview(payload)
+        rng = random.Random(seed + 1)
+        while view:
+            piece = rng.randint(1, 100000)
+            conn.sendall(view[:piece])
+            view = view[piece:]
+        conn.shutdown(socket.SHUT_WR)
+
+    writer = threading.Thread(target=send)
+    writer.start()
+    echoed = hashlib.sha256()
+    got = 0
+    while True:
+        data = conn.recv(70000)
+        if not data:
+            break
+        echoed.update(data)
+        got += len(data)
+    writer.join()
+    print(f"sent {hashlib.sha256(payload).hexdigest()}", flush=True)
+    print(f"echoed {echoed.hexdigest()} {got} rings={rings()}", flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "server":
+        server(sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1] == "client":
+        client(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    elif sys.argv[1] == "echo":
+        echo_stdio()
