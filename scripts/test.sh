@@ -11,6 +11,9 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 cargo test --workspace --locked
+# The programs again on the trap path alone (the run above preloads the fast-path library into
+# every dynamic program; the local-path and fast-path tests run both ways by themselves).
+JOYRIDE_TEST_NO_FAST_PATH=1 cargo test -p supervisor --locked --test run_programs
 
 # The DPDK backend: its own lints and tests, against the system's libdpdk (install-deps.sh).
 cargo clippy -p stackd --features dpdk --all-targets --locked -- -D warnings

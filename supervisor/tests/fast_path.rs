@@ -119,3 +119,61 @@ fn echo_in_a_process_that_received_the_socket_with_scm_rights() {
 fn epoll_server_with_nonblocking_sockets_and_several_clients() {
     echo_through("epoll", 4, 4 << 20);
 }
+
+/// A static program (trap path: no library, so its side never reads a ring) and a dynamic one
+/// (fast path) on one local connection: each direction stays on the socket unless its reader
+/// has the library, so both work.
+#[test]
+fn mixed_pairs_static_and_fast_path_programs() {
+    use common::{sha256_file, write_payload_file, BUSYBOX, STACK_IP};
+    if skip("fast path, mixed pairs", &[Tool::Python, Tool::StaticBusybox])
+        || Mode::from_env() != Mode::Joyride
+    {
+        return;
+    }
+    let Some(library) = common::fast_path_library() else {
+        eprintln!("fast path, mixed pairs: no libjoyride_fastpath.so built: skipped");
+        return;
+    };
+    let fast = Route::FastPath(library);
+    let net = Net::new(Mode::Joyride);
+    let www = net.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let digest = write_payload_file(&www.join("blob"), 16 << 20, 0x313);
+    let www_arg = www.to_str().unwrap().to_owned();
+
+    // Dynamic server on the fast path, static client.
+    let mut python = spawn(
+        &net,
+        &fast,
+        "python-httpd",
+        &["python3", "-m", "http.server", "8081", "--directory", &www_arg],
+    );
+    assert!(net.host.wait_tcp(STACK_IP, 8081, START), "{}", python.tail());
+    let out = net.dir.join("from-python");
+    let out_arg = out.to_str().unwrap().to_owned();
+    let url = format!("http://{STACK_IP}:8081/blob");
+    let mut wget = spawn(&net, &fast, "wget", &[BUSYBOX, "wget", "-q", "-O", &out_arg, &url]);
+    assert!(wget.wait(TRANSFER).success(), "{}\n{}", wget.tail(), python.tail());
+    assert_eq!(sha256_file(&out), digest, "static client ← fast-path server");
+
+    // Static server, dynamic client on the fast path.
+    let mut httpd = spawn(
+        &net,
+        &fast,
+        "busybox-httpd",
+        &[BUSYBOX, "httpd", "-f", "-p", "8082", "-h", &www_arg],
+    );
+    assert!(net.host.wait_tcp(STACK_IP, 8082, START), "{}", httpd.tail());
+    let out = net.dir.join("from-busybox");
+    let fetch = format!(
+        "import urllib.request,hashlib; d=urllib.request.urlopen('http://{STACK_IP}:8082/blob').read(); \
+         open('{}','wb').write(d)",
+        out.display()
+    );
+    let mut client = spawn(&net, &fast, "python-client", &["python3", "-c", &fetch]);
+    assert!(client.wait(TRANSFER).success(), "{}\n{}", client.tail(), httpd.tail());
+    assert_eq!(sha256_file(&out), digest, "fast-path client ← static server");
+    python.kill();
+    httpd.kill();
+}

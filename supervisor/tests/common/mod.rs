@@ -566,11 +566,16 @@ impl Net {
     }
 
     /// The program under test: `joyride run --stackd SOCK -- ARGV`, or ARGV natively.
+    /// `JOYRIDE_TEST_NO_FAST_PATH=1` adds `--no-fast-path` (the suite runs both ways in CI).
     pub fn app<S: AsRef<OsStr>>(&self, argv: &[S]) -> Command {
         match (&self.stackd, &self.app_ns) {
             (Some(stackd), _) => {
                 let mut command = self.host.command(joyride_bin());
-                command.args(["run", "--stackd"]).arg(&stackd.control).arg("--").args(argv);
+                command.args(["run", "--stackd"]).arg(&stackd.control);
+                if std::env::var_os("JOYRIDE_TEST_NO_FAST_PATH").is_some_and(|value| value == "1") {
+                    command.arg("--no-fast-path");
+                }
+                command.arg("--").args(argv);
                 command
             }
             (None, Some(app)) => {
