@@ -14,7 +14,7 @@
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use stackd::ring::{Consumer, Drained, Producer, RingError, RingRegion};
@@ -35,6 +35,25 @@ pub struct Conn {
     tx_region: Arc<RingRegion>,
     /// Set once the reader is past the bytes that came through the socket.
     rx_on_ring: AtomicBool,
+    /// The connection's names, fixed once connected: asked of the supervisor once each, then
+    /// answered here.
+    local_name: OnceLock<SocketName>,
+    peer_name: OnceLock<SocketName>,
+}
+
+/// A socket address as the kernel writes it.
+#[derive(Clone, Copy)]
+pub struct SocketName {
+    /// The address bytes.
+    pub storage: libc::sockaddr_storage,
+    /// How many of them are the address.
+    pub len: libc::socklen_t,
+}
+
+impl std::fmt::Debug for SocketName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SocketName(family {}, {} bytes)", self.storage.ss_family, self.len)
+    }
 }
 
 #[derive(Debug)]
@@ -116,6 +135,8 @@ impl Conn {
             rx_region: rx,
             tx_region: tx,
             rx_on_ring: AtomicBool::new(false),
+            local_name: OnceLock::new(),
+            peer_name: OnceLock::new(),
         })
     }
 
@@ -155,6 +176,20 @@ impl Conn {
     /// a writer may have published without a doorbell).
     pub fn end_spin(&self) -> bool {
         self.rx_region.withdraw_spin().map_or(true, |unread| unread > 0)
+    }
+
+    /// The cached local (`peer == false`) or peer name, if asked before.
+    pub fn name(&self, peer: bool) -> Option<&SocketName> {
+        if peer {
+            self.peer_name.get()
+        } else {
+            self.local_name.get()
+        }
+    }
+
+    /// Caches a name the supervisor answered.
+    pub fn remember_name(&self, peer: bool, name: SocketName) {
+        let _ = if peer { self.peer_name.set(name) } else { self.local_name.set(name) };
     }
 
     /// Bytes ready to read now without blocking (FIONREAD).

@@ -443,6 +443,84 @@ fn adopt_accepted(new: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
     new
 }
 
+/// getsockname/getpeername: a fast-path connection's names never change, so only the first
+/// call of each goes to the supervisor (a trap, ~10 µs); later ones are answered here.
+///
+/// # Safety
+/// `addr` and `len` as the C functions require.
+unsafe fn socket_name(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    peer: bool,
+    kernel: unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int,
+) -> c_int {
+    let Some(conn) = lookup(fd) else {
+        // SAFETY: the program's own arguments, passed on.
+        return unsafe { kernel(fd, addr, len) };
+    };
+    if addr.is_null() || len.is_null() {
+        sys::set_errno(libc::EFAULT);
+        return -1;
+    }
+    if let Some(name) = conn.name(peer) {
+        // SAFETY: the caller's contract: *len readable, addr writable for *len bytes; the copy
+        // is truncated to that, and *len reports the full size, as the kernel does.
+        unsafe {
+            let room = (*len as usize).min(name.len as usize);
+            std::ptr::copy_nonoverlapping(
+                (&name.storage as *const libc::sockaddr_storage).cast::<u8>(),
+                addr.cast::<u8>(),
+                room,
+            );
+            *len = name.len;
+        }
+        return 0;
+    }
+    // SAFETY: zeroed storage is a valid (empty) address to fill.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut full = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+    // SAFETY: our own buffer and length.
+    let result =
+        unsafe { kernel(fd, (&mut storage as *mut libc::sockaddr_storage).cast(), &mut full) };
+    if result != 0 {
+        return result;
+    }
+    conn.remember_name(peer, crate::conn::SocketName { storage, len: full });
+    // SAFETY: as above, now answered from the cache.
+    unsafe { socket_name(fd, addr, len, peer, kernel) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    // SAFETY: getsockname's contract.
+    unsafe { socket_name(fd, addr, len, false, real_getsockname) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    // SAFETY: getpeername's contract.
+    unsafe { socket_name(fd, addr, len, true, real_getpeername) }
+}
+
+unsafe extern "C" fn real_getsockname(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> c_int {
+    // SAFETY: passed through with the caller's contract.
+    unsafe { real::getsockname(fd, addr, len) }
+}
+
+unsafe extern "C" fn real_getpeername(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> c_int {
+    // SAFETY: passed through with the caller's contract.
+    unsafe { real::getpeername(fd, addr, len) }
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     table::remove(fd);
