@@ -676,6 +676,29 @@ pub unsafe extern "C" fn epoll_pwait(
     }
 }
 
+/// epoll_pwait2 (a timespec timeout): served like epoll_pwait, with the timeout rounded up to
+/// whole milliseconds (a wait must not become shorter), so that the rings' standing promises are
+/// withdrawn before any sleep here too.
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait2(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    let timeout_ms = if timeout.is_null() {
+        -1
+    } else {
+        // SAFETY: epoll_pwait2's contract: a non-null timeout is readable.
+        let ts = unsafe { *timeout };
+        let nanos = ts.tv_sec.saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec);
+        (nanos.saturating_add(999_999) / 1_000_000).clamp(0, c_int::MAX as i64) as c_int
+    };
+    // SAFETY: as epoll_pwait.
+    unsafe { epoll_pwait(epfd, events, max, timeout_ms, mask) }
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: c_int) -> c_int {
     // SAFETY: the program's own arguments; the real call gets the program's array or a copy.
