@@ -35,6 +35,9 @@ pub struct Conn {
     tx_region: Arc<RingRegion>,
     /// Set once the reader is past the bytes that came through the socket.
     rx_on_ring: AtomicBool,
+    /// Set when a send found the ring full: re-arms an edge-triggered EPOLLOUT, as EAGAIN
+    /// does for a kernel socket.
+    tx_blocked: AtomicBool,
     /// The connection's names, fixed once connected: asked of the supervisor once each, then
     /// answered here.
     local_name: OnceLock<SocketName>,
@@ -135,6 +138,7 @@ impl Conn {
             rx_region: rx,
             tx_region: tx,
             rx_on_ring: AtomicBool::new(false),
+            tx_blocked: AtomicBool::new(false),
             local_name: OnceLock::new(),
             peer_name: OnceLock::new(),
         })
@@ -159,6 +163,12 @@ impl Conn {
             self.tx_region.unread().map_or(true, |unread| capacity - unread >= capacity / 2)
         });
         (readable, writable)
+    }
+
+    /// Whether a send found the ring full since the last call (and forgets it): an
+    /// edge-triggered EPOLLOUT is due once the ring is writable again.
+    pub fn take_tx_blocked(&self) -> bool {
+        self.tx_blocked.swap(false, Ordering::AcqRel)
     }
 
     /// Promises the peer's writer that this process polls the ring, so that it may skip the
@@ -283,7 +293,14 @@ impl Conn {
                 return Ok(sent);
             }
             if flags & libc::MSG_DONTWAIT != 0 || sys::nonblocking(fd) {
-                return if sent > 0 { Ok(sent) } else { Err(libc::EAGAIN) };
+                if sent > 0 {
+                    return Ok(sent);
+                }
+                self.tx_blocked.store(true, Ordering::Release);
+                if tx.ring.bell_for_space() && ring_bell(fd).is_err() {
+                    tx.ring.bell_not_sent();
+                }
+                return Err(libc::EAGAIN);
             }
             loop {
                 let free = tx.ring.wait_for_space(total - sent, SPACE_WAIT).map_err(ring_errno)?;

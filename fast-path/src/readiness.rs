@@ -368,7 +368,9 @@ fn ring_events(set: &EpollSet, out: &mut [libc::epoll_event]) -> usize {
         }
         if entry.events & (libc::EPOLLOUT as u32) != 0 && writable == Some(true) {
             let edge_triggered = entry.events & (libc::EPOLLET as u32) != 0;
-            if !(edge_triggered && entry.reported_writable) {
+            // An edge is due if we never reported this state, or a send hit a full ring since
+            // (that may have happened entirely between two calls).
+            if !edge_triggered || !entry.reported_writable || entry.conn.take_tx_blocked() {
                 ready |= libc::EPOLLOUT as u32;
             }
         }

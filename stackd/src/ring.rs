@@ -602,6 +602,15 @@ impl<R: Deref<Target = RingRegion>> Producer<R> {
         count_bell(&self.region.header().bell.0)
     }
 
+    /// Before a non-blocking writer reports a full ring: makes sure a doorbell byte of ours is
+    /// queued at the reader, which drains it once it has emptied the ring. Taking that byte
+    /// frees space in *our* socket's send queue, and the kernel's write-space wake-up then
+    /// reaches a writer sleeping in epoll for EPOLLOUT (nothing else would wake it: the reader
+    /// frees ring space without a system call). True if the caller must send the byte.
+    pub fn bell_for_space(&self) -> bool {
+        count_bell(&self.region.header().bell.0)
+    }
+
     /// Takes back a bell counted by [`bell_needed`](Producer::bell_needed) whose byte could not
     /// be sent, so that later writers do not rely on a byte that never comes.
     pub fn bell_not_sent(&self) {
