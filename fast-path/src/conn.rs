@@ -35,6 +35,10 @@ pub struct Conn {
     tx_region: Arc<RingRegion>,
     /// Set once the reader is past the bytes that came through the socket.
     rx_on_ring: AtomicBool,
+    /// Whether the socket is non-blocking, as this process last set or saw it: decides only
+    /// whether an empty read spins first (the sleep itself asks the kernel, so a flag changed
+    /// by another process costs at most one spin, never a wrong result).
+    nonblocking_hint: AtomicBool,
     /// Set when a send found the ring full: re-arms an edge-triggered EPOLLOUT, as EAGAIN
     /// does for a kernel socket.
     tx_blocked: AtomicBool,
@@ -118,6 +122,7 @@ impl Conn {
         rx_region.close_fd();
         tx_region.close_fd();
         let conn = Conn::new(rx_region, tx_region).ok()?;
+        conn.set_nonblocking_hint(sys::nonblocking(fd));
         conn.start_reading();
         Some(Arc::new(conn))
     }
@@ -139,6 +144,7 @@ impl Conn {
             tx_region: tx,
             rx_on_ring: AtomicBool::new(false),
             tx_blocked: AtomicBool::new(false),
+            nonblocking_hint: AtomicBool::new(false),
             local_name: OnceLock::new(),
             peer_name: OnceLock::new(),
         })
@@ -163,6 +169,11 @@ impl Conn {
             self.tx_region.unread().map_or(true, |unread| capacity - unread >= capacity / 2)
         });
         (readable, writable)
+    }
+
+    /// Records O_NONBLOCK as this process just set it (fcntl F_SETFL, ioctl FIONBIO).
+    pub fn set_nonblocking_hint(&self, nonblocking: bool) {
+        self.nonblocking_hint.store(nonblocking, Ordering::Relaxed);
     }
 
     /// Whether a send found the ring full since the last call (and forgets it): an
@@ -254,7 +265,8 @@ impl Conn {
                 return Ok(got);
             }
             // Nothing to read: spin (blocking reads only), then the drain protocol, then sleep.
-            match rx.wait(fd, total - got, dontwait) {
+            let spin_first = dontwait == 0 && !self.nonblocking_hint.load(Ordering::Relaxed);
+            match rx.wait(fd, total - got, dontwait, spin_first) {
                 Ok(Woke::Again) => {}
                 Ok(Woke::Eof) => return Ok(got),
                 Err(errno) => return if got > 0 { Ok(got) } else { Err(errno) },
@@ -408,9 +420,15 @@ impl Rx {
     /// Waits for something to read: a bounded spin on the ring for blocking reads, then the
     /// drain protocol, then sleep on the socket (a peek, so that O_NONBLOCK, SO_RCVTIMEO and
     /// SA_RESTART behave as on the socket itself).
-    fn wait(&mut self, fd: RawFd, want: usize, dontwait: i32) -> Result<Woke, Errno> {
+    fn wait(
+        &mut self,
+        fd: RawFd,
+        want: usize,
+        dontwait: i32,
+        spin_first: bool,
+    ) -> Result<Woke, Errno> {
         if matches!(self.phase(), Phase::Ring) {
-            if dontwait == 0 && spin::budget_ns() > 0 && !sys::nonblocking(fd) {
+            if spin_first && spin::budget_ns() > 0 {
                 self.ring.spin_begin(want);
                 let ring = &self.ring;
                 let _ = spin::spin(|| ring.len().map_or(Some(()), |len| (len > 0).then_some(())));

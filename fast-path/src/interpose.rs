@@ -580,6 +580,11 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     if result >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) {
         table::duplicate(fd, result);
     }
+    if result >= 0 && cmd == libc::F_SETFL {
+        if let Some(conn) = lookup(fd) {
+            conn.set_nonblocking_hint(arg as c_int & libc::O_NONBLOCK != 0);
+        }
+    }
     result
 }
 
@@ -607,8 +612,14 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) ->
     }
     // SAFETY: the program's own arguments, passed straight to the kernel (libc's ioctl is a
     // plain system call wrapper).
-    let result = unsafe { libc::syscall(libc::SYS_ioctl, fd, request, arg) };
-    result as c_int
+    let result = unsafe { libc::syscall(libc::SYS_ioctl, fd, request, arg) } as c_int;
+    if result == 0 && request == libc::FIONBIO && !arg.is_null() {
+        if let Some(conn) = lookup(fd) {
+            // SAFETY: FIONBIO's argument is an int the kernel just read.
+            conn.set_nonblocking_hint(unsafe { *arg.cast::<c_int>() } != 0);
+        }
+    }
+    result
 }
 
 /// The optional busy-poll in front of a waiting call that watches no fast-path socket: while
