@@ -103,6 +103,7 @@ def epoll_server(listener):
     selector = selectors.EpollSelector()
     selector.register(listener, selectors.EVENT_READ)
     pending = {}
+    finished = set()
     log("listening")
     while True:
         for key, events in selector.select():
@@ -113,18 +114,14 @@ def epoll_server(listener):
                 selector.register(conn, selectors.EVENT_READ)
                 continue
             conn = key.fileobj
-            if events & selectors.EVENT_READ:
+            if events & selectors.EVENT_READ and conn not in finished:
                 try:
                     data = conn.recv(65536)
                 except BlockingIOError:
                     data = None
                 if data == b"":
-                    log(f"handler pid={os.getpid()} rings={rings()} echoed=epoll")
-                    selector.unregister(conn)
-                    conn.close()
-                    del pending[conn]
-                    continue
-                if data:
+                    finished.add(conn)
+                elif data:
                     pending[conn] += data
             if pending[conn]:
                 try:
@@ -132,7 +129,16 @@ def epoll_server(listener):
                     del pending[conn][:sent]
                 except BlockingIOError:
                     pass
-            wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if pending[conn] else 0)
+            if conn in finished and not pending[conn]:
+                # The client's EOF, and everything echoed: done with this one.
+                log(f"handler pid={os.getpid()} rings={rings()} echoed=epoll")
+                selector.unregister(conn)
+                conn.close()
+                del pending[conn]
+                finished.discard(conn)
+                continue
+            reading = 0 if conn in finished else selectors.EVENT_READ
+            wanted = reading | (selectors.EVENT_WRITE if pending[conn] else 0)
             selector.modify(conn, wanted)
 
 
