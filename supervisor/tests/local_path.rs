@@ -115,7 +115,7 @@ fn python_peers_see_kernel_names_errors_and_resets_on_the_local_path() {
             format!("accepted peer={client_name} name={STACK_IP}:7100 peername={client_name}")
         );
         // TCP_INFO's first byte is the state: 1, ESTABLISHED.
-        assert_eq!(client.wait_line("nodelay=", START), "nodelay=1 tcp_state=1");
+        assert_eq!(client.wait_line("nodelay=", START), "nodelay=1 tcp_state=1 mss=65483");
         assert_eq!(client.wait_line("reply=", START), "reply=b'echo:ping\\n'");
 
         let ready = steps.join("client-ready");

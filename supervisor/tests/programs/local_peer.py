@@ -83,7 +83,8 @@ def client(port, directory):
     say(f"connected name={name(conn.getsockname())} peername={name(conn.getpeername())}")
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     state = conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[0]
-    say(f"nodelay={conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)} tcp_state={state}")
+    mss = conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
+    say(f"nodelay={conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)} tcp_state={state} mss={mss}")
     conn.sendall(b"ping\n")
     say(f"reply={read_line(conn)!r}")
     touch(directory, "client-ready")
