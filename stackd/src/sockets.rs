@@ -1634,10 +1634,6 @@ fn set_option(
     stack.set_options(now, handle, options).map_err(errno)
 }
 
-/// TCP_MAXSEG of a local connection: Linux's over lo (65536 - 40 bytes of headers - 12 of the
-/// timestamp option).
-const LOCAL_MSS: usize = 65_483;
-
 fn get_option(
     stack: &mut Stack,
     record: &mut Record,
@@ -1676,7 +1672,7 @@ fn get_option(
                 Some(mss) => usize::from(mss),
                 // A spliced local connection has no segments; report what Linux reports for a
                 // connection to one of its own addresses (over lo, MTU 65536).
-                None if record.local.is_some() => LOCAL_MSS,
+                None if record.local.is_some() => LOCAL_MSS as usize,
                 None => stack.tcp_info(handle).map(|info| info.snd_mss).unwrap_or(536),
             };
             int(mss as u64)
