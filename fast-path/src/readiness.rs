@@ -223,20 +223,22 @@ fn wait_loop(
         }
     }
     loop {
-        let left = remaining_ms(timeout, start);
-        if timeout > 0 && left == 0 {
-            return 0;
-        }
-        let slice = if space_waiter && !(0..=SPACE_SLICE_MS).contains(&left) {
-            SPACE_SLICE_MS
-        } else {
-            left
-        };
+        let Some(slice) = next_sleep(timeout, start, space_waiter) else { return 0 };
         let ready = look(Some(slice));
         if ready != 0 {
             return ready;
         }
     }
+}
+
+/// How long the next kernel sleep of a waiting call may last (`None`: the timeout is over).
+/// A writer waiting for ring space sleeps in slices: nothing wakes the kernel's wait for that.
+fn next_sleep(timeout: c_int, start: u64, space_waiter: bool) -> Option<c_int> {
+    let left = remaining_ms(timeout, start);
+    if timeout > 0 && left == 0 {
+        return None;
+    }
+    Some(if space_waiter && !(0..=SPACE_SLICE_MS).contains(&left) { SPACE_SLICE_MS } else { left })
 }
 
 /// Milliseconds left of `timeout` (negative: forever) after `start`.
@@ -322,15 +324,7 @@ pub unsafe fn epoll_wait(
             promise_all(set);
             return ready;
         }
-        let left = remaining_ms(timeout, start);
-        if timeout > 0 && left == 0 {
-            return 0;
-        }
-        let slice = if space_waiter && !(0..=SPACE_SLICE_MS).contains(&left) {
-            SPACE_SLICE_MS
-        } else {
-            left
-        };
+        let Some(slice) = next_sleep(timeout, start, space_waiter) else { return 0 };
         let ready = look(Some(slice));
         if ready != 0 {
             promise_all(set);

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use joyride_fastpath::conn::Conn;
 use sha2::{Digest, Sha256};
-use stackd::ring::RingRegion;
+
+mod common;
+
+use common::{conn_pair, Rng};
 
 struct Side {
     conn: Arc<Conn>,
@@ -32,27 +35,8 @@ impl Side {
 
 /// Two connected sides; neither reads its ring yet (each direction starts plain).
 fn pair(capacity: usize) -> (Side, Side) {
-    let (a, b) = UnixStream::pair().unwrap();
-    let a_to_b = RingRegion::create(capacity).unwrap();
-    let b_to_a = RingRegion::create(capacity).unwrap();
-    let a_to_b_peer = RingRegion::map(a_to_b.fd().unwrap().try_clone_to_owned().unwrap()).unwrap();
-    let b_to_a_peer = RingRegion::map(b_to_a.fd().unwrap().try_clone_to_owned().unwrap()).unwrap();
-    let side_a = Side { conn: Arc::new(Conn::new(b_to_a, a_to_b).unwrap()), socket: a };
-    let side_b = Side { conn: Arc::new(Conn::new(a_to_b_peer, b_to_a_peer).unwrap()), socket: b };
-    (side_a, side_b)
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
+    let [(a, conn_a), (b, conn_b)] = conn_pair(capacity);
+    (Side { conn: conn_a, socket: a }, Side { conn: conn_b, socket: b })
 }
 
 fn stream(seed: u64, len: usize) -> Vec<u8> {

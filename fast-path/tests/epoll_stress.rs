@@ -9,21 +9,17 @@
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use joyride_fastpath::{conn::Conn, table};
-use stackd::ring::RingRegion;
+use joyride_fastpath::table;
+
+mod common;
+
+use common::{conn_pair, Rng};
 
 fn connected_pair(capacity: usize) -> (UnixStream, UnixStream) {
-    let (a, b) = UnixStream::pair().unwrap();
-    let a_to_b = RingRegion::create(capacity).unwrap();
-    let b_to_a = RingRegion::create(capacity).unwrap();
-    let a_to_b_peer = RingRegion::map(a_to_b.fd().unwrap().try_clone_to_owned().unwrap()).unwrap();
-    let b_to_a_peer = RingRegion::map(b_to_a.fd().unwrap().try_clone_to_owned().unwrap()).unwrap();
-    let conn_a = Arc::new(Conn::new(b_to_a, a_to_b).unwrap());
-    let conn_b = Arc::new(Conn::new(a_to_b_peer, b_to_a_peer).unwrap());
+    let [(a, conn_a), (b, conn_b)] = conn_pair(capacity);
     conn_a.start_reading();
     conn_b.start_reading();
     assert!(table::insert(a.as_raw_fd(), conn_a));
@@ -31,16 +27,6 @@ fn connected_pair(capacity: usize) -> (UnixStream, UnixStream) {
     a.set_nonblocking(true).unwrap();
     b.set_nonblocking(true).unwrap();
     (a, b)
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 fn message(index: u64, rng: &mut Rng) -> Vec<u8> {
