@@ -177,3 +177,38 @@ fn mixed_pairs_static_and_fast_path_programs() {
     python.kill();
     httpd.kill();
 }
+
+/// EINTR without SA_RESTART, a restarted wait with it, and SO_RCVTIMEO, on a blocking recv of
+/// a fast-path socket: exactly the kernel's answers (the reader sleeps in a recv on the socket
+/// itself), the same on the trap path.
+#[test]
+fn signals_and_receive_timeouts_on_a_blocking_recv() {
+    if skip("fast path, signals", &[Tool::Gcc]) || Mode::from_env() != Mode::Joyride {
+        return;
+    }
+    let program_dir = common::Scratch::new();
+    let program = common::compile_c("fast_signals", false, &program_dir.path);
+    let program = program.to_str().unwrap().to_owned();
+    for route in paths("fast path, signals") {
+        let net = Net::new(Mode::Joyride);
+        let mut run = spawn(&net, &route, "signals", &[&program, common::STACK_IP, "7400"]);
+        let status = run.wait(TRANSFER);
+        assert!(status.success(), "{route:?}: {}", run.tail());
+        let out = run.output();
+        let lines: Vec<&str> = out.lines().filter(|line| !line.starts_with("rings=")).collect();
+        assert_eq!(
+            lines,
+            [
+                "no-restart: result=-1 errno=EINTR handled=1 waited=yes",
+                "restart: result=4 data=late handled=1",
+                "rcvtimeo: result=-1 errno=EAGAIN waited=yes",
+            ],
+            "{route:?}: {out}"
+        );
+        let mapped = rings(out.lines().find(|line| line.starts_with("rings=")).unwrap());
+        match route {
+            Route::Trap => assert_eq!(mapped, 0, "{out}"),
+            Route::FastPath(_) => assert_eq!(mapped, 4, "two connections' rings: {out}"),
+        }
+    }
+}
