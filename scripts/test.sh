@@ -10,6 +10,10 @@ scripts/install-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+# The binaries and the fast-path library first: the end-to-end tests run target/debug/joyride,
+# joyride-stackd, and the libjoyride_fastpath.so that `joyride run` finds next to joyride (cargo
+# test builds the cdylib but does not put it there).
+cargo build --workspace --locked
 cargo test --workspace --locked
 # The programs again on the trap path alone (the run above preloads the fast-path library into
 # every dynamic program; the local-path and fast-path tests run both ways by themselves).

@@ -43,7 +43,7 @@ fn echo_through(mode: &str, clients: usize, size: usize) {
         return;
     }
     let script = script();
-    for route in paths(&format!("fast path, {mode} echo")) {
+    for route in paths() {
         let net = Net::new(Mode::Joyride);
         let port = "7300";
         let mut server = spawn(&net, &route, "server", &["python3", &script, "server", mode, port]);
@@ -131,11 +131,7 @@ fn mixed_pairs_static_and_fast_path_programs() {
     {
         return;
     }
-    let Some(library) = common::fast_path_library() else {
-        eprintln!("fast path, mixed pairs: no libjoyride_fastpath.so built: skipped");
-        return;
-    };
-    let fast = Route::FastPath(library);
+    let fast = Route::FastPath(common::fast_path_library());
     let net = Net::new(Mode::Joyride);
     let www = net.dir.join("www");
     std::fs::create_dir_all(&www).unwrap();
@@ -189,7 +185,7 @@ fn signals_and_receive_timeouts_on_a_blocking_recv() {
     let program_dir = common::Scratch::new();
     let program = common::compile_c("fast_signals", false, &program_dir.path);
     let program = program.to_str().unwrap().to_owned();
-    for route in paths("fast path, signals") {
+    for route in paths() {
         let net = Net::new(Mode::Joyride);
         let mut run = spawn(&net, &route, "signals", &[&program, common::STACK_IP, "7400"]);
         let status = run.wait(TRANSFER);

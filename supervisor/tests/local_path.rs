@@ -7,7 +7,7 @@
 //! leaves stackd's books as they were.
 //!
 //! The tests that exercise the local path run once with `--no-fast-path` and once more with the
-//! fast-path library preloaded when cargo has built it (target/*/libjoyride_fastpath.so).
+//! fast-path library preloaded (libjoyride_fastpath.so next to the joyride binary under test).
 //! `JOYRIDE_TEST_NATIVE=1` runs the programs on the kernel's stack instead (both in one
 //! namespace that owns 10.77.0.2), which shows the expectations are the kernel's.
 
@@ -55,7 +55,7 @@ fn static_busybox_wget_fetches_32_mib_from_busybox_httpd_over_the_local_path() {
     if skip("local busybox httpd → wget", &[Tool::StaticBusybox]) {
         return;
     }
-    for path in paths("local busybox httpd → wget") {
+    for path in paths() {
         let net = Net::new(Mode::from_env());
         let www = net.dir.join("www");
         std::fs::create_dir_all(&www).unwrap();
@@ -90,7 +90,7 @@ fn python_peers_see_kernel_names_errors_and_resets_on_the_local_path() {
     if skip("local python peers", &[Tool::Python]) {
         return;
     }
-    for path in paths("local python peers") {
+    for path in paths() {
         let net = Net::new(Mode::from_env());
         let steps = net.dir.join("steps");
         std::fs::create_dir_all(&steps).unwrap();
@@ -193,7 +193,7 @@ fn a_thousand_local_connections_leave_stackds_books_as_they_were() {
         return;
     }
     const COUNT: &str = "1000";
-    for path in paths("local connection storm") {
+    for path in paths() {
         let net = Net::new(Mode::Joyride);
         let stackd = net.stackd();
         let script = peer_script();

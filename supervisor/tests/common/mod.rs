@@ -705,22 +705,21 @@ pub enum Route {
 }
 
 /// The fast-path library cargo built, if it did.
-pub fn fast_path_library() -> Option<PathBuf> {
-    let target = joyride_bin().parent()?.parent()?.to_path_buf();
-    ["release", "debug"]
-        .iter()
-        .map(|profile| target.join(profile).join("libjoyride_fastpath.so"))
-        .find(|path| path.is_file())
+pub fn fast_path_library() -> PathBuf {
+    let path =
+        joyride_bin().parent().expect("cargo's output directory").join("libjoyride_fastpath.so");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it first with `cargo build -p fast-path` (`cargo test` alone does \
+         not put the library next to the joyride binary, and `joyride run` looks for it there)",
+        path.display()
+    );
+    path
 }
 
-/// The ways to run a local-path test: always the trap path, the fast path when it exists.
-pub fn paths(test: &str) -> Vec<Route> {
-    let mut paths = vec![Route::Trap];
-    match fast_path_library() {
-        Some(library) => paths.push(Route::FastPath(library)),
-        None => eprintln!("{test}: no libjoyride_fastpath.so built: the fast-path run is skipped"),
-    }
-    paths
+/// The ways to run a local-path test: the trap path and the fast path.
+pub fn paths() -> Vec<Route> {
+    vec![Route::Trap, Route::FastPath(fast_path_library())]
 }
 
 /// `argv` under its own `joyride run` (natively, in the program's namespace, for a control run).
