@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use stackd::ring::{Consumer, Drained, Producer, RingError, RingRegion};
+use stackd::ring::{Consumer, Drained, Producer, RingError, RingRegion, Side, SideGuard};
 
 use crate::spin;
 use crate::sys::{self, Errno};
@@ -35,6 +35,9 @@ pub struct Conn {
     tx_region: Arc<RingRegion>,
     /// Set once the reader is past the bytes that came through the socket.
     rx_on_ring: AtomicBool,
+    /// Set in both processes when a fork shares this connection: from then on each call takes
+    /// its direction's side of the ring for the process and resumes from the shared positions.
+    shared: AtomicBool,
     /// Whether the socket is non-blocking, as this process last set or saw it: decides only
     /// whether an empty read spins first (the sleep itself asks the kernel, so a flag changed
     /// by another process costs at most one spin, never a wrong result).
@@ -145,6 +148,7 @@ impl Conn {
             rx_on_ring: AtomicBool::new(false),
             tx_blocked: AtomicBool::new(false),
             nonblocking_hint: AtomicBool::new(false),
+            shared: AtomicBool::new(false),
             local_name: OnceLock::new(),
             peer_name: OnceLock::new(),
         })
@@ -169,6 +173,36 @@ impl Conn {
             self.tx_region.unread().map_or(true, |unread| capacity - unread >= capacity / 2)
         });
         (readable, writable)
+    }
+
+    /// After a fork: both processes hold this connection now (see [`Conn::shared`]).
+    pub fn mark_shared(&self) {
+        self.shared.store(true, Ordering::Release);
+    }
+
+    /// In a shared connection, takes the read side for this process and resumes from the
+    /// shared state (another process may have read since).
+    fn hold_rx(&self, rx: &mut Rx) -> Option<SideGuard<'_>> {
+        if !self.shared.load(Ordering::Acquire) {
+            return None;
+        }
+        let guard = self.rx_region.lock_side(Side::Consumer);
+        rx.ring.resync();
+        rx.plain_read = rx.ring.plain_taken();
+        Some(guard)
+    }
+
+    /// In a shared connection, takes the write side for this process and resumes from the
+    /// shared state.
+    fn hold_tx(&self, tx: &mut Tx) -> Option<SideGuard<'_>> {
+        if !self.shared.load(Ordering::Acquire) {
+            return None;
+        }
+        let guard = self.tx_region.lock_side(Side::Producer);
+        tx.ring.resync();
+        tx.plain_written = tx.ring.plain_sent();
+        tx.switched = tx.ring.switched();
+        Some(guard)
     }
 
     /// Records O_NONBLOCK as this process just set it (fcntl F_SETFL, ioctl FIONBIO).
@@ -239,6 +273,7 @@ impl Conn {
         let dontwait = flags & libc::MSG_DONTWAIT;
         let wait_all = flags & libc::MSG_WAITALL != 0 && !peek;
         let mut rx = lock(&self.rx);
+        let mut side = self.hold_rx(&mut rx);
         let mut got = 0;
         loop {
             let step = match rx.phase() {
@@ -264,11 +299,23 @@ impl Conn {
             if got > 0 && !wait_all {
                 return Ok(got);
             }
-            // Nothing to read: spin (blocking reads only), then the drain protocol, then sleep.
+            // Nothing to read: spin (blocking reads only), then the drain protocol, then sleep
+            // in a peek on the socket (not holding a shared side: another process's
+            // non-blocking read must not wait for our sleep).
             let spin_first = dontwait == 0 && !self.nonblocking_hint.load(Ordering::Relaxed);
-            match rx.wait(fd, total - got, dontwait, spin_first) {
-                Ok(Woke::Again) => {}
-                Ok(Woke::Eof) => return Ok(got),
+            match rx.prepare_sleep(fd, total - got, spin_first) {
+                Ok(Some(Woke::Again)) => continue,
+                Ok(Some(Woke::Eof)) => return Ok(got),
+                Ok(None) => {}
+                Err(errno) => return if got > 0 { Ok(got) } else { Err(errno) },
+            }
+            drop(side.take());
+            let peeked = sys::recv(fd, &mut [0u8; 1], libc::MSG_PEEK | dontwait);
+            side = self.hold_rx(&mut rx);
+            match peeked {
+                // EOF on the socket; bytes the writer put in the ring before closing come first.
+                Ok(0) if rx.at_eof().map_err(ring_errno)? => return Ok(got),
+                Ok(_) => {}
                 Err(errno) => return if got > 0 { Ok(got) } else { Err(errno) },
             }
         }
@@ -280,6 +327,7 @@ impl Conn {
     pub fn send(&self, fd: RawFd, bufs: &[IoSlice<'_>], flags: i32) -> Result<usize, Errno> {
         let total: usize = bufs.iter().map(|buf| buf.len()).sum();
         let mut tx = lock(&self.tx);
+        let mut side = self.hold_tx(&mut tx);
         if !tx.switched {
             if !tx.ring.reader_attached() {
                 return tx.write_plain(fd, bufs, flags);
@@ -314,6 +362,7 @@ impl Conn {
                 }
                 return Err(libc::EAGAIN);
             }
+            drop(side.take());
             loop {
                 let free = tx.ring.wait_for_space(total - sent, SPACE_WAIT).map_err(ring_errno)?;
                 if free > 0 {
@@ -323,6 +372,7 @@ impl Conn {
                     return peer_gone(fd, flags, sent, libc::EPIPE);
                 }
             }
+            side = self.hold_tx(&mut tx);
         }
     }
 }
@@ -417,46 +467,39 @@ impl Rx {
         Ok(copied)
     }
 
-    /// Waits for something to read: a bounded spin on the ring for blocking reads, then the
-    /// drain protocol, then sleep on the socket (a peek, so that O_NONBLOCK, SO_RCVTIMEO and
-    /// SA_RESTART behave as on the socket itself).
-    fn wait(
+    /// Before sleeping for something to read: a bounded spin on the ring (blocking reads), then
+    /// the drain protocol. `None`: nothing came, sleep on the socket (a peek, so that
+    /// O_NONBLOCK, SO_RCVTIMEO and SA_RESTART behave as on the socket itself).
+    fn prepare_sleep(
         &mut self,
         fd: RawFd,
         want: usize,
-        dontwait: i32,
         spin_first: bool,
-    ) -> Result<Woke, Errno> {
-        if matches!(self.phase(), Phase::Ring) {
-            if spin_first && spin::budget_ns() > 0 {
-                self.ring.spin_begin(want);
-                let ring = &self.ring;
-                let _ = spin::spin(|| ring.len().map_or(Some(()), |len| (len > 0).then_some(())));
-                if self.ring.spin_end().map_err(ring_errno)? > 0 {
-                    return Ok(Woke::Again);
-                }
-            }
-            let mut eof = false;
-            match self.ring.drain_bells(|pending| drain_bells(fd, pending, &mut eof)) {
-                Ok(Drained::Readable) => return Ok(Woke::Again),
-                Ok(Drained::Sleep) if eof => return Ok(Woke::Eof),
-                Ok(Drained::Sleep) => {}
-                Err(error) => return Err(ring_errno(error)),
+    ) -> Result<Option<Woke>, Errno> {
+        if !matches!(self.phase(), Phase::Ring) {
+            return Ok(None);
+        }
+        if spin_first && spin::budget_ns() > 0 {
+            self.ring.spin_begin(want);
+            let ring = &self.ring;
+            let _ = spin::spin(|| ring.len().map_or(Some(()), |len| (len > 0).then_some(())));
+            if self.ring.spin_end().map_err(ring_errno)? > 0 {
+                return Ok(Some(Woke::Again));
             }
         }
-        let mut byte = [0u8; 1];
-        match sys::recv(fd, &mut byte, libc::MSG_PEEK | dontwait)? {
-            0 => {
-                // EOF on the socket; bytes the writer put in the ring before closing come first.
-                let empty = self.ring.is_empty().map_err(ring_errno)?;
-                Ok(if empty && !matches!(self.phase(), Phase::Plain(Some(_))) {
-                    Woke::Eof
-                } else {
-                    Woke::Again
-                })
-            }
-            _ => Ok(Woke::Again),
+        let mut eof = false;
+        match self.ring.drain_bells(|pending| drain_bells(fd, pending, &mut eof)) {
+            Ok(Drained::Readable) => Ok(Some(Woke::Again)),
+            Ok(Drained::Sleep) if eof => Ok(Some(Woke::Eof)),
+            Ok(Drained::Sleep) => Ok(None),
+            Err(error) => Err(ring_errno(error)),
         }
+    }
+
+    /// After the socket read EOF: whether the stream is over (nothing left in the ring, and no
+    /// data bytes still due from the socket).
+    fn at_eof(&self) -> Result<bool, RingError> {
+        Ok(self.ring.is_empty()? && !matches!(self.phase(), Phase::Plain(Some(_))))
     }
 }
 

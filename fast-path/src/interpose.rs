@@ -771,6 +771,10 @@ extern "C" fn init() {
         let text = unsafe { std::ffi::CStr::from_ptr(spin_us) };
         spin::configure(text.to_str().ok());
     }
+    // After a fork both processes hold every connection: from then on they take turns per
+    // direction (stackd::ring::RingRegion::lock_side).
+    // SAFETY: plain C function pointers without arguments, valid for the process's life.
+    unsafe { libc::pthread_atfork(None, Some(after_fork), Some(after_fork)) };
     // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name.
     let go = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_cgo_init".as_ptr()) };
     if !go.is_null() {
@@ -778,6 +782,10 @@ extern "C" fn init() {
         return;
     }
     adopt_inherited();
+}
+
+extern "C" fn after_fork() {
+    table::mark_all_shared();
 }
 
 /// A program exec'd with fast-path sockets open (a server that execs a handler with the

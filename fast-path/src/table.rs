@@ -21,6 +21,8 @@ const RETIRED: usize = 256;
 
 static TABLE: [AtomicPtr<Conn>; MAX_FDS] = [const { AtomicPtr::new(ptr::null_mut()) }; MAX_FDS];
 static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// One past the highest descriptor ever inserted (bounds the walk after a fork).
+static HIGH: AtomicUsize = AtomicUsize::new(0);
 static GRAVEYARD: Mutex<Graveyard> = Mutex::new(Graveyard { slots: Vec::new(), next: 0 });
 
 struct Graveyard {
@@ -62,6 +64,7 @@ pub fn any() -> bool {
 pub fn insert(fd: i32, conn: Arc<Conn>) -> bool {
     let Some(slot) = slot(fd) else { return false };
     LIVE.fetch_add(1, Ordering::Relaxed);
+    HIGH.fetch_max(fd as usize + 1, Ordering::Relaxed);
     let old = slot.swap(Arc::into_raw(conn).cast_mut(), Ordering::AcqRel);
     retire(old);
     true
@@ -100,5 +103,17 @@ pub fn duplicate(from: i32, to: i32) {
             insert(to, conn);
         }
         None => remove(to),
+    }
+}
+
+/// After a fork, in parent and child: every connection is now held by two processes.
+pub fn mark_all_shared() {
+    if !any() {
+        return;
+    }
+    for fd in 0..HIGH.load(Ordering::Relaxed) {
+        if let Some(conn) = get(fd as i32) {
+            conn.mark_shared();
+        }
     }
 }

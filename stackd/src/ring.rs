@@ -169,6 +169,34 @@ struct Header {
     // which the reader bumps when it hands back half the ring.
     writer_waiting: Line<AtomicU32>,
     space: Line<AtomicU32>,
+    // Per side (producer, consumer): a lock word (0 free, 1 held, 2 held with waiters) and the
+    // holder's process id, for processes that share one side after a fork.
+    side_locks: [Line<[AtomicU32; 2]>; 2],
+}
+
+/// A side of a ring, for [`RingRegion::lock_side`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The writers.
+    Producer = 0,
+    /// The readers.
+    Consumer = 1,
+}
+
+/// Holds one side of a ring for this process; released on drop.
+#[derive(Debug)]
+pub struct SideGuard<'a> {
+    words: &'a [AtomicU32; 2],
+}
+
+impl Drop for SideGuard<'_> {
+    fn drop(&mut self) {
+        let [lock, owner] = self.words;
+        owner.store(0, Ordering::Relaxed);
+        if lock.swap(0, Ordering::Release) == 2 {
+            futex_wake(lock);
+        }
+    }
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
@@ -366,6 +394,36 @@ impl RingRegion {
     /// Whether the reader has attached (see "Joining a stream").
     pub fn reader_attached(&self) -> bool {
         self.header().reader_attached.0.load(Ordering::SeqCst) != 0
+    }
+
+    /// Takes one side of the ring for this process (processes that share a side after a fork
+    /// take turns; threads of one process are the caller's business). A holder that died is
+    /// noticed within a few tens of milliseconds and its hold broken.
+    pub fn lock_side(&self, side: Side) -> SideGuard<'_> {
+        let words = &self.header().side_locks[side as usize].0;
+        let [lock, owner] = words;
+        let me = std::process::id();
+        if lock.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            owner.store(me, Ordering::Relaxed);
+            return SideGuard { words };
+        }
+        loop {
+            if lock.swap(2, Ordering::Acquire) == 0 {
+                owner.store(me, Ordering::Relaxed);
+                return SideGuard { words };
+            }
+            futex_wait(lock, 2, Duration::from_millis(20));
+            let holder = owner.load(Ordering::Relaxed);
+            // SAFETY: kill with signal 0 only checks that the process exists.
+            let gone = holder != 0
+                && holder != me
+                && unsafe { libc::kill(holder as libc::pid_t, 0) } != 0
+                && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+            if gone {
+                let _ = owner.compare_exchange(holder, 0, Ordering::Relaxed, Ordering::Relaxed);
+                lock.store(0, Ordering::Release);
+            }
+        }
     }
 
     /// The producer's view, borrowing the region. One per region per process.
@@ -636,6 +694,13 @@ impl<R: Deref<Target = RingRegion>> Producer<R> {
         self.region.header().switch_mark.0.load(Ordering::SeqCst) != 0
     }
 
+    /// Takes the position from the shared header (another process sharing this side after a
+    /// fork may have written since); call holding [`Side::Producer`].
+    pub fn resync(&mut self) {
+        self.position = self.region.header().producer.0.load(Ordering::Acquire);
+        self.granted = 0;
+    }
+
     /// Bytes this side sent through the carrier so far (0 for a fresh stream).
     pub fn plain_sent(&self) -> u64 {
         self.region.header().plain_sent.0.load(Ordering::SeqCst)
@@ -792,6 +857,13 @@ impl<R: Deref<Target = RingRegion>> Consumer<R> {
             }
         }
         Ok(())
+    }
+
+    /// Takes the position from the shared header (another process sharing this side after a
+    /// fork may have read since); call holding [`Side::Consumer`].
+    pub fn resync(&mut self) {
+        self.position = self.region.header().consumer.0.load(Ordering::Acquire);
+        self.granted = 0;
     }
 
     /// Bytes of the stream this side took from the carrier so far.

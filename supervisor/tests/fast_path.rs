@@ -208,3 +208,30 @@ fn signals_and_receive_timeouts_on_a_blocking_recv() {
         }
     }
 }
+
+/// After a fork, parent and child write to one connection at the same time: every 100-byte
+/// record arrives whole and each writer's in order (the two processes take turns on the ring's
+/// write side instead of keeping positions of their own).
+#[test]
+fn parent_and_child_write_one_connection_at_once() {
+    if skip("fast path, fork writers", &[Tool::Python]) || Mode::from_env() != Mode::Joyride {
+        return;
+    }
+    let script = script();
+    for route in paths() {
+        let net = Net::new(Mode::Joyride);
+        let mut server =
+            spawn(&net, &route, "server", &["python3", &script, "server", "forkwrite", "7500"]);
+        server.wait_line("listening", START);
+        let mut client =
+            spawn(&net, &route, "client", &["python3", &script, "records", "7500", "20000"]);
+        let status = client.wait(TRANSFER);
+        assert!(status.success(), "{route:?}: {}\n{}", client.tail(), server.tail());
+        let line = client.wait_line("records ok", START);
+        assert!(line.starts_with("records ok 40000 "), "{route:?}: {line}");
+        if let Route::FastPath(_) = route {
+            assert!(rings(&line) >= 2, "the client read no ring: {line}");
+        }
+        server.kill();
+    }
+}

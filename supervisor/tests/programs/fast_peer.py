@@ -6,6 +6,9 @@ and checks it comes back intact.
     fast_peer.py server MODE PORT         MODE: inline | fork | exec | scm | epoll
     fast_peer.py client PORT SIZE SEED    prints "echoed <sha256> <bytes>" and "sent <sha256>"
     fast_peer.py echo                     stdin -> stdout (what the exec mode runs)
+    fast_peer.py server forkwrite PORT    after accept, parent and child both write records
+    fast_peer.py records PORT N           reads 2*N records, checks each writer's are whole and
+                                          in order: prints "records ok <n>"
 
 Every handler reports how many joyride ring mappings its process has ("rings=N"), which is
 how the tests tell the fast path from the trap path."""
@@ -60,6 +63,8 @@ def server(mode, port):
     listener.listen(16)
     if mode == "epoll":
         return epoll_server(listener)
+    if mode == "forkwrite":
+        return fork_writers(listener)
     receiver = None
     if mode == "scm":
         parent_end, child_end = socket.socketpair()
@@ -142,6 +147,49 @@ def epoll_server(listener):
             selector.modify(conn, wanted)
 
 
+RECORD = 100
+
+
+def record(tag, index):
+    head = f"{tag}{index:07d}".encode()
+    return head + bytes([65 + (index + ord(tag)) % 26]) * (RECORD - len(head))
+
+
+def fork_writers(listener):
+    # Parent and child write to one connection at the same time: each record must arrive whole.
+    log("listening")
+    conn, _ = listener.accept()
+    count = int(os.environ.get("RECORDS", "20000"))
+    child = os.fork()
+    tag = "C" if child == 0 else "P"
+    for index in range(count):
+        conn.sendall(record(tag, index))
+    log(f"handler pid={os.getpid()} rings={rings()} wrote={count}")
+    if child == 0:
+        os._exit(0)
+    os.waitpid(child, 0)
+    conn.close()
+
+
+def records(port, count):
+    conn = socket.create_connection(("10.77.0.2", port))
+    data = bytearray()
+    while True:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    assert len(data) == 2 * count * RECORD, f"{len(data)} bytes"
+    seen = {"P": 0, "C": 0}
+    for at in range(0, len(data), RECORD):
+        piece = bytes(data[at:at + RECORD])
+        tag = chr(piece[0])
+        assert tag in seen, f"record {at // RECORD} torn: {piece[:20]!r}"
+        assert piece == record(tag, seen[tag]), f"record {at // RECORD} torn or out of order: {piece[:20]!r}"
+        seen[tag] += 1
+    print(f"records ok {seen['P'] + seen['C']} rings={rings()}", flush=True)
+
+
 def client(port, size, seed):
     payload = random.Random(seed).randbytes(size)
     conn = socket.create_connection(("10.77.0.2", port))
@@ -177,3 +225,5 @@ if __name__ == "__main__":
         client(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
     elif sys.argv[1] == "echo":
         echo_stdio()
+    elif sys.argv[1] == "records":
+        records(int(sys.argv[2]), int(sys.argv[3]))
