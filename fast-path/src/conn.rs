@@ -175,7 +175,7 @@ impl Conn {
         (readable, writable)
     }
 
-    /// After a fork: both processes hold this connection now (see [`Conn::shared`]).
+    /// After a fork: both processes hold this connection now.
     pub fn mark_shared(&self) {
         self.shared.store(true, Ordering::Release);
     }
