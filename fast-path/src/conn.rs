@@ -205,6 +205,16 @@ impl Conn {
         Some(guard)
     }
 
+    /// For a waiting call whose program waits for this socket to turn writable: sleeps until
+    /// the reader has freed half the ring (it wakes the futex in the header) or `timeout`
+    /// passes. False if another thread is writing right now (the caller sleeps otherwise).
+    pub fn sleep_for_space(&self, timeout: Duration) -> bool {
+        let Ok(tx) = self.tx.try_lock() else { return false };
+        let capacity = tx.ring.region().capacity();
+        let _ = tx.ring.wait_for_space(capacity / 2, timeout);
+        true
+    }
+
     /// Records O_NONBLOCK as this process just set it (fcntl F_SETFL, ioctl FIONBIO).
     pub fn set_nonblocking_hint(&self, nonblocking: bool) {
         self.nonblocking_hint.store(nonblocking, Ordering::Relaxed);

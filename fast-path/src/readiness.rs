@@ -14,6 +14,7 @@
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use libc::c_int;
 
@@ -189,12 +190,12 @@ impl Drop for Promises {
 
 /// The loop every waiting call shares. `look(kernel_timeout)` checks the rings and, when
 /// `kernel_timeout` is `Some`, the kernel with that timeout; it returns what the call returns
-/// (0: nothing ready). `watch` makes the spin promises; `space_waiter` says whether a writer
-/// waits for a full ring (then the kernel sleep is sliced, since nothing wakes it for that).
+/// (0: nothing ready). `watch` makes the spin promises; `space_waiter` is a socket whose writer
+/// waits for a full ring (see `sleep_once`).
 fn wait_loop(
     timeout: c_int,
     watch: impl FnOnce(&mut Promises),
-    space_waiter: bool,
+    space_waiter: Option<Arc<Conn>>,
     mut look: impl FnMut(Option<c_int>) -> c_int,
 ) -> c_int {
     let start = spin::now_ns();
@@ -223,22 +224,35 @@ fn wait_loop(
         }
     }
     loop {
-        let Some(slice) = next_sleep(timeout, start, space_waiter) else { return 0 };
-        let ready = look(Some(slice));
+        let Some(ready) = sleep_once(timeout, start, space_waiter.as_deref(), &mut look) else {
+            return 0;
+        };
         if ready != 0 {
             return ready;
         }
     }
 }
 
-/// How long the next kernel sleep of a waiting call may last (`None`: the timeout is over).
-/// A writer waiting for ring space sleeps in slices: nothing wakes the kernel's wait for that.
-fn next_sleep(timeout: c_int, start: u64, space_waiter: bool) -> Option<c_int> {
+/// One sleep of a waiting call, then a look; `None` when the timeout is over. A program that
+/// waits for a full ring to drain sleeps on the ring's space futex (the reader frees space
+/// without a system call, so nothing would wake the kernel's wait), a slice at a time so that
+/// its other descriptors are looked at too.
+fn sleep_once(
+    timeout: c_int,
+    start: u64,
+    space_waiter: Option<&Conn>,
+    look: &mut impl FnMut(Option<c_int>) -> c_int,
+) -> Option<c_int> {
     let left = remaining_ms(timeout, start);
     if timeout > 0 && left == 0 {
         return None;
     }
-    Some(if space_waiter && !(0..=SPACE_SLICE_MS).contains(&left) { SPACE_SLICE_MS } else { left })
+    if let Some(conn) = space_waiter {
+        let slice = if (0..SPACE_SLICE_MS).contains(&left) { left } else { SPACE_SLICE_MS };
+        let slept = conn.sleep_for_space(Duration::from_millis(slice as u64));
+        return Some(look(Some(if slept { 0 } else { slice })));
+    }
+    Some(look(Some(left)))
 }
 
 /// Milliseconds left of `timeout` (negative: forever) after `start`.
@@ -283,9 +297,12 @@ pub unsafe fn epoll_wait(
             }
             live
         });
-        entries.iter().any(|entry| {
-            entry.events & libc::EPOLLOUT as u32 != 0 && entry.conn.readiness().1 == Some(false)
-        })
+        entries
+            .iter()
+            .find(|entry| {
+                entry.events & libc::EPOLLOUT as u32 != 0 && entry.conn.readiness().1 == Some(false)
+            })
+            .map(|entry| entry.conn.clone())
     };
     let mut look = |kernel_timeout: Option<c_int>| -> c_int {
         let mut n = ring_events(set, out);
@@ -324,8 +341,9 @@ pub unsafe fn epoll_wait(
             promise_all(set);
             return ready;
         }
-        let Some(slice) = next_sleep(timeout, start, space_waiter) else { return 0 };
-        let ready = look(Some(slice));
+        let Some(ready) = sleep_once(timeout, start, space_waiter.as_deref(), &mut look) else {
+            return 0;
+        };
         if ready != 0 {
             promise_all(set);
             return ready;
@@ -436,9 +454,10 @@ pub unsafe fn poll(
     if conns.iter().all(Option::is_none) {
         return crate::interpose::busy_then(timeout, |t| kernel(fds, nfds, t));
     }
-    let space_waiter = program.iter().zip(conns.iter()).any(|(pollfd, conn)| {
-        pollfd.events & libc::POLLOUT != 0
-            && conn.as_ref().is_some_and(|conn| conn.readiness().1 == Some(false))
+    let space_waiter = program.iter().zip(conns.iter()).find_map(|(pollfd, conn)| {
+        conn.as_ref()
+            .filter(|conn| pollfd.events & libc::POLLOUT != 0 && conn.readiness().1 == Some(false))
+            .cloned()
     });
     let mut wants_input = [false; MAX_PROMISES];
     for (wants, pollfd) in wants_input.iter_mut().zip(program.iter()) {
@@ -538,7 +557,8 @@ pub unsafe fn select(
     let space_waiter = rings
         .iter()
         .flatten()
-        .any(|(fd, conn)| is_set(1, *fd) && conn.readiness().1 == Some(false));
+        .find(|(fd, conn)| is_set(1, *fd) && conn.readiness().1 == Some(false))
+        .map(|(_, conn)| conn.clone());
     let watch = |promises: &mut Promises| {
         for (fd, conn) in rings.iter().flatten() {
             if is_set(0, *fd) {

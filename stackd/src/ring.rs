@@ -727,13 +727,15 @@ impl<R: Deref<Target = RingRegion>> Producer<R> {
         let seen = header.space.0.load(Ordering::SeqCst);
         // Store the flag, then load the consumer position (SeqCst both); the reader stores its
         // position, then loads the flag: one of us sees the other.
+        // Free space from the shared positions: a process sharing this side after a fork may
+        // have written since our own position was taken.
+        let free = || Ok::<_, RingError>(self.region.capacity - self.region.unread()?);
         header.writer_waiting.0.store(1, Ordering::SeqCst);
-        let free = self.free()?;
-        if free < want {
+        if free()? < want {
             futex_wait(&header.space.0, seen, timeout);
         }
         header.writer_waiting.0.store(0, Ordering::SeqCst);
-        self.free()
+        free()
     }
 }
 
