@@ -172,6 +172,9 @@ struct Header {
     // Per side (producer, consumer): a lock word (0 free, 1 held, 2 held with waiters) and the
     // holder's process id, for processes that share one side after a fork.
     side_locks: [Line<[AtomicU32; 2]>; 2],
+    // The CPU the reader last read on, plus one (0: not known yet), so that the writer knows
+    // whether its copies will be read from its own cache.
+    reader_cpu: Line<AtomicU32>,
 }
 
 /// A side of a ring, for [`RingRegion::lock_side`].
@@ -603,6 +606,8 @@ impl<R: Deref<Target = RingRegion>> Producer<R> {
 
     /// Copies as much of `slices` (in order) as fits and publishes it; returns how much.
     pub fn write_vectored(&mut self, slices: &[IoSlice<'_>]) -> Result<usize, RingError> {
+        let reader_cpu = self.region.header().reader_cpu.0.load(Ordering::Relaxed);
+        let streaming = reader_cpu != 0 && reader_cpu != current_cpu().wrapping_add(1);
         let (first, second) = self.writable()?;
         let targets = [first, second];
         let (mut target, mut offset, mut written) = (0, 0, 0);
@@ -617,12 +622,18 @@ impl<R: Deref<Target = RingRegion>> Producer<R> {
                     }
                 }
                 let n = source.len().min(targets[target].len() - offset);
-                targets[target][offset..offset + n].copy_from_slice(&source[..n]);
+                copy_into_ring(&mut targets[target][offset..offset + n], &source[..n], streaming);
                 offset += n;
                 written += n;
                 source = &source[n..];
             }
         }
+        // Streaming stores are weakly ordered: fence them before the position is published.
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: sfence has no preconditions (SSE is part of x86_64).
+        unsafe {
+            std::arch::x86_64::_mm_sfence()
+        };
         self.commit(written)?;
         Ok(written)
     }
@@ -739,6 +750,41 @@ impl<R: Deref<Target = RingRegion>> Producer<R> {
     }
 }
 
+/// Large copies into the ring for a reader on another CPU bypass the writer's cache (streaming
+/// stores): measured here, a reader on another core pulled 1 MiB rings out of the writer's
+/// cache at 30–47 Gbit/s and out of memory at 95; on the writer's own CPU the cached copy is
+/// faster (115 against 65), so the writer looks where the reader last read.
+const STREAMING_COPY_MIN: usize = 16 << 10;
+
+/// The calling thread's CPU (rseq or vDSO in glibc: no system call).
+fn current_cpu() -> u32 {
+    // SAFETY: no arguments; -1 (unknown) maps to a value no reader publishes.
+    unsafe { libc::sched_getcpu() as u32 }
+}
+
+fn copy_into_ring(target: &mut [u8], source: &[u8], streaming: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if streaming && source.len() >= STREAMING_COPY_MIN {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
+        let head = target.as_ptr().align_offset(16).min(source.len());
+        target[..head].copy_from_slice(&source[..head]);
+        let body = (source.len() - head) / 16 * 16;
+        let mut at = head;
+        while at < head + body {
+            // SAFETY: target[at..at + 16] is inside the slice and 16-byte aligned (head aligned
+            // it); source[at..at + 16] is inside its slice (unaligned load).
+            unsafe {
+                let value = _mm_loadu_si128(source.as_ptr().add(at).cast::<__m128i>());
+                _mm_stream_si128(target.as_mut_ptr().add(at).cast::<__m128i>(), value);
+            }
+            at += 16;
+        }
+        target[at..].copy_from_slice(&source[at..]);
+        return;
+    }
+    target.copy_from_slice(source);
+}
+
 /// Counts a doorbell byte unless one is outstanding and no drain is in progress; true if the
 /// caller must send it.
 fn count_bell(bell: &AtomicU64) -> bool {
@@ -849,6 +895,10 @@ impl<R: Deref<Target = RingRegion>> Consumer<R> {
         self.granted -= n;
         self.position = self.position.wrapping_add(n as u64);
         let header = self.region.header();
+        let cpu = current_cpu().wrapping_add(1);
+        if header.reader_cpu.0.load(Ordering::Relaxed) != cpu {
+            header.reader_cpu.0.store(cpu, Ordering::Relaxed);
+        }
         // Release: our reads of those bytes happen before the producer reuses the space.
         header.consumer.0.store(self.position, Ordering::SeqCst);
         if header.writer_waiting.0.load(Ordering::SeqCst) != 0 {
