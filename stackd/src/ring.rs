@@ -58,7 +58,9 @@
 //! memory and only *reads* the peer's; a peer position that would make `producer - consumer`
 //! exceed the capacity is reported as [`RingError::Corrupt`]. The data area's length comes from
 //! the mapping's size (fstat), never from the header alone. A peer can still scribble over bytes
-//! it has handed over, which gives the reader wrong bytes, never out-of-bounds access.
+//! it has handed over, which gives the reader wrong bytes, never out-of-bounds access. It can
+//! also hold a side's lock word ([`RingRegion::lock_side`], used only by processes that share a
+//! side after a fork) and so stall that side — no more than by never reading.
 
 #![allow(unsafe_code)]
 
