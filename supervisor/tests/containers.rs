@@ -37,24 +37,9 @@ impl Runtime {
         Command::new(self.name()).arg("--version").output().is_ok_and(|o| o.status.success())
     }
 
-    /// A runtime command. crun 1.8.1 refuses this machine's hybrid cgroup layout unless it runs
-    /// in a private mount namespace with cgroup2 on /sys/fs/cgroup (acceptance/oci-crun).
+    /// A runtime command (see `common::runtime_command`).
     fn command(self) -> Command {
-        match self {
-            Runtime::Runc => Command::new("runc"),
-            Runtime::Crun => {
-                let mut command = Command::new("unshare");
-                command.args([
-                    "-m",
-                    "sh",
-                    "-c",
-                    "mount -t cgroup2 none /sys/fs/cgroup && exec \"$@\"",
-                    "rt",
-                    "crun",
-                ]);
-                command
-            }
-        }
+        common::runtime_command(self.name())
     }
 }
 

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use supervisor::oci::{prepare, PrepareError, PrepareOutcome};
 
+mod common;
+
 const NOTIFY: &str = "SCMP_ACT_NOTIFY";
 const ALLOW: &str = "SCMP_ACT_ALLOW";
 
@@ -408,26 +410,6 @@ fn a_prepared_bundle_whose_rules_were_removed_is_refused() {
 
 // --- the runtimes themselves --------------------------------------------------------------
 
-/// A runtime command. crun 1.8.1 refuses these machines' hybrid cgroup layout, so it runs in a
-/// private mount namespace with cgroup2 on /sys/fs/cgroup (as acceptance/oci-runc does), and
-/// its bundles carry no `linux.resources`.
-fn runtime(name: &str) -> Command {
-    if name == "crun" {
-        let mut command = Command::new("unshare");
-        command.args([
-            "-m",
-            "sh",
-            "-c",
-            "mount -t cgroup2 none /sys/fs/cgroup && exec \"$@\"",
-            "rt",
-            "crun",
-        ]);
-        command
-    } else {
-        Command::new(name)
-    }
-}
-
 /// Deletes the container however the test ends.
 struct Container<'a> {
     runtime: &'a str,
@@ -436,7 +418,7 @@ struct Container<'a> {
 
 impl Drop for Container<'_> {
     fn drop(&mut self) {
-        let _ = runtime(self.runtime)
+        let _ = common::runtime_command(self.runtime)
             .args(["delete", "-f", &self.id])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -564,7 +546,7 @@ fn run_prepared_container(rt: &str, what: &str, seccomp: Option<Value>) -> Optio
 
     let id = format!("joyride-oci-test-{}-{rt}-{what}", std::process::id());
     let _container = Container { runtime: rt, id: id.clone() };
-    let mut child = runtime(rt)
+    let mut child = common::runtime_command(rt)
         .args(["run", "--bundle"])
         .arg(&bundle)
         .arg(&id)
