@@ -289,7 +289,10 @@ impl Conn {
             let step = match rx.phase() {
                 Phase::Plain(limit) => rx.read_plain(fd, bufs, got, limit, peek),
                 Phase::Ring => {
-                    self.rx_on_ring.store(true, Ordering::Release);
+                    // Once: a store on every read would dirty a line other threads poll.
+                    if !self.rx_on_ring.load(Ordering::Relaxed) {
+                        self.rx_on_ring.store(true, Ordering::Release);
+                    }
                     rx.read_ring(bufs, got, peek).map_err(ring_errno)
                 }
             };
