@@ -1,4 +1,4 @@
-//! One fast-path connection: the two rings of a local stream and the protocol that moves a
+//! One fast-path connection: the two rings of a stream and the protocol that moves a
 //! program's reads and writes through them (stackd::ring explains the doorbell and the switch).
 //!
 //! The descriptor stays the socket's identity and doorbell: the program's own poll, epoll,
@@ -113,18 +113,28 @@ impl Rx {
 }
 
 impl Conn {
-    /// Asks the supervisor for `fd`'s rings and maps them; `None` if `fd` is not a local joyride
-    /// connection (the trap path keeps serving it).
+    /// Asks the supervisor for `fd`'s rings and maps them; `None` if `fd` carries no joyride
+    /// stream (the trap path keeps serving it). A local connection's rings join the two
+    /// programs; a remote one's join the program and stackd, which starts from the counts it
+    /// wrote into the headers (`Conn::new` picks them up).
     pub fn attach(fd: RawFd) -> Option<Arc<Conn>> {
         let (rx_fd, tx_fd) = sys::joyride_rings(fd)?;
         // SAFETY: the supervisor installed these two descriptors in this process for us just
         // now; nothing else knows them.
         let (rx_fd, tx_fd) = unsafe { (OwnedFd::from_raw_fd(rx_fd), OwnedFd::from_raw_fd(tx_fd)) };
-        let mut rx_region = RingRegion::map(rx_fd).ok()?;
-        let mut tx_region = RingRegion::map(tx_fd).ok()?;
-        rx_region.close_fd();
-        tx_region.close_fd();
-        let conn = Conn::new(rx_region, tx_region).ok()?;
+        let mapped = RingRegion::map(rx_fd).and_then(|mut rx_region| {
+            let mut tx_region = RingRegion::map(tx_fd)?;
+            rx_region.close_fd();
+            tx_region.close_fd();
+            Conn::new(rx_region, tx_region)
+        });
+        let Ok(conn) = mapped else {
+            // stackd may already write this connection's payload to the ring (a remote
+            // connection switches when its rings are made): left on the socket, the program
+            // would take doorbells for data. Ending the stream is the honest failure.
+            sys::shutdown_both(fd);
+            return None;
+        };
         conn.set_nonblocking_hint(sys::nonblocking(fd));
         conn.start_reading();
         Some(Arc::new(conn))

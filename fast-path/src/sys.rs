@@ -90,6 +90,12 @@ pub fn hung_up(fd: RawFd) -> bool {
     ret > 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0
 }
 
+/// Shuts a socket down both ways, in the kernel only (not a call the supervisor serves).
+pub fn shutdown_both(fd: RawFd) {
+    // SAFETY: plain system call on a descriptor number; a wrong one fails harmlessly.
+    unsafe { libc::syscall(libc::SYS_shutdown, fd, libc::SHUT_RDWR) };
+}
+
 /// Closes a descriptor the library itself opened.
 pub fn close(fd: RawFd) {
     // SAFETY: the caller owns `fd`.

@@ -161,6 +161,36 @@ impl Carrier {
         }
     }
 
+    /// Copies what the program wrote into two slices without taking it (the ring data plane
+    /// looks before it takes: bytes after a writer's switch to its ring are doorbells).
+    pub fn peek_into(&self, first: &mut [u8], second: &mut [u8]) -> Transfer {
+        if first.is_empty() && second.is_empty() {
+            return Transfer::WouldBlock;
+        }
+        let mut iov = [io::IoSliceMut::new(first), io::IoSliceMut::new(second)];
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_PEEK;
+        loop {
+            match socket::recvmsg::<()>(self.raw_fd(), &mut iov, None, flags) {
+                Ok(message) if message.bytes == 0 => return Transfer::EndOfStream,
+                Ok(message) => return Transfer::Moved(message.bytes),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Transfer::WouldBlock,
+                Err(errno) => return Transfer::Failed(errno as i32),
+            }
+        }
+    }
+
+    /// Bytes the program wrote that wait in this end's receive queue (exact for a stream).
+    pub fn queued_from_program(&self) -> io::Result<usize> {
+        unix_receive_queue(self.inode).map(|n| n as usize)
+    }
+
+    /// Bytes this end wrote that the program has not read yet (exact for a stream), asked of
+    /// the kernel's socket diagnostics by the program end's inode.
+    pub fn unread_by_program(&self) -> io::Result<usize> {
+        unix_receive_queue(self.program_inode).map(|n| n as usize)
+    }
+
     /// Writes two slices (the engine's received data, or a header and a datagram) for the
     /// program to read.
     pub fn write_from(&self, first: &[u8], second: &[u8]) -> Transfer {
@@ -250,6 +280,67 @@ pub fn identify(fd: BorrowedFd<'_>) -> Option<Vec<u8>> {
     peer.as_abstract().map(<[u8]>::to_vec)
 }
 
+/// The bytes waiting in the receive queue of the unix socket with inode `inode` (in this
+/// network namespace), through NETLINK_SOCK_DIAG: `ss -x`'s Recv-Q, the only way to see the
+/// queue of an end this process does not hold.
+fn unix_receive_queue(inode: u64) -> io::Result<u32> {
+    use nix::sys::socket::{NetlinkAddr, SockProtocol};
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const UDIAG_SHOW_RQLEN: u32 = 0x10;
+    const UNIX_DIAG_RQLEN: u16 = 4;
+    const NLMSG_ERROR: u16 = 2;
+    const HEADER: usize = 16;
+    // struct unix_diag_req: family, protocol, pad (u16), states, inode, show, cookie[2].
+    let mut request = Vec::with_capacity(HEADER + 24);
+    request.extend_from_slice(&((HEADER + 24) as u32).to_ne_bytes());
+    request.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    request.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    request.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    request.extend_from_slice(&0u32.to_ne_bytes()); // port: the kernel's
+    request.extend_from_slice(&[libc::AF_UNIX as u8, 0, 0, 0]);
+    request.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    let inode = u32::try_from(inode).map_err(|_| io::Error::other("inode beyond 32 bits"))?;
+    request.extend_from_slice(&inode.to_ne_bytes());
+    request.extend_from_slice(&UDIAG_SHOW_RQLEN.to_ne_bytes());
+    request.extend_from_slice(&[0xff; 8]); // no cookie
+    let netlink = socket::socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )?;
+    socket::sendto(netlink.as_raw_fd(), &request, &NetlinkAddr::new(0, 0), MsgFlags::empty())?;
+    let mut reply = [0u8; 512];
+    let n = socket::recv(netlink.as_raw_fd(), &mut reply, MsgFlags::empty())?;
+    let reply = &reply[..n];
+    let field = |at: usize, len: usize| reply.get(at..at + len);
+    let u16_at = |at| field(at, 2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
+    let u32_at = |at| field(at, 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+    let malformed = || io::Error::other("malformed sock_diag reply");
+    match u16_at(4).ok_or_else(malformed)? {
+        NLMSG_ERROR => {
+            let errno = u32_at(HEADER).ok_or_else(malformed)? as i32;
+            return Err(io::Error::from_raw_os_error(-errno));
+        }
+        SOCK_DIAG_BY_FAMILY => {}
+        other => return Err(io::Error::other(format!("sock_diag replied with type {other}"))),
+    }
+    // struct unix_diag_msg (16 bytes), then attributes (length u16, type u16, payload),
+    // each padded to 4 bytes.
+    let mut at = HEADER + 16;
+    while let (Some(len), Some(kind)) = (u16_at(at), u16_at(at + 2)) {
+        let len = usize::from(len);
+        if len < 4 {
+            break;
+        }
+        if kind == UNIX_DIAG_RQLEN {
+            return u32_at(at + 4).ok_or_else(malformed);
+        }
+        at += (len + 3) & !3;
+    }
+    Err(io::Error::other("sock_diag reply has no receive queue length"))
+}
+
 fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
@@ -310,6 +401,30 @@ mod tests {
         assert_eq!(carrier.read_into(&mut first, &mut second), Transfer::EndOfStream);
         assert!(carrier.hung_up());
         assert_eq!(carrier.write_from(b"x", b""), Transfer::EndOfStream);
+    }
+
+    #[test]
+    fn queue_lengths_of_both_ends_are_exact_and_a_peek_takes_nothing() {
+        let (carrier, program) = Carrier::stream().unwrap();
+        assert_eq!(carrier.unread_by_program().unwrap(), 0);
+        assert_eq!(carrier.queued_from_program().unwrap(), 0);
+        assert_eq!(carrier.write_from(&[1; 1000], &[2; 234]), Transfer::Moved(1234));
+        let mut buf = [0; 200];
+        assert_eq!(socket::recv(program.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap(), 200);
+        assert_eq!(carrier.unread_by_program().unwrap(), 1034, "a partly read message counts");
+        socket::send(program.as_raw_fd(), b"0123456789", MsgFlags::empty()).unwrap();
+        assert_eq!(carrier.queued_from_program().unwrap(), 10);
+        let (mut first, mut second) = ([0; 4], [0; 3]);
+        assert_eq!(carrier.peek_into(&mut first, &mut second), Transfer::Moved(7));
+        assert_eq!((&first, &second), (b"0123", b"456"));
+        assert_eq!(carrier.queued_from_program().unwrap(), 10, "a peek leaves the bytes");
+        assert_eq!(carrier.discard(7, &mut buf), Transfer::Moved(7));
+        assert_eq!(carrier.queued_from_program().unwrap(), 3);
+        drop(program);
+        assert_eq!(carrier.peek_into(&mut first, &mut second), Transfer::Moved(3));
+        assert_eq!(carrier.discard(3, &mut buf), Transfer::Moved(3));
+        // The program left 1034 bytes unread: its close reads as a reset, not end-of-stream.
+        assert_eq!(carrier.peek_into(&mut first, &mut second), Transfer::Failed(libc::ECONNRESET));
     }
 
     #[test]

@@ -503,6 +503,8 @@ fn socket_line(socket: &fbsd_tcp::socket::SocketSummary, sockets: &SocketService
             info.total_retrans,
         )
     });
+    let on_rings = socket.handle.is_some_and(|handle| sockets.has_rings(handle));
+    let details = if on_rings { format!("{details} plane:rings") } else { details };
     SocketLine {
         protocol: match socket.kind {
             fbsd_tcp::SocketType::Stream => "tcp".into(),
@@ -527,7 +529,7 @@ fn counter_list(
     let c = stack.counters();
     let b = backend.stats();
     let d = sockets.counters();
-    let pairs: [(&str, u64); 49] = [
+    let pairs: [(&str, u64); 54] = [
         ("rx_frames", c.rx_frames),
         ("rx_bytes", c.rx_bytes),
         ("tx_frames", c.tx_frames),
@@ -577,6 +579,11 @@ fn counter_list(
         ("carrier_failures", d.carrier_failures),
         ("datagrams_dropped", d.datagrams_dropped),
         ("datagrams_refused", d.datagrams_refused),
+        ("ring_sockets", d.ring_sockets),
+        ("ring_in_bytes", d.ring_in_bytes),
+        ("ring_out_bytes", d.ring_out_bytes),
+        ("ring_bells", d.ring_bells),
+        ("ring_stray_bytes", d.ring_stray_bytes),
     ];
     pairs.into_iter().map(|(name, value)| (name.to_owned(), value)).collect()
 }

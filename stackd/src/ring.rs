@@ -731,6 +731,17 @@ impl<R: Deref<Target = RingRegion>> Producer<R> {
         self.region.header().switch_mark.0.store(mark, Ordering::SeqCst);
     }
 
+    /// For a writer that takes over a stream under way on the carrier when the region is made
+    /// (stackd, for a connection to a remote peer): `plain_sent` bytes went through the
+    /// carrier, of which the reader has not taken `plain_unread` yet; every later byte goes
+    /// through the ring. Call before the region is handed to the reader.
+    pub fn take_over(&self, plain_sent: u64, plain_unread: u64) {
+        let header = self.region.header();
+        header.plain_sent.0.store(plain_sent, Ordering::SeqCst);
+        header.plain_taken.0.store(plain_sent.saturating_sub(plain_unread), Ordering::SeqCst);
+        self.switch_to_ring(plain_sent);
+    }
+
     /// Sleeps until at least `want` bytes (capped at half the ring) are free, the reader wakes
     /// the writer, or `timeout` passes; returns the free space then. Spurious returns are
     /// possible; the caller loops and checks whatever else can end its wait (a closed peer).
@@ -928,6 +939,14 @@ impl<R: Deref<Target = RingRegion>> Consumer<R> {
     /// Counts bytes taken from the carrier (before the switch).
     pub fn note_plain_taken(&self, bytes: u64) {
         self.region.header().plain_taken.0.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    /// For a reader that joins a stream under way on the carrier when the region is made
+    /// (stackd, for a connection to a remote peer): the writer has sent `plain_sent` bytes
+    /// through the carrier so far, and counts on from there. Call before the region is handed
+    /// to the writer.
+    pub fn take_over(&self, plain_sent: u64) {
+        self.region.header().plain_sent.0.store(plain_sent, Ordering::SeqCst);
     }
 
     /// Tells writers that this side reads the ring (see "Joining a stream").

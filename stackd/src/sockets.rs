@@ -79,6 +79,8 @@ use crate::proto::{
 };
 use crate::ring::RingRegion;
 
+mod remote_rings;
+
 /// Event-loop tokens of carriers start here (slot `n` is `CARRIER_TOKENS + n`).
 pub const CARRIER_TOKENS: usize = 1 << 32;
 
@@ -135,6 +137,17 @@ pub struct ServiceCounters {
     pub datagrams_refused: u64,
     /// Carriers that could not be made (out of descriptors or memory).
     pub carrier_failures: u64,
+    /// Bytes moved from programs' rings into the engine (remote connections, fast path).
+    pub ring_in_bytes: u64,
+    /// Bytes moved from the engine into programs' rings.
+    pub ring_out_bytes: u64,
+    /// Doorbell bytes the daemon sent to programs reading rings.
+    pub ring_bells: u64,
+    /// Bytes on a carrier after its program switched to the ring that no doorbell accounts
+    /// for (dropped).
+    pub ring_stray_bytes: u64,
+    /// Remote connections given rings.
+    pub ring_sockets: u64,
 }
 
 #[derive(Debug)]
@@ -185,6 +198,15 @@ struct Record {
     local_ready: usize,
     /// This socket's side of a local connection.
     local: Option<LocalEnd>,
+    /// A stream's bytes through the carrier: written for the program, and taken from it as
+    /// data (the filler not counted). Rings made later start from these counts.
+    sent_to_program: u64,
+    taken_from_program: u64,
+    /// A remote connection's shared-memory rings, once the program's fast path asked.
+    rings: Option<Box<remote_rings::SocketRings>>,
+    /// The carrier signalled (readable, hang-up) since the ring data plane last looked at it
+    /// for an end-of-stream.
+    carrier_news: bool,
 }
 
 /// One side of a local connection.
@@ -244,6 +266,10 @@ impl Record {
             local_queue: VecDeque::new(),
             local_ready: 0,
             local: None,
+            sent_to_program: 0,
+            taken_from_program: 0,
+            rings: None,
+            carrier_news: false,
         }
     }
 }
@@ -383,6 +409,14 @@ impl SocketService {
         })
     }
 
+    /// Whether `handle`'s payload moves through a program's shared-memory rings.
+    pub fn has_rings(&self, handle: SocketHandle) -> bool {
+        self.by_handle
+            .get(&handle)
+            .and_then(|&slot| self.records[slot].as_ref())
+            .is_some_and(|record| record.rings.is_some())
+    }
+
     /// Whether engine socket `handle` only stands in for a side of a local connection (its
     /// port and options): the listing shows the connection instead, from [`Self::local_lines`].
     pub fn is_local_stand_in(&self, handle: SocketHandle) -> bool {
@@ -446,7 +480,7 @@ impl SocketService {
             Operation::Identify => self.identify(connection, descriptors).into_answer(),
             Operation::Adopt { transfer } => self.adopt(connection, transfer).into_answer(),
             Operation::Share { socket } => self.share(connection, socket).into_answer(),
-            Operation::Rings { socket } => self.rings(connection, socket).into_answer(),
+            Operation::Rings { socket } => self.rings(cx, connection, socket).into_answer(),
             Operation::Close { socket } => self
                 .resolve(connection, socket)
                 .map(|slot| {
@@ -484,6 +518,9 @@ impl SocketService {
 
     /// The carrier in `slot` (an event-loop token minus [`CARRIER_TOKENS`]) has news.
     pub fn carrier_event(&mut self, cx: &mut Context<'_>, slot: usize) {
+        if let Some(record) = self.records.get_mut(slot).and_then(Option::as_mut) {
+            record.carrier_news = true;
+        }
         self.pump(cx, slot);
     }
 
@@ -1131,20 +1168,22 @@ impl SocketService {
         }
     }
 
-    /// The rings of a local connection for the side `socket`: (the ring it reads, the ring it
-    /// writes), made on the first request from either side.
+    /// The rings of `socket`'s connection: (the ring it reads, the ring it writes), made on the
+    /// first request (from either side of a local connection). ENOPROTOOPT for a socket that
+    /// carries no stream (unconnected, listening, UDP), which keeps the carrier.
     fn rings(
         &mut self,
+        cx: &mut Context<'_>,
         connection: usize,
         socket: Token,
     ) -> Result<(Reply, Vec<OwnedFd>), ProtocolError> {
         let not_local = ProtocolError::Errno { errno: libc::ENOPROTOOPT };
         let slot = self.resolve(connection, socket)?;
-        let end = self.records[slot]
-            .as_ref()
-            .and_then(|record| record.local)
-            .filter(|end| end.established)
-            .ok_or(not_local.clone())?;
+        let record = self.records[slot].as_ref().ok_or(not_local.clone())?;
+        if record.local.is_none() {
+            return self.remote_rings(cx, slot);
+        }
+        let end = record.local.filter(|end| end.established).ok_or(not_local.clone())?;
         let capacity = self.ring_capacity;
         let shared = self.local_connections.get_mut(&end.connection).ok_or(not_local)?;
         if shared.rings.is_none() {
@@ -1163,6 +1202,37 @@ impl SocketService {
             fd.try_clone_to_owned().map_err(carrier_error)
         };
         let (rx, tx) = (copy(&rings[1 - end.side])?, copy(&rings[end.side])?);
+        Ok((Reply::Rings { capacity }, vec![rx, tx]))
+    }
+
+    /// The rings of a TCP connection to a remote peer (connected or connecting), made on the
+    /// first request; the data plane moves its bytes through them from then on.
+    fn remote_rings(
+        &mut self,
+        cx: &mut Context<'_>,
+        slot: usize,
+    ) -> Result<(Reply, Vec<OwnedFd>), ProtocolError> {
+        let not_a_stream = ProtocolError::Errno { errno: libc::ENOPROTOOPT };
+        let record = self.records[slot].as_mut().ok_or(not_a_stream.clone())?;
+        let handle = record.handle.ok_or(not_a_stream.clone())?;
+        let carrying = record.kind == SocketKind::Stream
+            && !record.listening
+            && record.carrier.is_some()
+            && (record.connecting || cx.stack.peer_addr(handle).is_ok());
+        if !carrying {
+            return Err(not_a_stream);
+        }
+        if record.rings.is_none() {
+            let rings = remote_rings::SocketRings::new(self.ring_capacity, record)?;
+            record.rings = Some(Box::new(rings));
+            self.counters.ring_sockets += 1;
+        }
+        let rings = record.rings.as_ref().expect("made above");
+        let capacity = rings.capacity();
+        let [rx, tx] = rings.descriptors()?;
+        // Bytes the engine holds for the program go to the ring now: the carrier may not bring
+        // the data plane back for them.
+        self.pump(cx, slot);
         Ok((Reply::Rings { capacity }, vec![rx, tx]))
     }
 
@@ -1218,6 +1288,9 @@ impl SocketService {
         let fate = match (record.kind, record.listening) {
             (_, _) if record.handle.is_none() || record.carrier.is_none() => Fate::Keep,
             (SocketKind::Stream, true) => pump_listener(cx, record),
+            (SocketKind::Stream, false) if record.rings.is_some() => {
+                remote_rings::pump(cx, record, &mut self.scratch, &mut self.counters)
+            }
             (SocketKind::Stream, false) => {
                 pump_stream(cx, record, &mut self.scratch, &mut self.counters)
             }
@@ -1353,31 +1426,44 @@ fn pump_listener(cx: &mut Context<'_>, record: &mut Record) -> Fate {
     Fate::Keep
 }
 
+/// While a stream socket is not connected: `Some(fate)` until its connect completes, which
+/// discards the carrier's filler (waking the program's pollers); `None` from then on.
+fn finish_connecting(stack: &mut Stack, record: &mut Record, scratch: &mut [u8]) -> Option<Fate> {
+    let (Some(handle), Some(carrier)) = (record.handle, &record.carrier) else {
+        return Some(Fate::Keep);
+    };
+    if record.filler == 0 {
+        return None;
+    }
+    if !record.connecting {
+        // Never connected (nor listening): only the program's close matters.
+        return Some(if carrier.hung_up() { Fate::Close } else { Fate::Keep });
+    }
+    let Ok(ready) = stack.readiness(handle) else { return Some(Fate::Failed) };
+    if ready.error || ready.hangup {
+        return Some(Fate::Failed);
+    }
+    if !ready.writable {
+        return Some(Fate::Keep); // still connecting
+    }
+    if let Transfer::Moved(n) = carrier.discard(record.filler, scratch) {
+        record.filler -= n;
+    }
+    record.connecting = false;
+    None
+}
+
 fn pump_stream(
     cx: &mut Context<'_>,
     record: &mut Record,
     scratch: &mut [u8],
     counters: &mut ServiceCounters,
 ) -> Fate {
+    if let Some(fate) = finish_connecting(cx.stack, record, scratch) {
+        return fate;
+    }
     let (Some(handle), Some(carrier)) = (record.handle, &record.carrier) else { return Fate::Keep };
     let stack = &mut *cx.stack;
-    if record.filler > 0 {
-        if !record.connecting {
-            // Never connected (nor listening): only the program's close matters.
-            return if carrier.hung_up() { Fate::Close } else { Fate::Keep };
-        }
-        let Ok(ready) = stack.readiness(handle) else { return Fate::Failed };
-        if ready.error || ready.hangup {
-            return Fate::Failed;
-        }
-        if !ready.writable {
-            return Fate::Keep; // still connecting
-        }
-        if let Transfer::Moved(n) = carrier.discard(record.filler, scratch) {
-            record.filler -= n;
-        }
-        record.connecting = false;
-    }
 
     // Engine → program, while the carrier takes it.
     loop {
@@ -1392,6 +1478,7 @@ fn pump_stream(
         match (result, offered) {
             (Ok(n), Some(offered)) if n > 0 => {
                 counters.carrier_out_bytes += n as u64;
+                record.sent_to_program += n as u64;
                 if n < offered {
                     break; // the carrier is full: its writable edge brings us back
                 }
@@ -1423,7 +1510,10 @@ fn pump_stream(
             }
         });
         match (result, read) {
-            (Ok(n), _) if n > 0 => counters.carrier_in_bytes += n as u64,
+            (Ok(n), _) if n > 0 => {
+                counters.carrier_in_bytes += n as u64;
+                record.taken_from_program += n as u64;
+            }
             (Ok(_), Transfer::EndOfStream) => {
                 record.program_done_writing = true;
                 let _ = stack.shutdown(cx.now, handle, Shutdown::Write);

@@ -1,0 +1,439 @@
+//! The shared-memory data plane for connections to remote peers (DESIGN.md, "Fast path").
+//!
+//! A TCP socket whose program runs the fast-path library gets two rings on its first
+//! [`Operation::Rings`](crate::proto::Operation::Rings); from then on the daemon moves payload
+//! between the engine and the rings instead of through the carrier, which stays the socket's
+//! identity and doorbell. The daemon writes one ring (engine → program) and reads the other
+//! (program → engine), with the protocol of [`crate::ring`]:
+//! - Engine → program: the daemon switches this direction the moment it makes the rings. The
+//!   program may not have read every byte already on the carrier, so the ring's header is
+//!   told how many it has not (the kernel's socket diagnostics give the program end's receive
+//!   queue exactly); the library starts from that count and reads the rest of the carrier as
+//!   data, then everything after as doorbells. Nothing else is written to the carrier between
+//!   the count and the switch: the daemon is single-threaded.
+//! - Program → engine: the daemon attaches as the reader only once the connection is
+//!   established, since the program's library writes to the ring as soon as the reader has
+//!   attached, and a connecting socket must neither take data nor poll writable (its carrier's
+//!   filler keeps it from both). Carrier bytes are data up to the writer's published switch
+//!   count and doorbells after it; the daemon peeks before it takes, as the library does.
+//!
+//! Copies per byte, program to wire: the program's copy into the ring, the daemon's into the
+//! engine's send buffer, and the engine's into the frame (the send buffer must keep the bytes
+//! until they are acknowledged); wire to program: frame into the receive buffer, receive buffer
+//! into the ring, ring into the program's buffer. The carrier plane has the same count, but two
+//! of them are system calls (the program's and the daemon's side of the unix socket).
+//!
+//! A doorbell from the daemon costs it one system call, and only when the program is not
+//! spinning on the ring; the program's doorbell wakes the daemon's event loop once per batch
+//! (a writer skips the bell while one is outstanding).
+
+use std::io::IoSlice;
+use std::os::fd::OwnedFd;
+
+use fbsd_tcp::{Errno, Shutdown};
+
+use super::{carrier_error, internal, Context, Fate, Record, ServiceCounters};
+use crate::carrier::Transfer;
+use crate::proto::ProtocolError;
+use crate::ring::{Consumer, Drained, Producer, RingRegion};
+
+/// Passes through the program → engine loop in one pump, at most (each moves bytes or drains
+/// doorbells; the bound keeps a hostile program from holding the event loop).
+const MAX_PASSES: usize = 64;
+
+/// One remote connection's rings, as the daemon holds them.
+#[derive(Debug)]
+pub(super) struct SocketRings {
+    /// Engine → program: the daemon writes.
+    to_program: Producer<Box<RingRegion>>,
+    /// Program → engine: the daemon reads.
+    from_program: Consumer<Box<RingRegion>>,
+    /// Bytes of the program's stream taken from the carrier as data.
+    taken_plain: u64,
+    /// The daemon reads `from_program` (set once the connection is established).
+    attached: bool,
+}
+
+impl SocketRings {
+    /// Rings for `record`'s connection, taking over the streams where the carrier left them.
+    pub(super) fn new(capacity: usize, record: &Record) -> Result<SocketRings, ProtocolError> {
+        let carrier = record.carrier.as_ref().ok_or_else(|| internal("no carrier".into()))?;
+        let make = || {
+            RingRegion::create(capacity).map_err(|error| match error {
+                crate::ring::RingError::Io(error) => carrier_error(error),
+                other => internal(format!("cannot make a ring: {other}")),
+            })
+        };
+        let unread_by_program = carrier.unread_by_program().map_err(carrier_error)?;
+        let queued = carrier.queued_from_program().map_err(carrier_error)?;
+        let to_program = Producer::new(Box::new(make()?)).map_err(|e| internal(e.to_string()))?;
+        let from_program = Consumer::new(Box::new(make()?)).map_err(|e| internal(e.to_string()))?;
+        to_program.take_over(record.sent_to_program, unread_by_program as u64);
+        // The filler is not the program's: it waits in the queue until the connect completes.
+        let queued_data = queued.saturating_sub(record.filler) as u64;
+        from_program.take_over(record.taken_from_program + queued_data);
+        Ok(SocketRings {
+            to_program,
+            from_program,
+            taken_plain: record.taken_from_program,
+            attached: false,
+        })
+    }
+
+    /// Copies of the two memfds for the program: (the ring it reads, the ring it writes).
+    pub(super) fn descriptors(&self) -> Result<[OwnedFd; 2], ProtocolError> {
+        let copy = |region: &RingRegion| {
+            let fd = region.fd().ok_or_else(|| internal("a ring lost its descriptor".into()))?;
+            fd.try_clone_to_owned().map_err(carrier_error)
+        };
+        Ok([copy(self.to_program.region())?, copy(self.from_program.region())?])
+    }
+
+    /// The capacity of each ring.
+    pub(super) fn capacity(&self) -> usize {
+        self.to_program.region().capacity()
+    }
+
+    /// Bytes written for the program that it has not read.
+    fn unread_by_program(&self) -> usize {
+        // A corrupt ring is the program's doing: count its bytes as unread (a reset is due).
+        self.to_program.len().unwrap_or(1)
+    }
+
+    /// Sends one doorbell byte counted by the ring; takes the count back if it cannot go.
+    fn ring_bell(&self, record: &Record, counters: &mut ServiceCounters) {
+        let Some(carrier) = &record.carrier else { return };
+        match carrier.write_from(&[0], &[]) {
+            Transfer::Moved(_) => counters.ring_bells += 1,
+            _ => self.to_program.bell_not_sent(),
+        }
+    }
+}
+
+/// The data plane for a stream socket with rings (the carrier plane's `pump_stream`).
+pub(super) fn pump(
+    cx: &mut Context<'_>,
+    record: &mut Record,
+    scratch: &mut [u8],
+    counters: &mut ServiceCounters,
+) -> Fate {
+    if let Some(fate) = super::finish_connecting(cx.stack, record, scratch) {
+        return fate;
+    }
+    let Some(mut rings) = record.rings.take() else { return Fate::Keep };
+    if !rings.attached {
+        rings.from_program.attach();
+        rings.attached = true;
+    }
+    let fate = match to_program(cx, record, &mut rings, counters) {
+        Fate::Keep => from_program(cx, record, &mut rings, scratch, counters),
+        fate => fate,
+    };
+    record.rings = Some(rings);
+    fate
+}
+
+/// Engine → ring, while the ring takes it.
+fn to_program(
+    cx: &mut Context<'_>,
+    record: &mut Record,
+    rings: &mut SocketRings,
+    counters: &mut ServiceCounters,
+) -> Fate {
+    let (Some(handle), Some(carrier)) = (record.handle, &record.carrier) else { return Fate::Keep };
+    let mut written = 0;
+    let mut ring_full = false;
+    let mut corrupt = false;
+    loop {
+        let mut offered = None;
+        let result = cx.stack.recv_with(handle, |first, second| {
+            offered = Some(first.len() + second.len());
+            match rings.to_program.write_vectored(&[IoSlice::new(first), IoSlice::new(second)]) {
+                Ok(n) => n,
+                Err(_) => {
+                    corrupt = true;
+                    0
+                }
+            }
+        });
+        if corrupt {
+            // The program broke the ring's invariants: nothing it reads can be trusted.
+            record.error = Some(libc::ECONNRESET);
+            return Fate::Abort;
+        }
+        match (result, offered) {
+            (Ok(n), Some(offered)) if n > 0 => {
+                written += n;
+                counters.ring_out_bytes += n as u64;
+                if n < offered {
+                    ring_full = true;
+                    break;
+                }
+            }
+            (Ok(_), None) => {
+                // End of stream from the peer: after the last byte, as the ring's reader looks
+                // at the ring before it believes the carrier's end-of-stream.
+                if !record.program_told_eof {
+                    carrier.finish_writing();
+                    record.program_told_eof = true;
+                }
+                break;
+            }
+            (Ok(_), Some(_)) => {
+                ring_full = true;
+                break;
+            }
+            (Err(Errno::WouldBlock), _) => break,
+            (Err(error), _) => {
+                record.error = Some(error.raw());
+                return Fate::Failed;
+            }
+        }
+    }
+    // One look at the bell after the last commit covers every byte written before it.
+    if written > 0 && rings.to_program.bell_needed().unwrap_or(true) {
+        rings.ring_bell(record, counters);
+    }
+    // A full ring: the reader drains our doorbell once it has emptied the ring, and that read
+    // is the carrier's writable edge which brings the daemon back.
+    if ring_full && rings.to_program.bell_for_space() {
+        rings.ring_bell(record, counters);
+    }
+    Fate::Keep
+}
+
+/// Program → engine: first what the program wrote to the carrier before it switched, then the
+/// ring; doorbells drained once the ring is empty.
+fn from_program(
+    cx: &mut Context<'_>,
+    record: &mut Record,
+    rings: &mut SocketRings,
+    scratch: &mut [u8],
+    counters: &mut ServiceCounters,
+) -> Fate {
+    let (Some(handle), Some(carrier)) = (record.handle, &record.carrier) else { return Fate::Keep };
+    let stack = &mut *cx.stack;
+    for _ in 0..MAX_PASSES {
+        if record.program_done_writing {
+            break;
+        }
+        let plain_left = rings
+            .from_program
+            .plain_prefix()
+            .map(|prefix| prefix.saturating_sub(rings.taken_plain));
+        if plain_left != Some(0) {
+            // The carrier's bytes are data (up to the switch count, once there is one).
+            let mut seen = Transfer::WouldBlock;
+            let mut taken_short = false;
+            let result = stack.send_with(handle, |first, second| {
+                seen = carrier.peek_into(first, second);
+                let Transfer::Moved(peeked) = seen else { return 0 };
+                // A doorbell follows the count's publication: a peek that returned one sees it.
+                let data = match rings.from_program.plain_prefix() {
+                    None => peeked,
+                    Some(prefix) => peeked.min(prefix.saturating_sub(rings.taken_plain) as usize),
+                };
+                match carrier.discard(data, scratch) {
+                    Transfer::Moved(n) if n == data => n,
+                    _ if data == 0 => 0,
+                    _ => {
+                        taken_short = true;
+                        0
+                    }
+                }
+            });
+            if taken_short {
+                // The queue shrank under our peek: only another reader of our own end could
+                // do that, which never happens; give up on the connection rather than guess.
+                record.error = Some(libc::EIO);
+                return Fate::Abort;
+            }
+            match (result, seen) {
+                (Ok(n), _) if n > 0 => {
+                    rings.taken_plain += n as u64;
+                    record.taken_from_program += n as u64;
+                    counters.carrier_in_bytes += n as u64;
+                    continue;
+                }
+                (Ok(_), Transfer::EndOfStream) => {
+                    record.program_done_writing = true;
+                    let _ = stack.shutdown(cx.now, handle, Shutdown::Write);
+                    break;
+                }
+                (Ok(_), Transfer::Failed(_)) => return closed_with_unread(rings),
+                (Ok(_), Transfer::Moved(_)) => continue, // bytes at the switch: ring next
+                (Ok(_), Transfer::WouldBlock) | (Err(Errno::WouldBlock), _) => break,
+                (Err(Errno::BrokenPipe), _) => {
+                    // Written after a shutdown: dropped, as the kernel's EPIPE drops them.
+                    match carrier.discard(usize::MAX, scratch) {
+                        Transfer::Moved(n) => rings.taken_plain += n as u64,
+                        Transfer::EndOfStream => record.program_done_writing = true,
+                        Transfer::Failed(_) => return Fate::Abort,
+                        Transfer::WouldBlock => break,
+                    }
+                    continue;
+                }
+                (Err(error), _) => {
+                    record.error = Some(error.raw());
+                    return Fate::Failed;
+                }
+            }
+        }
+
+        // The ring.
+        let mut corrupt = false;
+        let mut available = 0;
+        let result = stack.send_with(handle, |first, second| {
+            let Ok((a, b)) = rings.from_program.readable() else {
+                corrupt = true;
+                return 0;
+            };
+            available = a.len() + b.len();
+            let n = copy_two_to_two([a, b], [first, second]);
+            if rings.from_program.consume(n).is_err() {
+                corrupt = true;
+                return 0;
+            }
+            n
+        });
+        if corrupt {
+            record.error = Some(libc::ECONNRESET);
+            return Fate::Abort;
+        }
+        match result {
+            Ok(n) if n > 0 => {
+                counters.ring_in_bytes += n as u64;
+                continue;
+            }
+            Ok(_) if available > 0 => break,
+            Ok(_) => {}
+            Err(Errno::WouldBlock) => break, // the send buffer is full: its space brings us back
+            Err(Errno::BrokenPipe) => {
+                // Written after a shutdown: dropped.
+                let len = rings.from_program.len().unwrap_or(0);
+                if rings.from_program.consume(len).is_err() {
+                    return Fate::Abort;
+                }
+                if len > 0 {
+                    continue;
+                }
+            }
+            Err(error) => {
+                record.error = Some(error.raw());
+                return Fate::Failed;
+            }
+        }
+
+        // The ring is empty: take the doorbells, and see whether the program is done.
+        let mut end = None;
+        let drained = rings.from_program.drain_bells(|pending| {
+            let mut taken = 0;
+            while taken < pending {
+                let want = (pending - taken).min(scratch.len() as u64) as usize;
+                match carrier.read_into(&mut scratch[..want], &mut []) {
+                    Transfer::Moved(n) => taken += n as u64,
+                    Transfer::WouldBlock => break,
+                    other => {
+                        end = Some(other);
+                        break;
+                    }
+                }
+            }
+            Ok(taken)
+        });
+        match drained {
+            Ok(Drained::Readable) if rings.from_program.len().unwrap_or(0) > 0 => continue,
+            Ok(_) => {}
+            Err(_) => {
+                record.error = Some(libc::ECONNRESET);
+                return Fate::Abort;
+            }
+        }
+        if end.is_none() && record.carrier_news {
+            // A close or shutdown with no doorbell pending signals only on the carrier.
+            end = match carrier.peek_into(&mut scratch[..1], &mut []) {
+                // A doorbell rang after the drain: the ring has bytes.
+                Transfer::Moved(_) if rings.from_program.pending_bells() > 0 => continue,
+                Transfer::Moved(_) => {
+                    // A byte no writer counted (a program that writes the socket directly
+                    // after its switch): not data, and it must not stay in the way.
+                    let _ = carrier.read_into(&mut scratch[..1], &mut []);
+                    counters.ring_stray_bytes += 1;
+                    continue;
+                }
+                Transfer::WouldBlock => None,
+                other => Some(other),
+            };
+        }
+        record.carrier_news = false;
+        match end {
+            Some(Transfer::EndOfStream) => {
+                record.program_done_writing = true;
+                let _ = stack.shutdown(cx.now, handle, Shutdown::Write);
+            }
+            Some(Transfer::Failed(_)) => return closed_with_unread(rings),
+            _ => {}
+        }
+        break;
+    }
+
+    if record.program_done_writing && (record.program_told_eof || carrier.hung_up()) {
+        // As the kernel does, a program that closes with received data unread resets.
+        return if rings.unread_by_program() > 0 && carrier.hung_up() {
+            Fate::Abort
+        } else {
+            Fate::Close
+        };
+    }
+    Fate::Keep
+}
+
+/// The carrier failed with ECONNRESET: the program closed its end with carrier bytes unread,
+/// which here may be only doorbells. A reset is due only if the program left data unread.
+fn closed_with_unread(rings: &SocketRings) -> Fate {
+    if rings.unread_by_program() > 0 {
+        Fate::Abort
+    } else {
+        Fate::Close
+    }
+}
+
+/// Copies from two source slices into two target slices, in order, as much as fits.
+fn copy_two_to_two(sources: [&[u8]; 2], targets: [&mut [u8]; 2]) -> usize {
+    let mut copied = 0;
+    let [mut target_a, mut target_b] = targets;
+    for source in sources {
+        let mut source = source;
+        for target in [&mut target_a, &mut target_b] {
+            let n = source.len().min(target.len());
+            target[..n].copy_from_slice(&source[..n]);
+            source = &source[n..];
+            *target = &mut std::mem::take(target)[n..];
+            copied += n;
+        }
+    }
+    copied
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_two_to_two;
+
+    #[test]
+    fn copies_across_both_wraps_in_order() {
+        let source: Vec<u8> = (0..100).collect();
+        for split in [0, 1, 37, 99, 100] {
+            for cut in [0, 5, 50, 80, 120] {
+                let mut target = [0u8; 120];
+                let (a, b) = target.split_at_mut(cut.min(120));
+                let n = copy_two_to_two([&source[..split], &source[split..]], [a, b]);
+                assert_eq!(n, 100, "split {split} cut {cut}");
+                assert_eq!(&target[..100], &source[..], "split {split} cut {cut}");
+            }
+        }
+        let mut small = [0u8; 10];
+        let (a, b) = small.split_at_mut(4);
+        assert_eq!(copy_two_to_two([&source[..3], &source[3..]], [a, b]), 10);
+        assert_eq!(&small, &source[..10]);
+    }
+}
