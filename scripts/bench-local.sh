@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Same-host connections: unmodified iperf3, sockperf, redis and nginx+wrk, server and client on
-# one machine, in four modes measured in one run:
+# one machine, in five modes measured in one run:
 #   kernel  both on kernel loopback (127.0.0.1), no joyride;
 #   fast    both under `joyride run` (fast-path library preloaded): the local path, spliced
 #           carriers and joined rings;
 #   trap    both under `joyride run --no-fast-path`: the local path by carrier splicing alone;
 #   tap     the server under `joyride run` (fast path), the client a kernel program reaching
-#           10.77.0.2 over the TAP: joyride serving a kernel peer through fbsd-tcp.
+#           10.77.0.2 over the TAP: joyride serving a kernel peer through fbsd-tcp, the
+#           server's payload through shared-memory rings;
+#   taptrap the same with the server under `joyride run --no-fast-path`: its payload through
+#           the carrier (the trap path's data plane), which shows what the rings save.
 # For each workload the modes take turns run by run (the order rotating), so that the noise of
 # a shared machine falls on all of them alike; the table at the end gives, per mode, the median
 # over runs with min–max and the ratio of the median to the kernel's.
@@ -121,19 +124,19 @@ mkdir -p "$WORK/www" "$WORK/ng"
 head -c 768 /dev/urandom | base64 -w 0 | head -c 1024 >"$WORK/www/index.html"
 
 # --- one run -------------------------------------------------------------------------------------
-MODES=(kernel fast trap tap)
+MODES=(kernel fast trap tap taptrap)
 
 # The prefix that runs a server (server_prefix) or a client (client_prefix) in MODE.
 server_prefix() {
     case "$1" in
         kernel) PREFIX=() ;;
         fast | tap) PREFIX=("$BIN/joyride" run --stackd "$SOCK" --) ;;
-        trap) PREFIX=("$BIN/joyride" run --stackd "$SOCK" --no-fast-path --) ;;
+        trap | taptrap) PREFIX=("$BIN/joyride" run --stackd "$SOCK" --no-fast-path --) ;;
     esac
 }
 client_prefix() {
     case "$1" in
-        kernel | tap) PREFIX=() ;;
+        kernel | tap | taptrap) PREFIX=() ;;
         fast) PREFIX=("$BIN/joyride" run --stackd "$SOCK" --) ;;
         trap) PREFIX=("$BIN/joyride" run --stackd "$SOCK" --no-fast-path --) ;;
     esac
@@ -235,9 +238,9 @@ note() { echo "  $*" >&2; }
 # The mode order of run R: rotated by one each run.
 modes_of_run() {
     local r=$1 i
-    for i in 0 1 2 3; do echo "${MODES[$(((i + r) % 4))]}"; done
+    for i in 0 1 2 3 4; do echo "${MODES[$(((i + r) % 5))]}"; done
 }
-mode_index() { case "$1" in kernel) echo 0 ;; fast) echo 1 ;; trap) echo 2 ;; tap) echo 3 ;; esac; }
+mode_index() { case "$1" in kernel) echo 0 ;; fast) echo 1 ;; trap) echo 2 ;; tap) echo 3 ;; taptrap) echo 4 ;; esac; }
 
 gbps() {
     python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9,3))' 2>/dev/null
@@ -373,7 +376,7 @@ rows = [
     ("redis-cpu", "redis: CPU µs per request ↓"),
     ("nginx-rps", f"nginx + wrk, 1 KiB page, 32 connections, {wrk_s} s: req/s ↑"),
 ]
-modes = ["kernel", "fast", "trap", "tap"]
+modes = ["kernel", "fast", "trap", "tap", "taptrap"]
 
 
 def fmt(x):
