@@ -1,8 +1,8 @@
 //! joyride-stackd: the daemon that owns the NIC and runs fbsd-tcp for every application.
 //!
 //! Owns: the NIC backends (tap, af-packet, dpdk), the event loop, the control socket and its
-//! sessions, the carrier data plane (the shared-memory one comes with the fast path), pcap
-//! capture and statistics. Its `client` module is the light protocol library that the supervisor
+//! sessions, the two data planes (carriers for every program, shared-memory rings for those
+//! running the fast-path library), pcap capture and statistics. Its `client` module is the light protocol library that the supervisor
 //! and the fast path link.
 //! Must not touch: protocol logic, which belongs to fbsd-tcp.
 //!
@@ -23,8 +23,9 @@
 //! - [`daemon`]: the event loop that drives the NIC, the engine and the control socket.
 //! - [`control`], [`proto`] and [`client`]: the control socket, its protocol (version 1:
 //!   reports, sessions, the socket operations) and the light blocking client other crates link.
-//! - [`sockets`] and [`carrier`]: sessions, capability tokens, socket records and the carrier
-//!   data plane that moves each socket's bytes between the engine and its program.
+//! - [`sockets`] and [`carrier`]: sessions, capability tokens, socket records and the data
+//!   planes that move each socket's bytes between the engine and its program (the carrier, or
+//!   the rings of a fast-path program's TCP connection).
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

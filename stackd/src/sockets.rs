@@ -34,6 +34,13 @@
 //!   (one per socket) and stops the carrier being read; one the program's full carrier cannot
 //!   take is dropped and counted, as a full socket buffer drops it.
 //!
+//! # Rings (DESIGN.md, "Fast path")
+//! A program running the fast-path library asks for its TCP connections' rings
+//! ([`Operation::Rings`]). A remote connection's rings have the daemon on their other side:
+//! from then on the `remote_rings` module moves its payload between the engine and the rings,
+//! with the carrier left as the socket's identity and doorbell (see that module). A local
+//! connection's rings join the two programs (below).
+//!
 //! # Local connections (DESIGN.md, "Local path")
 //! A TCP connect to one of the daemon's own addresses, on a port where a socket of any session
 //! listens (on that address or the wildcard), runs no TCP at all: the connecting socket's
