@@ -323,6 +323,100 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
     unsafe { with_iov(header.msg_iov, count, |bufs| ret(conn.send(fd, bufs, flags))) }
 }
 
+/// recvmmsg on a stream: one recv per message, as the kernel's TCP does (MSG_WAITFORONE: only
+/// the first may wait). The timeout, checked by the kernel only between messages, is not
+/// applied: a blocking socket's messages after the first wait as their recv would.
+#[no_mangle]
+pub unsafe extern "C" fn recvmmsg(
+    fd: c_int,
+    msgs: *mut libc::mmsghdr,
+    count: c_uint,
+    flags: c_int,
+    timeout: *mut libc::timespec,
+) -> c_int {
+    let Some(conn) = lookup(fd) else {
+        // SAFETY: the program's own arguments, passed on.
+        return unsafe { real::recvmmsg(fd, msgs, count, flags, timeout) };
+    };
+    if msgs.is_null() && count > 0 {
+        sys::set_errno(libc::EFAULT);
+        return -1;
+    }
+    let mut done: c_uint = 0;
+    while done < count.min(libc::UIO_MAXIOV as c_uint) {
+        let mut call_flags = flags & !libc::MSG_WAITFORONE;
+        if done > 0 && flags & libc::MSG_WAITFORONE != 0 {
+            call_flags |= libc::MSG_DONTWAIT;
+        }
+        // SAFETY: recvmmsg's contract: msgs holds `count` valid headers; done < count.
+        let message = unsafe { &mut *msgs.add(done as usize) };
+        let header = &mut message.msg_hdr;
+        let iov_count = c_int::try_from(header.msg_iovlen).unwrap_or(c_int::MAX);
+        // SAFETY: the header's iovecs, per recvmmsg's contract.
+        let received = unsafe {
+            with_iov_mut(header.msg_iov, iov_count, |bufs| conn.recv(fd, bufs, call_flags))
+        };
+        match received {
+            Ok(n) => {
+                message.msg_len = n as c_uint;
+                header.msg_namelen = 0;
+                header.msg_controllen = 0;
+                header.msg_flags = 0;
+                // At end of stream every further message reads empty too: the kernel fills
+                // them all, and so does this.
+                done += 1;
+            }
+            Err(errno) if done == 0 => {
+                sys::set_errno(errno);
+                return -1;
+            }
+            Err(_) => break,
+        }
+    }
+    done as c_int
+}
+
+/// sendmmsg on a stream: one send per message; an error after the first is reported as the
+/// count of messages sent, as the kernel does.
+#[no_mangle]
+pub unsafe extern "C" fn sendmmsg(
+    fd: c_int,
+    msgs: *mut libc::mmsghdr,
+    count: c_uint,
+    flags: c_int,
+) -> c_int {
+    let Some(conn) = lookup(fd) else {
+        // SAFETY: the program's own arguments, passed on.
+        return unsafe { real::sendmmsg(fd, msgs, count, flags) };
+    };
+    if msgs.is_null() && count > 0 {
+        sys::set_errno(libc::EFAULT);
+        return -1;
+    }
+    let mut done: c_uint = 0;
+    while done < count.min(libc::UIO_MAXIOV as c_uint) {
+        // SAFETY: sendmmsg's contract: msgs holds `count` valid headers; done < count.
+        let message = unsafe { &mut *msgs.add(done as usize) };
+        let header = &message.msg_hdr;
+        let iov_count = c_int::try_from(header.msg_iovlen).unwrap_or(c_int::MAX);
+        // SAFETY: the header's iovecs, per sendmmsg's contract.
+        let sent =
+            unsafe { with_iov(header.msg_iov, iov_count, |bufs| conn.send(fd, bufs, flags)) };
+        match sent {
+            Ok(n) => {
+                message.msg_len = n as c_uint;
+                done += 1;
+            }
+            Err(errno) if done == 0 => {
+                sys::set_errno(errno);
+                return -1;
+            }
+            Err(_) => break,
+        }
+    }
+    done as c_int
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn sendfile(
     out_fd: c_int,
@@ -698,14 +792,7 @@ pub unsafe extern "C" fn epoll_pwait2(
     timeout: *const libc::timespec,
     mask: *const libc::sigset_t,
 ) -> c_int {
-    let timeout_ms = if timeout.is_null() {
-        -1
-    } else {
-        // SAFETY: epoll_pwait2's contract: a non-null timeout is readable.
-        let ts = unsafe { *timeout };
-        let nanos = ts.tv_sec.saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec);
-        (nanos.saturating_add(999_999) / 1_000_000).clamp(0, c_int::MAX as i64) as c_int
-    };
+    let timeout_ms = timespec_ms(timeout);
     // SAFETY: as epoll_pwait.
     unsafe { epoll_pwait(epfd, events, max, timeout_ms, mask) }
 }
@@ -715,6 +802,68 @@ pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeou
     // SAFETY: the program's own arguments; the real call gets the program's array or a copy.
     unsafe {
         readiness::poll(fds, nfds, timeout, |fds, nfds, timeout| real::poll(fds, nfds, timeout))
+    }
+}
+
+/// A timespec timeout as whole milliseconds, rounded up (a wait must not become shorter, nor a
+/// short one non-blocking); -1 for none.
+fn timespec_ms(timeout: *const libc::timespec) -> c_int {
+    if timeout.is_null() {
+        return -1;
+    }
+    // SAFETY: the callers' contracts: a non-null timeout is readable.
+    let ts = unsafe { *timeout };
+    let nanos = ts.tv_sec.saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec);
+    (nanos.saturating_add(999_999) / 1_000_000).clamp(0, c_int::MAX as i64) as c_int
+}
+
+/// Milliseconds as a timespec for the real call: `None` for no timeout.
+fn ms_timespec(ms: c_int) -> Option<libc::timespec> {
+    (ms >= 0).then(|| libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    })
+}
+
+/// ppoll: served as poll, with the timeout in whole milliseconds (rounded up) and the
+/// program's signal mask applied to every real call. glibc's ppoll leaves the timeout as it was.
+#[no_mangle]
+pub unsafe extern "C" fn ppoll(
+    fds: *mut libc::pollfd,
+    nfds: libc::nfds_t,
+    timeout: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    let timeout_ms = timespec_ms(timeout);
+    // SAFETY: as poll; the mask is the program's, passed on.
+    unsafe {
+        readiness::poll(fds, nfds, timeout_ms, |fds, nfds, ms| {
+            let ts = ms_timespec(ms);
+            let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |ts| ts as *const libc::timespec);
+            real::ppoll(fds, nfds, ts_ptr, mask)
+        })
+    }
+}
+
+/// pselect: served as select, with the timeout in whole milliseconds (rounded up) and the
+/// program's signal mask applied to every real call; pselect leaves the timeout as it was.
+#[no_mangle]
+pub unsafe extern "C" fn pselect(
+    nfds: c_int,
+    readfds: *mut libc::fd_set,
+    writefds: *mut libc::fd_set,
+    exceptfds: *mut libc::fd_set,
+    timeout: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    let timeout_ms = timespec_ms(timeout);
+    // SAFETY: as select; the mask is the program's, passed on.
+    unsafe {
+        readiness::select(nfds, [readfds, writefds, exceptfds], timeout_ms, |r, w, e, ms| {
+            let ts = ms_timespec(ms);
+            let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |ts| ts as *const libc::timespec);
+            real::pselect(nfds, r, w, e, ts_ptr, mask)
+        })
     }
 }
 

@@ -7,11 +7,12 @@
 //! supervisor exactly as without the library). Correctness never depends on the library: without
 //! it, the trap path serves every call.
 //!
-//! Today the fast path covers local connections (both ends joyride programs on one stackd,
-//! spliced by stackd into one AF_UNIX socket): after connect and accept the library asks the
+//! The fast path covers every TCP connection: after connect and accept the library asks the
 //! supervisor for the connection's two rings (a private getsockopt, one trap per connection),
-//! and reads and writes move through them with no system call in steady state. The socket stays
-//! the connection's identity and doorbell (stackd::ring has the protocol).
+//! and reads and writes move through them with no system call in steady state. A local
+//! connection's rings (both ends joyride programs on one stackd, spliced by stackd into one
+//! AF_UNIX socket) join the two programs; a remote one's have stackd on the other side. The
+//! socket stays the connection's identity and doorbell (stackd::ring has the protocol).
 
 pub mod conn;
 mod interpose;

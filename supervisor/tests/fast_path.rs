@@ -209,6 +209,45 @@ fn signals_and_receive_timeouts_on_a_blocking_recv() {
     }
 }
 
+/// sendmmsg/recvmmsg (MSG_WAITFORONE, lengths, EAGAIN, end of stream) and ppoll/pselect (a
+/// timeout with nothing ready, then readiness) answer as the kernel's do, on both paths.
+#[test]
+fn multi_message_calls_and_ppoll_and_pselect() {
+    if skip("fast path, mmsg and ppoll", &[Tool::Gcc]) || Mode::from_env() != Mode::Joyride {
+        return;
+    }
+    let program_dir = common::Scratch::new();
+    let program = common::compile_c("fast_calls", false, &program_dir.path);
+    let program = program.to_str().unwrap().to_owned();
+    for route in paths() {
+        let net = Net::new(Mode::Joyride);
+        let mut run = spawn(&net, &route, "calls", &[&program, common::STACK_IP, "7450"]);
+        let status = run.wait(TRANSFER);
+        assert!(status.success(), "{route:?}: {}", run.tail());
+        let out = run.output();
+        let lines: Vec<&str> = out.lines().filter(|line| !line.starts_with("rings=")).collect();
+        assert_eq!(
+            lines,
+            [
+                "ppoll idle: ready=0 waited=yes",
+                "pselect idle: ready=0 waited=yes",
+                "sendmmsg: result=3 lengths=10,9,12",
+                "ppoll data: ready=1",
+                "pselect data: ready=1",
+                "recvmmsg: bytes=31 data=alpha-one|beta-two|gamma-three|",
+                "recvmmsg empty: result=-1 errno=EAGAIN",
+                "recvmmsg eof: result=8 bytes=0",
+            ],
+            "{route:?}: {out}"
+        );
+        let mapped = rings(out.lines().find(|line| line.starts_with("rings=")).unwrap());
+        match route {
+            Route::Trap => assert_eq!(mapped, 0, "{out}"),
+            Route::FastPath(_) => assert_eq!(mapped, 4, "two connections' rings: {out}"),
+        }
+    }
+}
+
 /// After a fork, parent and child write to one connection at the same time: every 100-byte
 /// record arrives whole and each writer's in order (the two processes take turns on the ring's
 /// write side instead of keeping positions of their own).
