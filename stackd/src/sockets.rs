@@ -1606,7 +1606,17 @@ fn pump_datagram(
 
     // Engine → program: everything queued (the engine's queue is bounded).
     let header_len = if record.udp_connected { 0 } else { datagram::HEADER_LEN };
-    while let Ok((copied, _, source)) = stack.recv_from(handle, &mut scratch[header_len..]) {
+    loop {
+        let (copied, source) = match stack.recv_from(handle, &mut scratch[header_len..]) {
+            Ok((copied, _, source)) => (copied, source),
+            Err(Errno::WouldBlock) => break,
+            Err(error) => {
+                // A port unreachable for a connected socket: a carrier cannot fail a read, so
+                // the error waits in SO_ERROR, where the kernel keeps it too.
+                record.error = Some(error.raw());
+                break;
+            }
+        };
         if header_len > 0 {
             scratch[..header_len].copy_from_slice(&datagram::header(ipv4_of(source)));
         }

@@ -167,6 +167,28 @@ fn python_peers_see_kernel_names_errors_and_resets_on_the_local_path() {
     }
 }
 
+/// UDP between two programs at stackd's own address: delivered inside the engine, datagrams of
+/// every size (fragment-sized ones included) intact both ways, unconnected and connected; a
+/// connected socket aimed at a closed port finds ECONNREFUSED in SO_ERROR, as with the kernel
+/// (where the read itself fails too; a carrier cannot fail a read).
+#[test]
+fn udp_between_two_programs_at_the_stacks_own_address() {
+    if skip("local UDP", &[Tool::Python]) {
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/programs/local_udp.py");
+    let net = Net::new(Mode::from_env());
+    let mut server = net.spawn_app("server", &["python3", script, "server", "7520"]);
+    server.wait_line("listening", START);
+    let mut client = net.spawn_app("client", &["python3", script, "client", STACK_IP, "7520", "9"]);
+    let status = client.wait(TRANSFER);
+    assert!(status.success(), "client failed\n{}\n{}", client.tail(), server.tail());
+    assert_eq!(client.wait_line("plain good=", START), "plain good=100");
+    assert_eq!(client.wait_line("linked good=", START), "linked good=100");
+    assert_eq!(client.wait_line("closed-port=", START), "closed-port=ECONNREFUSED");
+    assert_eq!(server.wait_line("served ", START), "served 200");
+}
+
 #[test]
 fn a_dynamic_program_gets_a_local_connections_rings_through_the_private_getsockopt() {
     if skip("rings getsockopt", &[Tool::Gcc]) || Mode::from_env() == Mode::Native {

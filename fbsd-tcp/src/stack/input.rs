@@ -302,6 +302,31 @@ impl Stack {
         self.deliver_datagram(index, source, repr.payload);
     }
 
+    /// A datagram from socket `sender` to our own address: delivered without a frame, as over
+    /// the kernel's loopback (no checksum, no fragments). With no socket on the port, a sender
+    /// connected to it hears ECONNREFUSED, as the loopback's port unreachable would tell it.
+    pub(super) fn deliver_to_self(
+        &mut self,
+        sender: u32,
+        source: SocketAddrV4,
+        remote: SocketAddrV4,
+        payload: &[u8],
+    ) {
+        self.counters.udp_tx += 1;
+        self.counters.udp_rx += 1;
+        if let Some(index) = self.udp_lookup(*remote.ip(), remote.port(), source) {
+            self.deliver_datagram(index, source, payload);
+            return;
+        }
+        self.counters.udp_no_port += 1;
+        if let Kind::Udp(udp) = &mut self.socket_mut(sender).kind {
+            if udp.peer == Some(remote) {
+                udp.set_error(Errno::ConnectionRefused);
+                self.push_event(sender);
+            }
+        }
+    }
+
     fn deliver_datagram(&mut self, index: u32, source: SocketAddrV4, payload: &[u8]) {
         let socket = self.socket_mut(index);
         let limit = socket.options.recv_buffer;

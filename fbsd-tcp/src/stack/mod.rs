@@ -615,8 +615,13 @@ impl Stack {
                 local
             }
         };
+        let source = SocketAddrV4::new(self.config.addr.addr, local.port());
+        if *remote.ip() == self.config.addr.addr {
+            self.deliver_to_self(index, source, remote, data);
+            return Ok(data.len());
+        }
         let ttl = self.socket_ref(index).options.ttl;
-        self.send_udp(SocketAddrV4::new(self.config.addr.addr, local.port()), remote, data, ttl)?;
+        self.send_udp(source, remote, data, ttl)?;
         Ok(data.len())
     }
 

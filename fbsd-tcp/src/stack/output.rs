@@ -303,6 +303,9 @@ impl Stack {
         if ip.is_multicast() || ip.is_unspecified() {
             return Err(Errno::NetUnreachable);
         }
+        if ip == self.config.addr.addr {
+            return Ok(()); // delivered inside the stack (`deliver_to_self`)
+        }
         self.next_hop(ip).map(|_| ())
     }
 

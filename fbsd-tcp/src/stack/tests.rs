@@ -333,6 +333,34 @@ fn udp_send_to_emits_a_checksummed_datagram() {
 }
 
 #[test]
+fn udp_to_our_own_address_is_delivered_inside_the_stack_and_a_closed_port_refuses() {
+    let mut stack = stack();
+    let server = stack.socket(AddressFamily::Inet, SocketType::Datagram).unwrap();
+    stack.bind(server, "0.0.0.0:5353".parse().unwrap()).unwrap();
+    let client = stack.socket(AddressFamily::Inet, SocketType::Datagram).unwrap();
+    stack.bind(client, "0.0.0.0:4444".parse().unwrap()).unwrap();
+    let ours: SocketAddr = "10.77.0.2:5353".parse().unwrap();
+    assert_eq!(stack.send_to(client, b"question", Some(ours)), Ok(8));
+    assert!(drain(&mut stack).is_empty(), "no frame leaves for our own address");
+    assert_eq!(stack.poll_event(), Some(server));
+    let mut buf = [0u8; 64];
+    let (copied, len, from) = stack.recv_from(server, &mut buf).unwrap();
+    assert_eq!((&buf[..copied], len), (&b"question"[..], 8));
+    assert_eq!(from, "10.77.0.2:4444".parse::<SocketAddr>().unwrap());
+    assert_eq!(stack.send_to(server, b"answer", Some(from)), Ok(6));
+    let (copied, _, from) = stack.recv_from(client, &mut buf).unwrap();
+    assert_eq!((&buf[..copied], from), (&b"answer"[..], ours));
+
+    // Connected to a port nobody holds: the next call reports ECONNREFUSED, once.
+    stack.connect(Instant::ZERO, client, "10.77.0.2:9".parse().unwrap()).unwrap();
+    assert_eq!(stack.send_to(client, b"anyone?", None), Ok(7));
+    assert_eq!(stack.recv_from(client, &mut buf), Err(Errno::ConnectionRefused));
+    assert_eq!(stack.recv_from(client, &mut buf), Err(Errno::WouldBlock));
+    assert!(drain(&mut stack).is_empty());
+    assert_eq!(stack.counters().udp_no_port, 1);
+}
+
+#[test]
 fn large_udp_datagrams_are_fragmented() {
     let mut stack = stack();
     learn_peer(&mut stack);
