@@ -274,8 +274,8 @@ impl Stack {
     /// The neighbour a packet for `dst` goes to.
     pub(super) fn next_hop(&self, dst: Ipv4Addr) -> Result<Ipv4Addr, Errno> {
         if dst == self.config.addr.addr {
-            // Talking to ourselves would need a loopback path through the stack; applications on
-            // the same stackd reach each other through joyride's local paths instead.
+            // No frame goes to ourselves: UDP is delivered inside the stack (`deliver_to_self`),
+            // and TCP between programs on one stackd takes joyride's local path.
             return Err(Errno::HostUnreachable);
         }
         if self.config.addr.contains(dst) {
