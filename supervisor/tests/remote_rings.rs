@@ -457,6 +457,61 @@ fn reset_by_the_kernel_peer_is_econnreset() {
     }
 }
 
+/// The kernel peer resets the connection while the program has not read: every byte the stack
+/// acknowledged before the RST is still delivered, then ECONNRESET — as the kernel's TCP does
+/// (its receive queue survives a reset). The peer measures what was acknowledged (SIOCOUTQ)
+/// once its sends stop progressing (the stack's window is closed), resets, and only then lets
+/// the program read.
+///
+/// PRODUCT BUG (found with this test, d42a37c; both routes, so not the rings' doing): stackd
+/// delivers only what it had already moved into the carrier (trap path, ~206 KiB) or the
+/// ring (fast path, 1 MiB) and drops the bytes still in the engine's receive queue (~1 MiB,
+/// which `joyride ss` shows as Recv-Q before the reset) when the RST arrives: once the carrier
+/// or ring is full, the pump's program → engine step calls the engine's `send_with`, which
+/// returns (and takes) the pending ECONNRESET, and the record is released as failed with the
+/// engine's receive queue unread. This test fails until that is fixed; natively
+/// (JOYRIDE_TEST_NATIVE=1) it passes.
+#[test]
+fn reset_by_the_kernel_peer_keeps_the_data_the_stack_acknowledged() {
+    let mut failures = Vec::new();
+    for route in routes("remote rings, reset keeps acknowledged data", &[Tool::Python]) {
+        let net = Net::new(Mode::from_env());
+        let context = format!("{route:?} reset keeps acknowledged data");
+        let block = net.dir.join("block");
+        let gate = net.dir.join("gate");
+        let size = 8 * MIB;
+        write_payload_file(&block, size, 0x6801);
+        let bytes = payload(size, 0x6801);
+        let mut server = kernel_peer(
+            &net,
+            "kernel-rst-acked",
+            &["rst-acked", HOST_IP, "7672", block.to_str().unwrap(), gate.to_str().unwrap()],
+        );
+        server.wait_line("listening", START);
+        let mut client = program(
+            &net,
+            &route,
+            "read-after-reset",
+            &["read-after-reset", HOST_IP, "7672", gate.to_str().unwrap()],
+        );
+        finish(&mut client, TRANSFER, &context);
+        finish(&mut server, START, &context);
+        check_route_rings(&net, &route, &client, &context);
+        let acked: usize = words(&mut server, "acked")[0].parse().unwrap();
+        let got = words(&mut client, "got");
+        eprintln!("{context}: acked {acked}, got {got:?}");
+        assert!(acked > 0 && acked < size, "{context}: the window never closed: acked {acked}");
+        let len: usize = got[1].parse().unwrap();
+        assert!(len <= acked, "{context}: more than was acknowledged: {got:?}");
+        assert_eq!(got[0], sha256_hex(&bytes[..len]), "{context}: not a prefix of the data");
+        // Both routes run before the verdict, so that a failure says which ones lose data.
+        if (len, got[2].as_str()) != (acked, "end=ECONNRESET") {
+            failures.push(format!("{context}: acknowledged {acked}, delivered {len}, {}", got[2]));
+        }
+    }
+    assert!(failures.is_empty(), "not every acknowledged byte, then ECONNRESET: {failures:#?}");
+}
+
 /// `joyride ss` names the ring plane of an open remote connection on the fast path, and only
 /// there.
 #[test]

@@ -35,17 +35,25 @@ the host namespace (or the other way round), and every byte is checked by SHA-25
         MODE "ack": reads SIZE bytes, sends the byte, then expects the reset. MODE "late":
         sends the byte and sleeps, so that the reset arrives with data unread, then reads to
         the end. Prints "got <sha256> <bytes> end=<ECONNRESET|EOF|other errno name> rings=N".
+    remote_peer.py rst-acked BIND PORT FILE GATE
+        after one byte from the peer, sends FILE until the peer's window closes (its unacknowledged
+        bytes stay unchanged for half a second) or everything is acknowledged, resets, then
+        creates GATE. Prints "acked <bytes>": what the peer's stack acknowledged.
+    remote_peer.py read-after-reset HOST PORT GATE
+        sends one byte, waits for GATE, then reads to the end; prints as expect-reset.
     remote_peer.py hold BIND PORT GATE
         accepts one connection, sends "hello", closes once the file GATE exists.
     remote_peer.py wait-eof HOST PORT
         reads to EOF; prints "got <bytes>"."""
 import errno
+import fcntl
 import hashlib
 import os
 import random
 import select
 import socket
 import struct
+import termios
 import sys
 import threading
 import time
@@ -381,6 +389,63 @@ def expect_reset(host, port, size, mode):
     log(f"got {hashlib.sha256(got).hexdigest()} {len(got)} end={end} rings={mapped}")
 
 
+def rst_acked(bind, port, path, gate):
+    sock = listener(bind, int(port))
+    log("listening")
+    conn = accept_one(sock)
+    conn.settimeout(WAIT)
+    if conn.recv(1) != b"x":
+        fail("the peer sent no go byte")
+    with open(path, "rb") as source:
+        data = source.read()
+    conn.setblocking(False)
+    sent = 0
+    last = None
+    steady_since = time.monotonic()
+    deadline = steady_since + WAIT
+    while time.monotonic() < deadline:
+        try:
+            sent += conn.send(data[sent:])
+        except BlockingIOError:
+            pass
+        # TIOCOUTQ (SIOCOUTQ): bytes sent but not acknowledged, or not sent yet.
+        unacked = struct.unpack("i", fcntl.ioctl(conn, termios.TIOCOUTQ, bytes(4)))[0]
+        if sent == len(data) and unacked == 0:
+            break
+        if (sent, unacked) != last:
+            last = (sent, unacked)
+            steady_since = time.monotonic()
+        elif time.monotonic() - steady_since > 0.5:
+            break
+        time.sleep(0.02)
+    else:
+        fail("the peer's window never settled")
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+    log(f"acked {sent - unacked}")
+    with open(gate, "w"):
+        pass
+
+
+def read_after_reset(host, port, gate):
+    conn = connect(host, port)
+    mapped = rings()
+    conn.sendall(b"x")
+    wait_for_file(gate)
+    got = bytearray()
+    while True:
+        try:
+            data = conn.recv(CHUNK)
+        except OSError as error:
+            end = errno_name(error.errno)
+            break
+        if not data:
+            end = "EOF"
+            break
+        got += data
+    log(f"got {hashlib.sha256(got).hexdigest()} {len(got)} end={end} rings={mapped}")
+
+
 def hold(bind, port, gate):
     sock = listener(bind, int(port))
     log("listening")
@@ -407,6 +472,8 @@ COMMANDS = {
     "partial": partial,
     "rst": rst,
     "expect-reset": expect_reset,
+    "rst-acked": rst_acked,
+    "read-after-reset": read_after_reset,
     "hold": hold,
     "wait-eof": wait_eof,
 }
