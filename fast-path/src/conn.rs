@@ -339,6 +339,11 @@ impl Conn {
                 // EOF on the socket; bytes the writer put in the ring before closing come first.
                 Ok(0) if rx.at_eof().map_err(ring_errno)? => return Ok(got),
                 Ok(_) => {}
+                // So do they before a reset (stackd writes what came before one, then resets).
+                Err(errno)
+                    if errno != libc::EAGAIN
+                        && errno != libc::EINTR
+                        && !rx.at_eof().map_err(ring_errno)? => {}
                 Err(errno) => return if got > 0 { Ok(got) } else { Err(errno) },
             }
         }

@@ -214,6 +214,9 @@ struct Record {
     /// The carrier signalled (readable, hang-up) since the ring data plane last looked at it
     /// for an end-of-stream.
     carrier_news: bool,
+    /// The connection failed while received bytes still waited for the program: the failure
+    /// is reported once they are delivered.
+    failing: bool,
 }
 
 /// One side of a local connection.
@@ -277,6 +280,7 @@ impl Record {
             taken_from_program: 0,
             rings: None,
             carrier_news: false,
+            failing: false,
         }
     }
 }
@@ -1473,6 +1477,7 @@ fn pump_stream(
     let stack = &mut *cx.stack;
 
     // Engine → program, while the carrier takes it.
+    let mut engine_data_left = false;
     loop {
         let mut offered = None;
         let result = stack.recv_with(handle, |first, second| {
@@ -1487,9 +1492,11 @@ fn pump_stream(
                 counters.carrier_out_bytes += n as u64;
                 record.sent_to_program += n as u64;
                 if n < offered {
+                    engine_data_left = true;
                     break; // the carrier is full: its writable edge brings us back
                 }
             }
+            (Ok(_), None) if record.failing => return Fate::Failed,
             (Ok(_), None) => {
                 // End of stream from the peer (or our SHUT_RD).
                 if !record.program_told_eof {
@@ -1498,12 +1505,19 @@ fn pump_stream(
                 }
                 break;
             }
-            (Ok(_), Some(_)) | (Err(Errno::WouldBlock), _) => break,
+            (Ok(_), Some(_)) => {
+                engine_data_left = true;
+                break;
+            }
+            (Err(Errno::WouldBlock), _) => break,
             (Err(error), _) => {
                 record.error = Some(error.raw());
                 return Fate::Failed;
             }
         }
+    }
+    if record.failing {
+        return failure_waits(record, engine_data_left);
     }
 
     // Program → engine, while the send buffer has room.
@@ -1540,7 +1554,8 @@ fn pump_stream(
             }
             (Err(error), _) => {
                 record.error = Some(error.raw());
-                return Fate::Failed;
+                record.failing = true;
+                return failure_waits(record, engine_data_left);
             }
         }
     }
@@ -1549,6 +1564,19 @@ fn pump_stream(
         return Fate::Close;
     }
     Fate::Keep
+}
+
+/// A connection that failed (reset, timed out) while the program still had received bytes to
+/// take: as the kernel's, the socket delivers them first and reports the error after, so the
+/// failure waits until the engine's receive queue is drained (the carrier's or ring's space
+/// brings the data plane back), unless the program is gone.
+fn failure_waits(record: &Record, engine_data_left: bool) -> Fate {
+    let program_gone = record.carrier.as_ref().is_none_or(Carrier::hung_up);
+    if engine_data_left && !program_gone {
+        Fate::Keep
+    } else {
+        Fate::Failed
+    }
 }
 
 fn pump_datagram(

@@ -463,14 +463,10 @@ fn reset_by_the_kernel_peer_is_econnreset() {
 /// once its sends stop progressing (the stack's window is closed), resets, and only then lets
 /// the program read.
 ///
-/// PRODUCT BUG (found with this test, d42a37c; both routes, so not the rings' doing): stackd
-/// delivers only what it had already moved into the carrier (trap path, ~206 KiB) or the
-/// ring (fast path, 1 MiB) and drops the bytes still in the engine's receive queue (~1 MiB,
-/// which `joyride ss` shows as Recv-Q before the reset) when the RST arrives: once the carrier
-/// or ring is full, the pump's program → engine step calls the engine's `send_with`, which
-/// returns (and takes) the pending ECONNRESET, and the record is released as failed with the
-/// engine's receive queue unread. This test fails until that is fixed; natively
-/// (JOYRIDE_TEST_NATIVE=1) it passes.
+/// This test found that stackd used to drop the bytes still in the engine's receive queue
+/// when the RST came (the pump's program → engine step took the reset from the engine and
+/// released the socket): now the failure waits until the program has been given every byte
+/// (`failure_waits` in stackd's sockets module), on both routes, as natively.
 #[test]
 fn reset_by_the_kernel_peer_keeps_the_data_the_stack_acknowledged() {
     let mut failures = Vec::new();

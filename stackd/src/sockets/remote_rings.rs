@@ -125,8 +125,13 @@ pub(super) fn pump(
         rings.from_program.attach();
         rings.attached = true;
     }
-    let fate = match to_program(cx, record, &mut rings, counters) {
-        Fate::Keep => from_program(cx, record, &mut rings, scratch, counters),
+    let mut ring_full = false;
+    let fate = match to_program(cx, record, &mut rings, counters, &mut ring_full) {
+        Fate::Keep if record.failing => super::failure_waits(record, ring_full),
+        Fate::Keep => match from_program(cx, record, &mut rings, scratch, counters) {
+            Fate::Failed if record.failing => super::failure_waits(record, ring_full),
+            fate => fate,
+        },
         fate => fate,
     };
     record.rings = Some(rings);
@@ -139,10 +144,10 @@ fn to_program(
     record: &mut Record,
     rings: &mut SocketRings,
     counters: &mut ServiceCounters,
+    ring_full: &mut bool,
 ) -> Fate {
     let (Some(handle), Some(carrier)) = (record.handle, &record.carrier) else { return Fate::Keep };
     let mut written = 0;
-    let mut ring_full = false;
     let mut corrupt = false;
     loop {
         let mut offered = None;
@@ -166,10 +171,11 @@ fn to_program(
                 written += n;
                 counters.ring_out_bytes += n as u64;
                 if n < offered {
-                    ring_full = true;
+                    *ring_full = true;
                     break;
                 }
             }
+            (Ok(_), None) if record.failing => return Fate::Failed,
             (Ok(_), None) => {
                 // End of stream from the peer: after the last byte, as the ring's reader looks
                 // at the ring before it believes the carrier's end-of-stream.
@@ -180,7 +186,7 @@ fn to_program(
                 break;
             }
             (Ok(_), Some(_)) => {
-                ring_full = true;
+                *ring_full = true;
                 break;
             }
             (Err(Errno::WouldBlock), _) => break,
@@ -196,7 +202,7 @@ fn to_program(
     }
     // A full ring: the reader drains our doorbell once it has emptied the ring, and that read
     // is the carrier's writable edge which brings the daemon back.
-    if ring_full && rings.to_program.bell_for_space() {
+    if *ring_full && rings.to_program.bell_for_space() {
         rings.ring_bell(record, counters);
     }
     Fate::Keep
@@ -275,6 +281,7 @@ fn from_program(
                 }
                 (Err(error), _) => {
                     record.error = Some(error.raw());
+                    record.failing = true;
                     return Fate::Failed;
                 }
             }
@@ -320,6 +327,7 @@ fn from_program(
             }
             Err(error) => {
                 record.error = Some(error.raw());
+                record.failing = true;
                 return Fate::Failed;
             }
         }
