@@ -333,11 +333,22 @@ impl Conn {
                 Err(errno) => return if got > 0 { Ok(got) } else { Err(errno) },
             }
             drop(side.take());
-            let peeked = sys::recv(fd, &mut [0u8; 1], libc::MSG_PEEK | dontwait);
+            // On the ring, every socket byte is a doorbell: the sleep takes the one that wakes
+            // it, which saves the drain that would follow (a system call per wake-up). Before
+            // the switch socket bytes may be data, so the sleep only peeks.
+            let on_ring = matches!(rx.phase(), Phase::Ring);
+            let waited = if on_ring {
+                sys::recv(fd, &mut [0u8; 1], dontwait)
+            } else {
+                sys::recv(fd, &mut [0u8; 1], libc::MSG_PEEK | dontwait)
+            };
             side = self.hold_rx(&mut rx);
-            match peeked {
+            match waited {
                 // EOF on the socket; bytes the writer put in the ring before closing come first.
                 Ok(0) if rx.at_eof().map_err(ring_errno)? => return Ok(got),
+                Ok(taken) if on_ring && taken > 0 => {
+                    rx.ring.took_bells(taken as u64).map_err(ring_errno)?;
+                }
                 Ok(_) => {}
                 // So do they before a reset (stackd writes what came before one, then resets).
                 Err(errno)

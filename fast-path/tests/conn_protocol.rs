@@ -177,6 +177,36 @@ fn peek_waitall_and_dontwait() {
     drop(writer.join().unwrap());
 }
 
+/// A blocking reader that sleeps takes the doorbell that wakes it with the wait itself: after
+/// each message, no doorbell is left counted or queued on the socket (so nothing polls
+/// readable), and every message arrives whole.
+#[test]
+fn a_sleeping_reader_takes_the_doorbell_that_wakes_it() {
+    let (a, b) = pair(8 << 10);
+    a.conn.start_reading();
+    b.conn.start_reading();
+    // Both directions onto their rings first.
+    assert_eq!(a.send(b"x", 0), Ok(1));
+    assert_eq!(read_exactly(&b, 1, 1), b"x");
+    for round in 0..50u64 {
+        let message = stream(round, 1 + (round as usize * 37) % 3000);
+        let reader = std::thread::spawn({
+            let b = Side { conn: b.conn.clone(), socket: b.socket.try_clone().unwrap() };
+            let len = message.len();
+            move || read_exactly(&b, len, round)
+        });
+        // Past the reader's spin (20 µs by default), so that it sleeps on the socket.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert_eq!(a.send(&message, 0), Ok(message.len()));
+        assert_eq!(reader.join().unwrap(), message, "round {round}");
+        let mut queued: libc::c_int = -1;
+        // SAFETY: FIONREAD writes one int.
+        assert_eq!(unsafe { libc::ioctl(b.fd(), libc::FIONREAD, &mut queued) }, 0);
+        assert_eq!(queued, 0, "round {round}: a doorbell was left on the socket");
+        assert!(!epoll_readable(b.fd(), 0), "round {round}: the socket polls readable");
+    }
+}
+
 #[test]
 fn eof_comes_after_the_bytes_in_the_ring() {
     let (a, b) = pair(8 << 10);

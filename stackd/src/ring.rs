@@ -1030,6 +1030,17 @@ impl<R: Deref<Target = RingRegion>> Consumer<R> {
         Ok(Drained::Sleep)
     }
 
+    /// For a reader that sleeps by *reading* one doorbell byte from the channel (so that the
+    /// wake-up is also the drain): gives back the `n` bells it took and returns the bytes now
+    /// readable. Safe without the DRAINING bit because the ring is looked at only after the
+    /// count went down: a writer that skipped its bell because ours was still counted had
+    /// published before its look at the count, which precedes our decrement, so our look
+    /// (SeqCst, after it) sees its bytes.
+    pub fn took_bells(&self, n: u64) -> Result<usize, RingError> {
+        release_bells(&self.region.header().bell.0, n);
+        self.len_with(Ordering::SeqCst)
+    }
+
     /// Doorbell bytes counted and not yet drained (for tests and statistics).
     pub fn pending_bells(&self) -> u64 {
         self.region.header().bell.0.load(Ordering::Relaxed) & !DRAINING

@@ -64,8 +64,18 @@ impl SocketRings {
                 other => internal(format!("cannot make a ring: {other}")),
             })
         };
-        let unread_by_program = carrier.unread_by_program().map_err(carrier_error)?;
-        let queued = carrier.queued_from_program().map_err(carrier_error)?;
+        // Each count is a socket-diagnostics round trip: asked only when it can be non-zero
+        // (nothing written to the program yet; a connecting socket's carrier is full of filler,
+        // which keeps the program from writing).
+        let unread_by_program = match record.sent_to_program {
+            0 => 0,
+            _ => carrier.unread_by_program().map_err(carrier_error)?,
+        };
+        let queued = if record.connecting {
+            record.filler
+        } else {
+            carrier.queued_from_program().map_err(carrier_error)?
+        };
         let to_program = Producer::new(Box::new(make()?)).map_err(|e| internal(e.to_string()))?;
         let from_program = Consumer::new(Box::new(make()?)).map_err(|e| internal(e.to_string()))?;
         to_program.take_over(record.sent_to_program, unread_by_program as u64);
