@@ -4,7 +4,9 @@
 //! `cargo bench -p stackd --bench stack_vs_kernel` (as root; `scripts/bench-stackd.sh` wraps it).
 //! Options after `--`: `--runs N` (3), `--seconds S` per transfer (3), `--round-trips N` (20000),
 //! `--rtt-seconds S` (2, a bound on the round trips), `--message BYTES` (64), `--write BYTES`
-//! (131072), `--mtu 1500,9000`, `--paths kernel,kernel-no-offload,shm,af-packet`.
+//! (131072), `--mtu 1500,9000`, `--paths kernel,kernel-no-offload,shm,af-packet` (the default;
+//! `shm-trap` and `shm-rings` are there to be asked for, and need the release build of the
+//! workspace: `target/release/joyride` and `libjoyride_fastpath.so` beside it).
 //!
 //! # The paths
 //! - `kernel`: two network namespaces joined by a veth pair at the MTU, Linux's TCP in both
@@ -20,6 +22,18 @@
 //! - `af-packet`: the same two daemons, but each bound through `--backend af-packet` to one end
 //!   of a veth pair in a namespace of its own: the kernel's cost of moving frames shows in the
 //!   difference to `shm`.
+//! - `shm-rings`: two more daemons on the shm wire, but the programs are the kernel path's,
+//!   on plain `std::net` sockets, started as `joyride run --stackd CONTROL -- PROGRAM`: the
+//!   fast-path library joyride preloads moves their payload through the shared-memory rings
+//!   (app → ring → stackd → wire → stackd → ring → app), which is what users get.
+//! - `shm-trap`: the same with `joyride run --no-fast-path`, so the payload takes the carriers
+//!   as in `shm`, but through real programs' system calls; against `shm-rings` it isolates the
+//!   rings' effect, against `shm` the supervisor's.
+//!
+//!   Their programs run in their daemon's (otherwise empty) namespace: a socket that fell back
+//!   to the kernel would find no route rather than measure the wrong stack. After each transfer
+//!   both daemons' counters must show every byte on the plane the row claims (ring or
+//!   carrier).
 //!
 //! # What is measured
 //! - Throughput: one TCP connection, the sender writing `--write`-byte chunks for `--seconds`;
@@ -29,7 +43,8 @@
 //!   context that no process is charged for; the same for both paths. The figure that matters
 //!   is Gbit/s per busy core. Busy time of anything else on the machine counts too: run it
 //!   idle (the load before the runs is printed). A second view charges utime/stime to each
-//!   process we started (/proc/PID/stat) and adds the interrupt work the kernel did for them
+//!   process we started (/proc/PID/stat, with its descendants: `joyride run` is the supervisor
+//!   and the program its child) and adds the interrupt work the kernel did for them
 //!   (see [`Accounting`]): "ours", which other load does not inflate. The daemons of the rows
 //!   not running are watched too: they must sleep (they do, in epoll).
 //! - Latency: `--message`-byte ping-pong over one connection (TCP_NODELAY on both sides), after
@@ -62,6 +77,8 @@ use stackd::client::Client;
 use stackd::proto::{Family, OptionName, OptionValue, SocketKind};
 
 const STACKD: &str = env!("CARGO_BIN_EXE_joyride-stackd");
+/// The library `joyride run` preloads, looked for next to joyride (as joyride itself does).
+const FAST_PATH_LIBRARY: &str = "libjoyride_fastpath.so";
 /// Prefix of every namespace and work directory this benchmark makes.
 const PREFIX: &str = "jrbench";
 /// Bound on any single socket read or write in a role.
@@ -583,6 +600,16 @@ impl Proc {
                 command
             }
             Via::Stack { .. } => Command::new(exe),
+            Via::Joyride { netns, control, fast_path } => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(joyride_exe()).arg("run");
+                if !fast_path {
+                    command.arg("--no-fast-path");
+                }
+                command.arg("--stackd").arg(control).arg("--").arg(exe);
+                command.env("JOYRIDE_LOG", "warn");
+                command
+            }
         };
         command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         die_with_parent(&mut command, libc::SIGKILL);
@@ -636,23 +663,37 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
+        // A role that said its last line is on its way out; under joyride, the supervisor
+        // returns once the program has exited. Only what is still there after a moment is
+        // killed, descendants first (the program under a supervisor does not die with it).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while let Ok(None) = self.child.try_wait() {
+            if Instant::now() > deadline {
+                for pid in descendants(self.child.id()) {
+                    let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                }
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
         let _ = self.child.wait();
     }
 }
 
-/// How a role reaches its stack: in a namespace with the kernel's TCP, or through a daemon's
-/// control socket.
+/// How a role reaches its stack: in a namespace with the kernel's TCP, through a daemon's
+/// control socket, or on plain sockets under `joyride run` (in `netns`) served by the daemon
+/// at `control`.
 #[derive(Clone, Debug)]
 enum Via {
     Kernel { netns: String },
     Stack { control: PathBuf },
+    Joyride { netns: String, control: PathBuf, fast_path: bool },
 }
 
 impl Via {
     fn endpoint_args(&self, addr: SocketAddr) -> Vec<String> {
+        // A role under joyride is a kernel-socket role: joyride makes its sockets stackd's.
         let mut args = vec!["--addr".to_owned(), addr.to_string()];
         if let Via::Stack { control } = self {
             args.extend(["--stack".to_owned(), control.display().to_string()]);
@@ -661,11 +702,37 @@ impl Via {
     }
 }
 
+/// `joyride` of the same build as the daemon under test (cargo puts both in one directory).
+fn joyride_exe() -> PathBuf {
+    Path::new(STACKD).with_file_name("joyride")
+}
+
+/// joyride and its fast-path library must have been built (cargo bench builds neither: the
+/// former is another package's binary, the latter a cdylib).
+fn check_joyride_built() -> Result<()> {
+    let joyride = joyride_exe();
+    let library = joyride.with_file_name(FAST_PATH_LIBRARY);
+    for file in [&joyride, &library] {
+        if !file.is_file() {
+            bail!(
+                "the shm-trap and shm-rings paths run their programs under {}, which needs {} — \
+                 missing: build the workspace first (`cargo build --release --locked --workspace`; \
+                 scripts/bench-stackd.sh does)",
+                joyride.display(),
+                file.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum PathKind {
     Kernel,
     KernelNoOffload,
     Shm,
+    ShmTrap,
+    ShmRings,
     AfPacket,
 }
 
@@ -675,9 +742,12 @@ impl PathKind {
             "kernel" => PathKind::Kernel,
             "kernel-no-offload" => PathKind::KernelNoOffload,
             "shm" => PathKind::Shm,
+            "shm-trap" => PathKind::ShmTrap,
+            "shm-rings" => PathKind::ShmRings,
             "af-packet" => PathKind::AfPacket,
             other => bail!(
-                "unknown path {other:?} (expected kernel, kernel-no-offload, shm or af-packet)"
+                "unknown path {other:?} (expected kernel, kernel-no-offload, shm, shm-trap, \
+                 shm-rings or af-packet)"
             ),
         })
     }
@@ -687,6 +757,8 @@ impl PathKind {
             PathKind::Kernel => "kernel",
             PathKind::KernelNoOffload => "kernel-no-offload",
             PathKind::Shm => "shm",
+            PathKind::ShmTrap => "shm-trap",
+            PathKind::ShmRings => "shm-rings",
             PathKind::AfPacket => "af-packet",
         }
     }
@@ -696,6 +768,8 @@ impl PathKind {
             PathKind::Kernel => "kernel TCP, veth between two netns",
             PathKind::KernelNoOffload => "kernel TCP, same veth with TSO/GSO/GRO off",
             PathKind::Shm => "stackd ↔ stackd, shm wire",
+            PathKind::ShmTrap => "stackd ↔ stackd, shm wire, joyride run --no-fast-path",
+            PathKind::ShmRings => "stackd ↔ stackd, shm wire, joyride run (rings)",
             PathKind::AfPacket => "stackd ↔ stackd, af-packet on a veth",
         }
     }
@@ -706,6 +780,22 @@ impl PathKind {
             PathKind::AfPacket => 2,
             PathKind::Shm => 3,
             PathKind::KernelNoOffload => 4,
+            PathKind::ShmTrap => 5,
+            PathKind::ShmRings => 6,
+        }
+    }
+
+    /// Whether the frames go over the shm wire (no veth).
+    fn shm_wire(self) -> bool {
+        matches!(self, PathKind::Shm | PathKind::ShmTrap | PathKind::ShmRings)
+    }
+
+    /// For the paths whose programs run under `joyride run`: whether with the fast path.
+    fn joyride(self) -> Option<bool> {
+        match self {
+            PathKind::ShmTrap => Some(false),
+            PathKind::ShmRings => Some(true),
+            _ => None,
         }
     }
 }
@@ -727,7 +817,7 @@ impl Setup {
         let a = Netns::new(format!("{tag}-a"))?;
         let b = Netns::new(format!("{tag}-b"))?;
         let ip = |host: u8| Ipv4Addr::new(10, 99, kind.subnet(), host);
-        if kind != PathKind::Shm {
+        if !kind.shm_wire() {
             a.ip(&format!("link add veth0 type veth peer name veth1 netns {}", b.name))?;
             a.ip(&format!("link set veth0 mtu {mtu} up"))?;
             b.ip(&format!("link set veth1 mtu {mtu} up"))?;
@@ -746,15 +836,16 @@ impl Setup {
                 b.ip(&format!("addr add {}/24 dev veth1", ip(2)))?;
                 (Via::Kernel { netns: a.name.clone() }, Via::Kernel { netns: b.name.clone() })
             }
-            PathKind::Shm | PathKind::AfPacket => {
-                let wire = dir.join(format!("wire-{mtu}"));
+            PathKind::Shm | PathKind::ShmTrap | PathKind::ShmRings | PathKind::AfPacket => {
+                // One wire per pair of daemons.
+                let wire = dir.join(format!("wire-{}-{mtu}", kind.short()));
                 let mut vias = Vec::new();
                 for (ns, host, iface) in [(&a, 1, "veth0"), (&b, 2, "veth1")] {
                     let side = if host == 1 { "a" } else { "b" };
                     let control = dir.join(format!("{}-{mtu}-{side}.sock", kind.short()));
                     let log = dir.join(format!("{}-{mtu}-{side}.log", kind.short()));
                     let backend: Vec<String> = match kind {
-                        PathKind::Shm => {
+                        PathKind::Shm | PathKind::ShmTrap | PathKind::ShmRings => {
                             vec![
                                 "--backend".into(),
                                 "shm".into(),
@@ -777,7 +868,12 @@ impl Setup {
                         mtu.to_string(),
                     ]);
                     daemons.push(Daemon::start(ns, &args, &control, &log)?);
-                    vias.push(Via::Stack { control });
+                    vias.push(match kind.joyride() {
+                        Some(fast_path) => {
+                            Via::Joyride { netns: ns.name.clone(), control, fast_path }
+                        }
+                        None => Via::Stack { control },
+                    });
                 }
                 let server = vias.pop().expect("two daemons");
                 (vias.pop().expect("two daemons"), server)
@@ -796,6 +892,77 @@ impl Setup {
 
 fn path_arg(path: &Path) -> String {
     path.display().to_string()
+}
+
+/// Bytes a daemon moved between programs and its engine, by plane, from its counters.
+#[derive(Clone, Copy, Debug, Default)]
+struct Planes {
+    carrier: u64,
+    ring: u64,
+}
+
+impl Planes {
+    fn read(control: &Path) -> Result<Planes> {
+        let mut client = Client::connect(control)?;
+        let stackd::proto::Reply::Counters { counters } =
+            client.call(stackd::proto::Operation::Counters)?
+        else {
+            bail!("{}: no counters in the reply", control.display());
+        };
+        let sum = |names: [&str; 2]| {
+            counters.iter().filter(|(name, _)| names.contains(&name.as_str())).map(|c| c.1).sum()
+        };
+        Ok(Planes {
+            carrier: sum(["carrier_in_bytes", "carrier_out_bytes"]),
+            ring: sum(["ring_in_bytes", "ring_out_bytes"]),
+        })
+    }
+
+    fn since(&self, before: &Planes) -> Planes {
+        Planes {
+            carrier: self.carrier.saturating_sub(before.carrier),
+            ring: self.ring.saturating_sub(before.ring),
+        }
+    }
+}
+
+impl Setup {
+    /// Each daemon's planes, client side first (none for the kernel paths).
+    fn planes(&self) -> Result<Vec<Planes>> {
+        [&self.client, &self.server]
+            .into_iter()
+            .filter_map(|via| match via {
+                Via::Kernel { .. } => None,
+                Via::Stack { control } | Via::Joyride { control, .. } => Some(control),
+            })
+            .map(|control| Planes::read(control))
+            .collect()
+    }
+
+    /// Fails unless every daemon moved a transfer's `bytes` on the plane this path is about:
+    /// the carriers, or for shm-rings the rings (all but the first few bytes, which may pass
+    /// through the carrier before the daemon attaches to the sender's ring).
+    fn check_planes(&self, before: &[Planes], after: &[Planes], bytes: u64) -> Result<()> {
+        let sides = ["sender's", "receiver's"];
+        for (side, (before, after)) in sides.iter().zip(before.iter().zip(after)) {
+            let moved = after.since(before);
+            let ok = if self.kind == PathKind::ShmRings {
+                moved.ring >= bytes - bytes / 100
+            } else {
+                moved.carrier >= bytes && moved.ring == 0
+            };
+            if !ok {
+                bail!(
+                    "the {side} stackd moved {} bytes through carriers and {} through rings \
+                     during a {bytes}-byte transfer over {}: not the plane this path measures",
+                    moved.carrier,
+                    moved.ring,
+                    self.kind.short()
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 // --- CPU accounting --------------------------------------------------------------------------
@@ -850,17 +1017,85 @@ impl MachineCpu {
     }
 }
 
-/// utime and stime of a process, in ticks (zero if it is gone).
-fn process_cpu(pid: u32) -> (u64, u64) {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return (0, 0) };
-    // The command name may hold spaces: fields count from after its closing parenthesis.
-    let rest = text.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0);
-    (field(11), field(12))
+/// What /proc/PID/stat says of one process, times in ticks.
+#[derive(Clone, Copy, Debug)]
+struct ProcStat {
+    ppid: u32,
+    user: u64,
+    system: u64,
+    /// cutime and cstime: the children it has waited for, with theirs.
+    reaped_user: u64,
+    reaped_system: u64,
 }
 
-/// CPU of the machine and of the watched processes at one instant.
+impl ProcStat {
+    fn read(pid: u32) -> Option<ProcStat> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may hold spaces: fields count from after its closing parenthesis.
+        let rest = text.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0);
+        Some(ProcStat {
+            ppid: field(1) as u32,
+            user: field(11),
+            system: field(12),
+            reaped_user: field(13),
+            reaped_system: field(14),
+        })
+    }
+}
+
+/// Every process's children, from the parent links in /proc.
+fn children_by_parent() -> BTreeMap<u32, Vec<u32>> {
+    let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse().ok()) else {
+            continue;
+        };
+        if let Some(stat) = ProcStat::read(pid) {
+            children.entry(stat.ppid).or_default().push(pid);
+        }
+    }
+    children
+}
+
+/// The processes below `pid`, deepest first.
+fn descendants(pid: u32) -> Vec<u32> {
+    fn walk(pid: u32, children: &BTreeMap<u32, Vec<u32>>, out: &mut Vec<u32>) {
+        for &child in children.get(&pid).into_iter().flatten() {
+            walk(child, children, out);
+            out.push(child);
+        }
+    }
+    let mut out = Vec::new();
+    walk(pid, &children_by_parent(), &mut out);
+    out
+}
+
+/// utime and stime of a process and its descendants, living or reaped, in ticks (zero if it
+/// is gone). `joyride run` is the supervisor and the program its child; the program may exit
+/// and be reaped between two snapshots, when its time moves into the supervisor's cutime.
+fn tree_cpu(pid: u32, children: &BTreeMap<u32, Vec<u32>>) -> (u64, u64) {
+    // A child reaped while we read would count twice (its own times, then in the parent's
+    // cutime) or not at all (the other way round): read the parent before and after its
+    // children, and again if its reaped times moved meanwhile.
+    let mut total = (0, 0);
+    for _ in 0..5 {
+        let Some(before) = ProcStat::read(pid) else { return (0, 0) };
+        total = (before.user + before.reaped_user, before.system + before.reaped_system);
+        for &child in children.get(&pid).into_iter().flatten() {
+            let (user, system) = tree_cpu(child, children);
+            total = (total.0 + user, total.1 + system);
+        }
+        let Some(after) = ProcStat::read(pid) else { return total };
+        if (after.reaped_user, after.reaped_system) == (before.reaped_user, before.reaped_system) {
+            break;
+        }
+    }
+    total
+}
+
+/// CPU of the machine and of the watched process trees at one instant.
 struct Snapshot {
     at: Instant,
     machine: MachineCpu,
@@ -869,10 +1104,11 @@ struct Snapshot {
 
 impl Snapshot {
     fn take(pids: &[u32]) -> Result<Snapshot> {
+        let children = children_by_parent();
         Ok(Snapshot {
             at: Instant::now(),
             machine: MachineCpu::read()?,
-            processes: pids.iter().map(|&pid| process_cpu(pid)).collect(),
+            processes: pids.iter().map(|&pid| tree_cpu(pid, &children)).collect(),
         })
     }
 }
@@ -917,17 +1153,18 @@ impl Accounting {
     fn describe(&self) -> &'static str {
         match (self.irq_time, self.known) {
             (true, _) => {
-                "\"ours\" = the row's processes (utime+stime from /proc/PID/stat) plus the \
-                          machine's irq+softirq time (CONFIG_IRQ_TIME_ACCOUNTING=y)"
+                "\"ours\" = the row's processes with their descendants (utime+stime from \
+                          /proc/PID/stat) plus the machine's irq+softirq time \
+                          (CONFIG_IRQ_TIME_ACCOUNTING=y)"
             }
             (false, true) => {
-                "\"ours\" = the row's processes (utime+stime from /proc/PID/stat, which \
-                              here include softirq work done in their context: tick-based \
+                "\"ours\" = the row's processes with their descendants (utime+stime from \
+                              /proc/PID/stat, which here include softirq work done in their context: tick-based \
                               accounting) plus the ksoftirqd threads"
             }
             (false, false) => {
-                "\"ours\" = the row's processes (utime+stime from /proc/PID/stat) plus \
-                               the ksoftirqd threads (assuming tick-based accounting: no \
+                "\"ours\" = the row's processes with their descendants (utime+stime from \
+                               /proc/PID/stat) plus the ksoftirqd threads (assuming tick-based accounting: no \
                                /proc/config.gz to tell)"
             }
         }
@@ -1068,11 +1305,13 @@ fn transfer(
     let softirq_threads = pids.len()..pids.len() + accounting.ksoftirqd.len();
     pids.extend_from_slice(&accounting.ksoftirqd);
 
+    let planes_before = setup.planes()?;
     let before = Snapshot::take(&pids)?;
     source.say("go")?;
     let timeout = Duration::from_secs_f64(options.seconds) + IO_TIMEOUT;
     let received = sink.expect("received", timeout)?;
     let after = Snapshot::take(&pids)?;
+    let planes_after = setup.planes()?;
     let sent: u64 = source.expect("sent", IO_TIMEOUT)?.parse()?;
 
     let mut fields = received.split_whitespace().map(str::parse::<u64>);
@@ -1082,6 +1321,7 @@ fn transfer(
     if bytes != sent || nanos == 0 {
         bail!("the sender sent {sent} bytes, the receiver got {bytes} (in {nanos} ns)");
     }
+    setup.check_planes(&planes_before, &planes_after, bytes)?;
     let hz = ticks_per_second();
     let wall = after.at.duration_since(before.at).as_secs_f64();
     let cores = |ticks: u64| ticks as f64 / hz / wall;
@@ -1292,7 +1532,7 @@ fn report(
         let k_core = median(kernel.transfers.iter().map(|t| t.per_core));
         let k_own = median(kernel.transfers.iter().map(|t| t.own_per_core));
         let k_p50 = median(kernel.latencies.iter().map(|l| l.p50_us));
-        for kind in [PathKind::Shm, PathKind::AfPacket] {
+        for kind in [PathKind::Shm, PathKind::ShmTrap, PathKind::ShmRings, PathKind::AfPacket] {
             let Some(row) = rows.get(&(mtu, kind)) else { continue };
             let ratio = median(row.transfers.iter().map(|t| t.per_core)) / k_core;
             let own = median(row.transfers.iter().map(|t| t.own_per_core)) / k_own;
@@ -1308,6 +1548,26 @@ fn report(
             );
         }
     }
+    // The rings against the carriers, the rest of the path alike.
+    for &mtu in &options.mtus {
+        let Some(rings) = rows.get(&(mtu, PathKind::ShmRings)) else { continue };
+        for kind in [PathKind::Shm, PathKind::ShmTrap] {
+            let Some(row) = rows.get(&(mtu, kind)) else { continue };
+            let of = |row: &Row, pick: fn(&Transfer) -> f64| median(row.transfers.iter().map(pick));
+            let p50 = |row: &Row| median(row.latencies.iter().map(|l| l.p50_us));
+            let _ = writeln!(
+                out,
+                "- MTU {mtu}, shm-rings against {}: {:.2}× the Gbit/s, {:.2}× per busy core \
+                 ({:.2}× counting only ours); RTT p50 {:.1} µs against {:.1} µs.",
+                kind.short(),
+                of(rings, |t| t.gbps) / of(row, |t| t.gbps),
+                of(rings, |t| t.per_core) / of(row, |t| t.per_core),
+                of(rings, |t| t.own_per_core) / of(row, |t| t.own_per_core),
+                p50(rings),
+                p50(row),
+            );
+        }
+    }
     out
 }
 
@@ -1318,6 +1578,9 @@ fn orchestrate(args: &[String]) -> Result<()> {
         bail!("needs root (network namespaces, veth pairs, joyride-stackd's af-packet backend): run it as root, e.g. sudo scripts/bench-stackd.sh");
     }
     run_cmd("ip", &["-V"]).context("needs iproute2's `ip`")?;
+    if options.paths.iter().any(|kind| kind.joyride().is_some()) {
+        check_joyride_built()?;
+    }
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(interrupted()))?;
     }
