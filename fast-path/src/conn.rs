@@ -336,9 +336,12 @@ impl Conn {
             // On the ring, every socket byte is a doorbell: the sleep takes the one that wakes
             // it, which saves the drain that would follow (a system call per wake-up). Before
             // the switch socket bytes may be data, so the sleep only peeks.
-            let on_ring = matches!(rx.phase(), Phase::Ring);
-            let waited = if on_ring {
-                sys::recv(fd, &mut [0u8; 1], dontwait)
+            let waited = if matches!(rx.phase(), Phase::Ring) {
+                rx.ring.sleep_begin();
+                let waited = sys::recv(fd, &mut [0u8; 1], dontwait);
+                let taken = waited.map_or(0, |n| n as u64);
+                rx.ring.sleep_end(taken).map_err(ring_errno)?;
+                waited
             } else {
                 sys::recv(fd, &mut [0u8; 1], libc::MSG_PEEK | dontwait)
             };
@@ -346,9 +349,6 @@ impl Conn {
             match waited {
                 // EOF on the socket; bytes the writer put in the ring before closing come first.
                 Ok(0) if rx.at_eof().map_err(ring_errno)? => return Ok(got),
-                Ok(taken) if on_ring && taken > 0 => {
-                    rx.ring.took_bells(taken as u64).map_err(ring_errno)?;
-                }
                 Ok(_) => {}
                 // So do they before a reset (stackd writes what came before one, then resets).
                 Err(errno)

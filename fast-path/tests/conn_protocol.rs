@@ -207,6 +207,80 @@ fn a_sleeping_reader_takes_the_doorbell_that_wakes_it() {
     }
 }
 
+/// stackd's way of writing: a raw producer whose only wake-up, when the ring is full, is the
+/// kernel's write-space edge on its socket (edge-triggered epoll), which comes when the reader
+/// takes the doorbell queued for it (`bell_for_space`). The reader is a library connection
+/// doing blocking reads that sleep on the socket. Every byte must arrive and the writer must
+/// never wait out its timeout (a reader that took the doorbell before emptying the ring
+/// without marking a drain once left the writer asleep for good).
+#[test]
+fn a_writer_woken_only_by_its_sockets_write_space_gets_every_wake_up() {
+    use stackd::ring::{Producer, RingRegion};
+    let (writer_socket, reader_socket) = UnixStream::pair().unwrap();
+    let to_reader = RingRegion::create(8 << 10).unwrap();
+    let back = RingRegion::create(8 << 10).unwrap();
+    let reader_view =
+        RingRegion::map(to_reader.fd().unwrap().try_clone_to_owned().unwrap()).unwrap();
+    let back_view = RingRegion::map(back.fd().unwrap().try_clone_to_owned().unwrap()).unwrap();
+    let reader =
+        Side { conn: Arc::new(Conn::new(reader_view, back_view).unwrap()), socket: reader_socket };
+    reader.conn.start_reading();
+    let mut producer = Producer::new(&to_reader).unwrap();
+    producer.take_over(0, 0);
+    let data = stream(77, 16 << 20);
+    let len = data.len();
+    let reading = thread::spawn(move || {
+        let mut rng = Rng(5);
+        let mut out = Vec::with_capacity(len);
+        let mut buf = vec![0u8; 20_000];
+        while out.len() < len {
+            let want = 1 + rng.below(buf.len() - 1);
+            let n = reader.recv(&mut buf[..want], 0).expect("blocking recv");
+            assert!(n > 0);
+            out.extend_from_slice(&buf[..n]);
+            if rng.below(64) == 0 {
+                thread::sleep(Duration::from_micros(300)); // let the ring fill up
+            }
+        }
+        out
+    });
+    let fd = writer_socket.as_raw_fd();
+    set_nonblocking(fd);
+    // SAFETY: plain epoll calls on descriptors the test owns; the event buffer is valid.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    let mut ev = libc::epoll_event { events: (libc::EPOLLOUT | libc::EPOLLET) as u32, u64: 0 };
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) }, 0);
+    let ring = |n| {
+        // SAFETY: a one-byte send on the test's own socket.
+        let sent = unsafe { libc::send(fd, [0u8].as_ptr().cast(), 1, libc::MSG_DONTWAIT) };
+        assert_eq!(sent, 1, "doorbell {n}");
+    };
+    let mut at = 0;
+    let mut waits = 0;
+    while at < data.len() {
+        let n = producer.write(&data[at..]).unwrap();
+        at += n;
+        if n > 0 && producer.bell_needed().unwrap() {
+            ring(at);
+        }
+        if at < data.len() && producer.free().unwrap() == 0 {
+            if producer.bell_for_space() {
+                ring(at);
+            }
+            // SAFETY: as above.
+            let woke = unsafe { libc::epoll_wait(ep, &mut ev, 1, 10_000) };
+            assert_eq!(woke, 1, "the writer was never woken, {at} of {} bytes written", data.len());
+            waits += 1;
+        }
+    }
+    let out = reading.join().unwrap();
+    assert!(out == data, "the bytes differ");
+    assert!(waits > 0, "the ring never filled: the test did not test the wake-up");
+    // SAFETY: closing the test's own epoll descriptor.
+    unsafe { libc::close(ep) };
+}
+
 #[test]
 fn eof_comes_after_the_bytes_in_the_ring() {
     let (a, b) = pair(8 << 10);

@@ -1030,14 +1030,23 @@ impl<R: Deref<Target = RingRegion>> Consumer<R> {
         Ok(Drained::Sleep)
     }
 
-    /// For a reader that sleeps by *reading* one doorbell byte from the channel (so that the
-    /// wake-up is also the drain): gives back the `n` bells it took and returns the bytes now
-    /// readable. Safe without the DRAINING bit because the ring is looked at only after the
-    /// count went down: a writer that skipped its bell because ours was still counted had
-    /// published before its look at the count, which precedes our decrement, so our look
-    /// (SeqCst, after it) sees its bytes.
-    pub fn took_bells(&self, n: u64) -> Result<usize, RingError> {
-        release_bells(&self.region.header().bell.0, n);
+    /// Before a reader sleeps by *reading* a doorbell byte from the channel (so that the
+    /// wake-up is also the drain): marks a drain in progress for the whole sleep. Between
+    /// taking a byte and giving its count back the reader holds a bell that is counted but no
+    /// longer queued, and a writer must not skip its own byte on the strength of it — least of
+    /// all a writer that found the ring full and counts on a queued byte to be drained once the
+    /// ring is empty ([`Producer::bell_for_space`]). While DRAINING is set every writer sends.
+    pub fn sleep_begin(&self) {
+        self.region.header().bell.0.fetch_or(DRAINING, Ordering::SeqCst);
+    }
+
+    /// After [`sleep_begin`](Consumer::sleep_begin) and the read: gives back the `taken`
+    /// doorbell bytes, ends the drain, and returns the bytes now readable (looked at after the
+    /// clear, as in [`drain_bells`](Consumer::drain_bells)).
+    pub fn sleep_end(&self, taken: u64) -> Result<usize, RingError> {
+        let bell = &self.region.header().bell.0;
+        release_bells(bell, taken);
+        bell.fetch_and(!DRAINING, Ordering::SeqCst);
         self.len_with(Ordering::SeqCst)
     }
 
