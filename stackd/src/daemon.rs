@@ -229,7 +229,8 @@ impl Daemon {
                     Token(token) if token >= CARRIER_TOKENS => {
                         let now = self.clock.now();
                         let mut cx = cx_of(&mut self.stack, &self.poll, now);
-                        self.sockets.carrier_event(&mut cx, token - CARRIER_TOKENS);
+                        let closed = event.is_read_closed() || event.is_error();
+                        self.sockets.carrier_event(&mut cx, token - CARRIER_TOKENS, closed);
                     }
                     Token(token) => self.serve_client(token - FIRST_CLIENT),
                 }

@@ -211,8 +211,8 @@ struct Record {
     taken_from_program: u64,
     /// A remote connection's shared-memory rings, once the program's fast path asked.
     rings: Option<Box<remote_rings::SocketRings>>,
-    /// The carrier signalled (readable, hang-up) since the ring data plane last looked at it
-    /// for an end-of-stream.
+    /// The program shut its side of the carrier (read-closed or hang-up event) since the ring
+    /// data plane last looked for the end-of-stream behind the doorbells.
     carrier_news: bool,
     /// The connection failed while received bytes still waited for the program: the failure
     /// is reported once they are delivered.
@@ -527,10 +527,13 @@ impl SocketService {
         }
     }
 
-    /// The carrier in `slot` (an event-loop token minus [`CARRIER_TOKENS`]) has news.
-    pub fn carrier_event(&mut self, cx: &mut Context<'_>, slot: usize) {
-        if let Some(record) = self.records.get_mut(slot).and_then(Option::as_mut) {
-            record.carrier_news = true;
+    /// The carrier in `slot` (an event-loop token minus [`CARRIER_TOKENS`]) has news; `closed`:
+    /// the event said the program shut its side (read-closed, hang-up or error).
+    pub fn carrier_event(&mut self, cx: &mut Context<'_>, slot: usize, closed: bool) {
+        if closed {
+            if let Some(record) = self.records.get_mut(slot).and_then(Option::as_mut) {
+                record.carrier_news = true;
+            }
         }
         self.pump(cx, slot);
     }
