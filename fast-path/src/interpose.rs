@@ -323,47 +323,28 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
     unsafe { with_iov(header.msg_iov, count, |bufs| ret(conn.send(fd, bufs, flags))) }
 }
 
-/// recvmmsg on a stream: one recv per message, as the kernel's TCP does (MSG_WAITFORONE: only
-/// the first may wait). The timeout, checked by the kernel only between messages, is not
-/// applied: a blocking socket's messages after the first wait as their recv would.
-#[no_mangle]
-pub unsafe extern "C" fn recvmmsg(
-    fd: c_int,
+/// The loop recvmmsg and sendmmsg share on a stream: `op(message, index)` for each message in
+/// turn, its length stored in `msg_len`; an error on the first message is the call's, an error
+/// after it ends the call with the count done, as the kernel does.
+///
+/// # Safety
+/// `msgs` holds `count` valid headers (the calls' contract).
+unsafe fn each_message(
     msgs: *mut libc::mmsghdr,
     count: c_uint,
-    flags: c_int,
-    timeout: *mut libc::timespec,
+    mut op: impl FnMut(&mut libc::mmsghdr, c_uint) -> Result<usize, Errno>,
 ) -> c_int {
-    let Some(conn) = lookup(fd) else {
-        // SAFETY: the program's own arguments, passed on.
-        return unsafe { real::recvmmsg(fd, msgs, count, flags, timeout) };
-    };
     if msgs.is_null() && count > 0 {
         sys::set_errno(libc::EFAULT);
         return -1;
     }
     let mut done: c_uint = 0;
     while done < count.min(libc::UIO_MAXIOV as c_uint) {
-        let mut call_flags = flags & !libc::MSG_WAITFORONE;
-        if done > 0 && flags & libc::MSG_WAITFORONE != 0 {
-            call_flags |= libc::MSG_DONTWAIT;
-        }
-        // SAFETY: recvmmsg's contract: msgs holds `count` valid headers; done < count.
+        // SAFETY: the caller's contract; done < count.
         let message = unsafe { &mut *msgs.add(done as usize) };
-        let header = &mut message.msg_hdr;
-        let iov_count = c_int::try_from(header.msg_iovlen).unwrap_or(c_int::MAX);
-        // SAFETY: the header's iovecs, per recvmmsg's contract.
-        let received = unsafe {
-            with_iov_mut(header.msg_iov, iov_count, |bufs| conn.recv(fd, bufs, call_flags))
-        };
-        match received {
+        match op(message, done) {
             Ok(n) => {
                 message.msg_len = n as c_uint;
-                header.msg_namelen = 0;
-                header.msg_controllen = 0;
-                header.msg_flags = 0;
-                // At end of stream every further message reads empty too: the kernel fills
-                // them all, and so does this.
                 done += 1;
             }
             Err(errno) if done == 0 => {
@@ -376,8 +357,45 @@ pub unsafe extern "C" fn recvmmsg(
     done as c_int
 }
 
-/// sendmmsg on a stream: one send per message; an error after the first is reported as the
-/// count of messages sent, as the kernel does.
+/// recvmmsg on a stream: one recv per message, as the kernel's TCP does (MSG_WAITFORONE: only
+/// the first may wait; at end of stream every further message reads empty, as the kernel fills
+/// them). The timeout, checked by the kernel only between messages, is not applied: a blocking
+/// socket's messages after the first wait as their recv would.
+#[no_mangle]
+pub unsafe extern "C" fn recvmmsg(
+    fd: c_int,
+    msgs: *mut libc::mmsghdr,
+    count: c_uint,
+    flags: c_int,
+    timeout: *mut libc::timespec,
+) -> c_int {
+    let Some(conn) = lookup(fd) else {
+        // SAFETY: the program's own arguments, passed on.
+        return unsafe { real::recvmmsg(fd, msgs, count, flags, timeout) };
+    };
+    let receive = |message: &mut libc::mmsghdr, index: c_uint| {
+        let mut call_flags = flags & !libc::MSG_WAITFORONE;
+        if index > 0 && flags & libc::MSG_WAITFORONE != 0 {
+            call_flags |= libc::MSG_DONTWAIT;
+        }
+        let header = &mut message.msg_hdr;
+        let iov_count = c_int::try_from(header.msg_iovlen).unwrap_or(c_int::MAX);
+        // SAFETY: the header's iovecs, per recvmmsg's contract.
+        let received = unsafe {
+            with_iov_mut(header.msg_iov, iov_count, |bufs| conn.recv(fd, bufs, call_flags))
+        };
+        if received.is_ok() {
+            header.msg_namelen = 0;
+            header.msg_controllen = 0;
+            header.msg_flags = 0;
+        }
+        received
+    };
+    // SAFETY: recvmmsg's contract.
+    unsafe { each_message(msgs, count, receive) }
+}
+
+/// sendmmsg on a stream: one send per message.
 #[no_mangle]
 pub unsafe extern "C" fn sendmmsg(
     fd: c_int,
@@ -389,32 +407,14 @@ pub unsafe extern "C" fn sendmmsg(
         // SAFETY: the program's own arguments, passed on.
         return unsafe { real::sendmmsg(fd, msgs, count, flags) };
     };
-    if msgs.is_null() && count > 0 {
-        sys::set_errno(libc::EFAULT);
-        return -1;
-    }
-    let mut done: c_uint = 0;
-    while done < count.min(libc::UIO_MAXIOV as c_uint) {
-        // SAFETY: sendmmsg's contract: msgs holds `count` valid headers; done < count.
-        let message = unsafe { &mut *msgs.add(done as usize) };
+    let send = |message: &mut libc::mmsghdr, _index: c_uint| {
         let header = &message.msg_hdr;
         let iov_count = c_int::try_from(header.msg_iovlen).unwrap_or(c_int::MAX);
         // SAFETY: the header's iovecs, per sendmmsg's contract.
-        let sent =
-            unsafe { with_iov(header.msg_iov, iov_count, |bufs| conn.send(fd, bufs, flags)) };
-        match sent {
-            Ok(n) => {
-                message.msg_len = n as c_uint;
-                done += 1;
-            }
-            Err(errno) if done == 0 => {
-                sys::set_errno(errno);
-                return -1;
-            }
-            Err(_) => break,
-        }
-    }
-    done as c_int
+        unsafe { with_iov(header.msg_iov, iov_count, |bufs| conn.send(fd, bufs, flags)) }
+    };
+    // SAFETY: sendmmsg's contract.
+    unsafe { each_message(msgs, count, send) }
 }
 
 #[no_mangle]

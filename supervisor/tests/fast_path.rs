@@ -174,33 +174,24 @@ fn mixed_pairs_static_and_fast_path_programs() {
     httpd.kill();
 }
 
-/// EINTR without SA_RESTART, a restarted wait with it, and SO_RCVTIMEO, on a blocking recv of
-/// a fast-path socket: exactly the kernel's answers (the reader sleeps in a recv on the socket
-/// itself), the same on the trap path.
-#[test]
-fn signals_and_receive_timeouts_on_a_blocking_recv() {
-    if skip("fast path, signals", &[Tool::Gcc]) || Mode::from_env() != Mode::Joyride {
+/// Runs the C program `name` (tests/programs/NAME.c: a connected pair through the local path in
+/// one process, one line per case, then `rings=N`) on both paths: the same lines each time, and
+/// the four ring mappings of its two connections on the fast path only.
+fn c_program_answers_as_the_kernel(name: &str, port: &str, expected: &[&str]) {
+    if skip(&format!("fast path, {name}"), &[Tool::Gcc]) || Mode::from_env() != Mode::Joyride {
         return;
     }
     let program_dir = common::Scratch::new();
-    let program = common::compile_c("fast_signals", false, &program_dir.path);
+    let program = common::compile_c(name, false, &program_dir.path);
     let program = program.to_str().unwrap().to_owned();
     for route in paths() {
         let net = Net::new(Mode::Joyride);
-        let mut run = spawn(&net, &route, "signals", &[&program, common::STACK_IP, "7400"]);
+        let mut run = spawn(&net, &route, name, &[&program, common::STACK_IP, port]);
         let status = run.wait(TRANSFER);
         assert!(status.success(), "{route:?}: {}", run.tail());
         let out = run.output();
         let lines: Vec<&str> = out.lines().filter(|line| !line.starts_with("rings=")).collect();
-        assert_eq!(
-            lines,
-            [
-                "no-restart: result=-1 errno=EINTR handled=1 waited=yes",
-                "restart: result=4 data=late handled=1",
-                "rcvtimeo: result=-1 errno=EAGAIN waited=yes",
-            ],
-            "{route:?}: {out}"
-        );
+        assert_eq!(lines, expected, "{route:?}: {out}");
         let mapped = rings(out.lines().find(|line| line.starts_with("rings=")).unwrap());
         match route {
             Route::Trap => assert_eq!(mapped, 0, "{out}"),
@@ -209,43 +200,40 @@ fn signals_and_receive_timeouts_on_a_blocking_recv() {
     }
 }
 
+/// EINTR without SA_RESTART, a restarted wait with it, and SO_RCVTIMEO, on a blocking recv of
+/// a fast-path socket: exactly the kernel's answers (the reader sleeps in a recv on the socket
+/// itself), the same on the trap path.
+#[test]
+fn signals_and_receive_timeouts_on_a_blocking_recv() {
+    c_program_answers_as_the_kernel(
+        "fast_signals",
+        "7400",
+        &[
+            "no-restart: result=-1 errno=EINTR handled=1 waited=yes",
+            "restart: result=4 data=late handled=1",
+            "rcvtimeo: result=-1 errno=EAGAIN waited=yes",
+        ],
+    );
+}
+
 /// sendmmsg/recvmmsg (MSG_WAITFORONE, lengths, EAGAIN, end of stream) and ppoll/pselect (a
 /// timeout with nothing ready, then readiness) answer as the kernel's do, on both paths.
 #[test]
 fn multi_message_calls_and_ppoll_and_pselect() {
-    if skip("fast path, mmsg and ppoll", &[Tool::Gcc]) || Mode::from_env() != Mode::Joyride {
-        return;
-    }
-    let program_dir = common::Scratch::new();
-    let program = common::compile_c("fast_calls", false, &program_dir.path);
-    let program = program.to_str().unwrap().to_owned();
-    for route in paths() {
-        let net = Net::new(Mode::Joyride);
-        let mut run = spawn(&net, &route, "calls", &[&program, common::STACK_IP, "7450"]);
-        let status = run.wait(TRANSFER);
-        assert!(status.success(), "{route:?}: {}", run.tail());
-        let out = run.output();
-        let lines: Vec<&str> = out.lines().filter(|line| !line.starts_with("rings=")).collect();
-        assert_eq!(
-            lines,
-            [
-                "ppoll idle: ready=0 waited=yes",
-                "pselect idle: ready=0 waited=yes",
-                "sendmmsg: result=3 lengths=10,9,12",
-                "ppoll data: ready=1",
-                "pselect data: ready=1",
-                "recvmmsg: bytes=31 data=alpha-one|beta-two|gamma-three|",
-                "recvmmsg empty: result=-1 errno=EAGAIN",
-                "recvmmsg eof: result=8 bytes=0",
-            ],
-            "{route:?}: {out}"
-        );
-        let mapped = rings(out.lines().find(|line| line.starts_with("rings=")).unwrap());
-        match route {
-            Route::Trap => assert_eq!(mapped, 0, "{out}"),
-            Route::FastPath(_) => assert_eq!(mapped, 4, "two connections' rings: {out}"),
-        }
-    }
+    c_program_answers_as_the_kernel(
+        "fast_calls",
+        "7450",
+        &[
+            "ppoll idle: ready=0 waited=yes",
+            "pselect idle: ready=0 waited=yes",
+            "sendmmsg: result=3 lengths=10,9,12",
+            "ppoll data: ready=1",
+            "pselect data: ready=1",
+            "recvmmsg: bytes=31 data=alpha-one|beta-two|gamma-three|",
+            "recvmmsg empty: result=-1 errno=EAGAIN",
+            "recvmmsg eof: result=8 bytes=0",
+        ],
+    );
 }
 
 /// After a fork, parent and child write to one connection at the same time: every 100-byte
