@@ -71,6 +71,10 @@ struct Rx {
     ring: Consumer<Arc<RingRegion>>,
     /// Bytes of the stream read from the socket before the writer switched.
     plain_read: u64,
+    /// An error the socket reported (and the kernel forgot in reporting it) while the ring
+    /// still held bytes: reported once they are read, as the kernel's socket reports a reset
+    /// after the data that came before it.
+    error_after_data: Option<Errno>,
 }
 
 #[derive(Debug)]
@@ -151,7 +155,7 @@ impl Conn {
         let plain_read = consumer.plain_taken();
         let (plain_written, switched) = (producer.plain_sent(), producer.switched());
         Ok(Conn {
-            rx: Mutex::new(Rx { ring: consumer, plain_read }),
+            rx: Mutex::new(Rx { ring: consumer, plain_read, error_after_data: None }),
             tx: Mutex::new(Tx { ring: producer, plain_written, switched }),
             rx_region: rx,
             tx_region: tx,
@@ -322,6 +326,15 @@ impl Conn {
             if got > 0 && !wait_all {
                 return Ok(got);
             }
+            if let Some(errno) = rx.error_after_data {
+                if got > 0 {
+                    return Ok(got);
+                }
+                if !peek {
+                    rx.error_after_data = None;
+                }
+                return Err(errno);
+            }
             // Nothing to read: spin (blocking reads only), then the drain protocol, then sleep
             // in a peek on the socket (not holding a shared side: another process's
             // non-blocking read must not wait for our sleep).
@@ -354,7 +367,10 @@ impl Conn {
                 Err(errno)
                     if errno != libc::EAGAIN
                         && errno != libc::EINTR
-                        && !rx.at_eof().map_err(ring_errno)? => {}
+                        && !rx.at_eof().map_err(ring_errno)? =>
+                {
+                    rx.error_after_data = Some(errno);
+                }
                 Err(errno) => return if got > 0 { Ok(got) } else { Err(errno) },
             }
         }

@@ -281,6 +281,44 @@ fn a_writer_woken_only_by_its_sockets_write_space_gets_every_wake_up() {
     unsafe { libc::close(ep) };
 }
 
+/// A reset that reaches a sleeping reader while the ring still holds bytes (stackd writes what
+/// came before a reset, then resets the socket): the bytes first, then ECONNRESET — which the
+/// kernel reports only once, so the library must remember it — and end-of-stream after.
+#[test]
+fn a_reset_comes_after_the_bytes_in_the_ring() {
+    use stackd::ring::{Producer, RingRegion};
+    let (writer_socket, reader_socket) = UnixStream::pair().unwrap();
+    let to_reader = RingRegion::create(8 << 10).unwrap();
+    let back = RingRegion::create(8 << 10).unwrap();
+    let reader_view =
+        RingRegion::map(to_reader.fd().unwrap().try_clone_to_owned().unwrap()).unwrap();
+    let back_view = RingRegion::map(back.fd().unwrap().try_clone_to_owned().unwrap()).unwrap();
+    let poke = reader_socket.try_clone().unwrap();
+    let reader =
+        Side { conn: Arc::new(Conn::new(reader_view, back_view).unwrap()), socket: reader_socket };
+    reader.conn.start_reading();
+    let mut producer = Producer::new(&to_reader).unwrap();
+    producer.take_over(0, 0);
+    let reading = thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        let first = reader.recv(&mut buf, 0).map(|n| buf[..n].to_vec());
+        let second = reader.recv(&mut buf, 0);
+        let third = reader.recv(&mut buf, 0);
+        (first, second, third)
+    });
+    thread::sleep(Duration::from_millis(50)); // the reader is asleep on its socket by now
+                                              // Bytes in the ring with no doorbell (one was outstanding, say), then the reset: the
+                                              // writer's end closes with a byte unread.
+    assert_eq!(producer.write(b"before the reset").unwrap(), 16);
+    // SAFETY: a one-byte send on the test's own socket.
+    assert_eq!(unsafe { libc::send(poke.as_raw_fd(), [7u8].as_ptr().cast(), 1, 0) }, 1);
+    drop(writer_socket);
+    let (first, second, third) = reading.join().unwrap();
+    assert_eq!(first, Ok(b"before the reset".to_vec()));
+    assert_eq!(second, Err(libc::ECONNRESET));
+    assert_eq!(third, Ok(0));
+}
+
 #[test]
 fn eof_comes_after_the_bytes_in_the_ring() {
     let (a, b) = pair(8 << 10);

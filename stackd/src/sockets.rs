@@ -1314,8 +1314,24 @@ impl SocketService {
         };
         if fate != Fate::Keep {
             self.release(cx, slot, fate);
-        } else if let Some(handle) = record.handle {
+            return;
+        }
+        if let Some(handle) = record.handle {
             record.last_readiness = cx.stack.readiness(handle).ok();
+        }
+        if let (Some(rings), Some(carrier)) = (record.rings.as_mut(), &record.carrier) {
+            if let Some(space) = rings.watch_change() {
+                let interest = if space {
+                    Interest::READABLE | Interest::WRITABLE
+                } else {
+                    Interest::READABLE
+                };
+                let token = mio::Token(CARRIER_TOKENS + slot);
+                if cx.registry.reregister(&mut SourceFd(&carrier.raw_fd()), token, interest).is_ok()
+                {
+                    rings.watched(space);
+                }
+            }
         }
     }
 
@@ -1356,6 +1372,8 @@ impl SocketService {
                 record.error = cx.stack.take_error(handle).ok().flatten().map(Errno::raw);
             }
         }
+        // The program keeps its own mappings of the rings for what is left in them.
+        record.rings = None;
         if let Some(carrier) = record.carrier.take() {
             self.by_carrier_name.remove(carrier.name());
             // A reset connection reads as ECONNRESET in the program, as a kernel socket's does.

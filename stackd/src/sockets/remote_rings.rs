@@ -52,6 +52,12 @@ pub(super) struct SocketRings {
     taken_plain: u64,
     /// The daemon reads `from_program` (set once the connection is established).
     attached: bool,
+    /// The ring to the program is full: the daemon waits for the write-space edge its carrier
+    /// gets when the program takes the doorbell queued for it.
+    space_wanted: bool,
+    /// The carrier is watched for write space (as every carrier starts). Only a full ring needs
+    /// it: otherwise each doorbell the program takes would wake the daemon for nothing.
+    watching_space: bool,
 }
 
 impl SocketRings {
@@ -87,6 +93,8 @@ impl SocketRings {
             from_program,
             taken_plain: record.taken_from_program,
             attached: false,
+            space_wanted: false,
+            watching_space: true,
         })
     }
 
@@ -97,6 +105,17 @@ impl SocketRings {
             fd.try_clone_to_owned().map_err(carrier_error)
         };
         Ok([copy(self.to_program.region())?, copy(self.from_program.region())?])
+    }
+
+    /// Whether the carrier's watch must change: `Some(true)` to add write space, `Some(false)`
+    /// to drop it. Call [`watched`](SocketRings::watched) once the change is made.
+    pub(super) fn watch_change(&self) -> Option<bool> {
+        (self.space_wanted != self.watching_space).then_some(self.space_wanted)
+    }
+
+    /// The carrier's watch now includes write space or not.
+    pub(super) fn watched(&mut self, space: bool) {
+        self.watching_space = space;
     }
 
     /// The capacity of each ring.
@@ -144,6 +163,7 @@ pub(super) fn pump(
         },
         fate => fate,
     };
+    rings.space_wanted = ring_full;
     record.rings = Some(rings);
     fate
 }
