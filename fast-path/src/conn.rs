@@ -336,7 +336,7 @@ impl Conn {
                 return Err(errno);
             }
             // Nothing to read: spin (blocking reads only), then the drain protocol, then sleep
-            // in a peek on the socket (not holding a shared side: another process's
+            // in a read of the socket (not holding a shared side: another process's
             // non-blocking read must not wait for our sleep).
             let spin_first = dontwait == 0 && !self.nonblocking_hint.load(Ordering::Relaxed);
             match rx.prepare_sleep(fd, total - got, spin_first) {
