@@ -30,7 +30,10 @@
 //! many bytes it sent through the carrier ([`Producer::switch_to_ring`]) *before* it writes to the
 //! ring or sends a doorbell. The reader therefore treats carrier bytes as data up to that count
 //! ([`Consumer::plain_prefix`]) and as doorbells after it: a doorbell byte is sent only after the
-//! count is published, so a reader that has received one also sees the count.
+//! count is published, so a reader that has received one also sees the count. A side that makes
+//! the regions for a stream already under way (stackd, for a connection to a remote peer)
+//! writes the counts so far into the headers before it hands them out ([`Producer::take_over`],
+//! [`Consumer::take_over`]).
 //!
 //! ## Waiting for space
 //!
