@@ -13,6 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, SystemTime};
 
 use fbsd_tcp::time::Instant;
+use fbsd_tcp::wire::ChecksumPolicy;
 use fbsd_tcp::{Shutdown, Stack, StackConfig};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -152,6 +153,9 @@ impl Daemon {
         let mut stack_config = StackConfig::new(backend.mac(), config.addr, random_secret());
         stack_config.gateway = config.gateway;
         stack_config.mtu = backend.mtu();
+        if backend.checksums_unneeded() {
+            stack_config.checksum = ChecksumPolicy { fill_tx: false, verify_rx: false };
+        }
         stack_config.validate().map_err(|reason| DaemonError::Engine { reason })?;
         let stack = Stack::new(stack_config, clock.now());
 

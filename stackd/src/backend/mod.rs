@@ -125,6 +125,13 @@ pub trait Backend: Send + fmt::Debug {
     /// True if the last `transmit` or `flush` stopped because the device was full.
     fn tx_blocked(&self) -> bool;
 
+    /// True if frames on this link need no checksums, either way: the link is memory shared
+    /// with another joyride-stackd, which neither corrupts frames nor checks them (what a veth
+    /// pair does for the kernel's TCP). The engine then neither fills nor verifies them.
+    fn checksums_unneeded(&self) -> bool {
+        false
+    }
+
     /// Call when `poll_fd` reports an error condition (EPOLLERR, EPOLLHUP): level-triggered
     /// epoll reports it again on every wait until it is cleared (an AF_PACKET socket raises
     /// ENETDOWN each time its interface goes down). Clears it, and returns
