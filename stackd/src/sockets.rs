@@ -1494,52 +1494,26 @@ fn pump_stream(
     if let Some(fate) = finish_connecting(cx.stack, record, scratch) {
         return fate;
     }
-    let (Some(handle), Some(carrier)) = (record.handle, &record.carrier) else { return Fate::Keep };
     let stack = &mut *cx.stack;
 
     // Engine → program, while the carrier takes it.
-    let mut engine_data_left = false;
-    loop {
-        let mut offered = None;
-        let result = stack.recv_with(handle, |first, second| {
-            offered = Some(first.len() + second.len());
-            match carrier.write_from(first, second) {
-                Transfer::Moved(n) => n,
-                _ => 0,
-            }
-        });
-        match (result, offered) {
-            (Ok(n), Some(offered)) if n > 0 => {
-                counters.carrier_out_bytes += n as u64;
-                record.sent_to_program += n as u64;
-                if n < offered {
-                    engine_data_left = true;
-                    break; // the carrier is full: its writable edge brings us back
-                }
-            }
-            (Ok(_), None) if record.failing => return Fate::Failed,
-            (Ok(_), None) => {
-                // End of stream from the peer (or our SHUT_RD).
-                if !record.program_told_eof {
-                    carrier.finish_writing();
-                    record.program_told_eof = true;
-                }
-                break;
-            }
-            (Ok(_), Some(_)) => {
-                engine_data_left = true;
-                break;
-            }
-            (Err(Errno::WouldBlock), _) => break,
-            (Err(error), _) => {
-                record.error = Some(error.raw());
-                return Fate::Failed;
-            }
+    let delivery = deliver_to_program(stack, record, |carrier, first, second| {
+        match carrier.write_from(first, second) {
+            Transfer::Moved(n) => n,
+            _ => 0,
         }
+    });
+    counters.carrier_out_bytes += delivery.moved as u64;
+    record.sent_to_program += delivery.moved as u64;
+    if delivery.failed {
+        return Fate::Failed;
     }
+    // A full carrier: its writable edge brings us back.
+    let engine_data_left = delivery.sink_full;
     if record.failing {
         return failure_waits(record, engine_data_left);
     }
+    let (Some(handle), Some(carrier)) = (record.handle, &record.carrier) else { return Fate::Keep };
 
     // Program → engine, while the send buffer has room.
     while !record.program_done_writing {
@@ -1585,6 +1559,69 @@ fn pump_stream(
         return Fate::Close;
     }
     Fate::Keep
+}
+
+/// What one [`deliver_to_program`] left.
+struct Delivery {
+    /// Bytes the sink took.
+    moved: usize,
+    /// The sink took less than the engine offered: bytes wait in the engine.
+    sink_full: bool,
+    /// The connection failed (its error is in the record), or failed earlier and the program
+    /// now has every byte that came before: the socket is done.
+    failed: bool,
+}
+
+/// Engine → program, for both data planes: hands the engine's received bytes to `sink` (which
+/// writes them to the carrier or the ring and returns how many it took) until the engine has
+/// none left or the sink is full. The peer's end of stream shuts the carrier's writing side,
+/// after the last byte: the program reads the carrier (or the ring before the carrier) first.
+fn deliver_to_program(
+    stack: &mut Stack,
+    record: &mut Record,
+    mut sink: impl FnMut(&Carrier, &[u8], &[u8]) -> usize,
+) -> Delivery {
+    let mut delivery = Delivery { moved: 0, sink_full: false, failed: false };
+    let (Some(handle), Some(carrier)) = (record.handle, &record.carrier) else { return delivery };
+    loop {
+        let mut offered = None;
+        let result = stack.recv_with(handle, |first, second| {
+            offered = Some(first.len() + second.len());
+            sink(carrier, first, second)
+        });
+        match (result, offered) {
+            (Ok(n), Some(offered)) if n > 0 => {
+                delivery.moved += n;
+                if n < offered {
+                    delivery.sink_full = true;
+                    break;
+                }
+            }
+            (Ok(_), None) if record.failing => {
+                delivery.failed = true;
+                break;
+            }
+            (Ok(_), None) => {
+                // End of stream from the peer (or our SHUT_RD).
+                if !record.program_told_eof {
+                    carrier.finish_writing();
+                    record.program_told_eof = true;
+                }
+                break;
+            }
+            (Ok(_), Some(_)) => {
+                delivery.sink_full = true;
+                break;
+            }
+            (Err(Errno::WouldBlock), _) => break,
+            (Err(error), _) => {
+                record.error = Some(error.raw());
+                delivery.failed = true;
+                break;
+            }
+        }
+    }
+    delivery
 }
 
 /// A connection that failed (reset, timed out) while the program still had received bytes to

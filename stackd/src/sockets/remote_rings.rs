@@ -176,58 +176,28 @@ fn to_program(
     counters: &mut ServiceCounters,
     ring_full: &mut bool,
 ) -> Fate {
-    let (Some(handle), Some(carrier)) = (record.handle, &record.carrier) else { return Fate::Keep };
-    let mut written = 0;
     let mut corrupt = false;
-    loop {
-        let mut offered = None;
-        let result = cx.stack.recv_with(handle, |first, second| {
-            offered = Some(first.len() + second.len());
-            match rings.to_program.write_vectored(&[IoSlice::new(first), IoSlice::new(second)]) {
-                Ok(n) => n,
-                Err(_) => {
-                    corrupt = true;
-                    0
-                }
-            }
-        });
-        if corrupt {
-            // The program broke the ring's invariants: nothing it reads can be trusted.
-            record.error = Some(libc::ECONNRESET);
-            return Fate::Abort;
-        }
-        match (result, offered) {
-            (Ok(n), Some(offered)) if n > 0 => {
-                written += n;
-                counters.ring_out_bytes += n as u64;
-                if n < offered {
-                    *ring_full = true;
-                    break;
-                }
-            }
-            (Ok(_), None) if record.failing => return Fate::Failed,
-            (Ok(_), None) => {
-                // End of stream from the peer: after the last byte, as the ring's reader looks
-                // at the ring before it believes the carrier's end-of-stream.
-                if !record.program_told_eof {
-                    carrier.finish_writing();
-                    record.program_told_eof = true;
-                }
-                break;
-            }
-            (Ok(_), Some(_)) => {
-                *ring_full = true;
-                break;
-            }
-            (Err(Errno::WouldBlock), _) => break,
-            (Err(error), _) => {
-                record.error = Some(error.raw());
-                return Fate::Failed;
+    let delivery = super::deliver_to_program(cx.stack, record, |_, first, second| {
+        match rings.to_program.write_vectored(&[IoSlice::new(first), IoSlice::new(second)]) {
+            Ok(n) => n,
+            Err(_) => {
+                corrupt = true;
+                0
             }
         }
+    });
+    counters.ring_out_bytes += delivery.moved as u64;
+    if corrupt {
+        // The program broke the ring's invariants: nothing it reads can be trusted.
+        record.error = Some(libc::ECONNRESET);
+        return Fate::Abort;
+    }
+    *ring_full = delivery.sink_full;
+    if delivery.failed {
+        return Fate::Failed;
     }
     // One look at the bell after the last commit covers every byte written before it.
-    if written > 0 && rings.to_program.bell_needed().unwrap_or(true) {
+    if delivery.moved > 0 && rings.to_program.bell_needed().unwrap_or(true) {
         rings.ring_bell(record, counters);
     }
     // A full ring: the reader drains our doorbell once it has emptied the ring, and that read
