@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use joyride_fastpath::conn::Conn;
 use sha2::{Digest, Sha256};
+use stackd::ring::{Producer, RingRegion};
 
 mod common;
 
@@ -207,15 +208,10 @@ fn a_sleeping_reader_takes_the_doorbell_that_wakes_it() {
     }
 }
 
-/// stackd's way of writing: a raw producer whose only wake-up, when the ring is full, is the
-/// kernel's write-space edge on its socket (edge-triggered epoll), which comes when the reader
-/// takes the doorbell queued for it (`bell_for_space`). The reader is a library connection
-/// doing blocking reads that sleep on the socket. Every byte must arrive and the writer must
-/// never wait out its timeout (a reader that took the doorbell before emptying the ring
-/// without marking a drain once left the writer asleep for good).
-#[test]
-fn a_writer_woken_only_by_its_sockets_write_space_gets_every_wake_up() {
-    use stackd::ring::{Producer, RingRegion};
+/// A library connection that reads its ring as a program does, and the other side as stackd
+/// holds it: the writer's socket and the region it writes through a raw producer (the ring
+/// back is never written).
+fn stackd_like_pair() -> (UnixStream, RingRegion, Side) {
     let (writer_socket, reader_socket) = UnixStream::pair().unwrap();
     let to_reader = RingRegion::create(8 << 10).unwrap();
     let back = RingRegion::create(8 << 10).unwrap();
@@ -225,6 +221,18 @@ fn a_writer_woken_only_by_its_sockets_write_space_gets_every_wake_up() {
     let reader =
         Side { conn: Arc::new(Conn::new(reader_view, back_view).unwrap()), socket: reader_socket };
     reader.conn.start_reading();
+    (writer_socket, to_reader, reader)
+}
+
+/// stackd's way of writing: a raw producer whose only wake-up, when the ring is full, is the
+/// kernel's write-space edge on its socket (edge-triggered epoll), which comes when the reader
+/// takes the doorbell queued for it (`bell_for_space`). The reader is a library connection
+/// doing blocking reads that sleep on the socket. Every byte must arrive and the writer must
+/// never wait out its timeout (a reader that took the doorbell before emptying the ring
+/// without marking a drain once left the writer asleep for good).
+#[test]
+fn a_writer_woken_only_by_its_sockets_write_space_gets_every_wake_up() {
+    let (writer_socket, to_reader, reader) = stackd_like_pair();
     let mut producer = Producer::new(&to_reader).unwrap();
     producer.take_over(0, 0);
     let data = stream(77, 16 << 20);
@@ -286,17 +294,8 @@ fn a_writer_woken_only_by_its_sockets_write_space_gets_every_wake_up() {
 /// kernel reports only once, so the library must remember it — and end-of-stream after.
 #[test]
 fn a_reset_comes_after_the_bytes_in_the_ring() {
-    use stackd::ring::{Producer, RingRegion};
-    let (writer_socket, reader_socket) = UnixStream::pair().unwrap();
-    let to_reader = RingRegion::create(8 << 10).unwrap();
-    let back = RingRegion::create(8 << 10).unwrap();
-    let reader_view =
-        RingRegion::map(to_reader.fd().unwrap().try_clone_to_owned().unwrap()).unwrap();
-    let back_view = RingRegion::map(back.fd().unwrap().try_clone_to_owned().unwrap()).unwrap();
-    let poke = reader_socket.try_clone().unwrap();
-    let reader =
-        Side { conn: Arc::new(Conn::new(reader_view, back_view).unwrap()), socket: reader_socket };
-    reader.conn.start_reading();
+    let (writer_socket, to_reader, reader) = stackd_like_pair();
+    let poke = reader.socket.try_clone().unwrap();
     let mut producer = Producer::new(&to_reader).unwrap();
     producer.take_over(0, 0);
     let reading = thread::spawn(move || {

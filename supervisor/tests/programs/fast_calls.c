@@ -18,20 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int rings(void) {
-    FILE *maps = fopen("/proc/self/maps", "r");
-    char line[512];
-    int count = 0;
-    while (maps && fgets(line, sizeof line, maps)) count += strstr(line, "joyride-ring") != NULL;
-    if (maps) fclose(maps);
-    return count;
-}
+#include "local_pair.h"
 
 static int ppoll_in(int fd, long millis) {
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
@@ -57,22 +44,8 @@ static int pselect_in(int fd, long millis) {
 
 int main(int argc, char **argv) {
     if (argc != 3) return 2;
-    int listener = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-    setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in any = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
-    if (bind(listener, (struct sockaddr *)&any, sizeof any) || listen(listener, 4)) return 1;
-    int client = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in to = any;
-    inet_pton(AF_INET, argv[1], &to.sin_addr);
-    if (connect(client, (struct sockaddr *)&to, sizeof to)) { perror("connect"); return 1; }
-    int server = accept(listener, NULL, NULL);
-    if (server < 0) { perror("accept"); return 1; }
-    /* Some bytes each way first, so that both directions are on their rings by now. */
-    char buf[256];
-    for (int i = 0; i < 3; i++) {
-        if (send(client, "ab", 2, 0) != 2 || recv(server, buf, 2, MSG_WAITALL) != 2) return 1;
-        if (send(server, "cd", 2, 0) != 2 || recv(client, buf, 2, MSG_WAITALL) != 2) return 1;
-    }
+    int client, server;
+    if (local_pair(argv[1], argv[2], &client, &server)) return 1;
 
     double start = now_ms();
     int ready = ppoll_in(server, 100);

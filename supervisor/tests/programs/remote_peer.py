@@ -360,10 +360,21 @@ def rst(bind, port, path, when):
     log("reset sent")
 
 
+def read_to_end(conn, got):
+    """Appends to `got` until the stream ends; returns how: "EOF" or the errno's name."""
+    while True:
+        try:
+            data = conn.recv(CHUNK)
+        except OSError as error:
+            return errno_name(error.errno)
+        if not data:
+            return "EOF"
+        got += data
+
+
 def expect_reset(host, port, size, mode):
     conn = connect(host, port)
     got = bytearray()
-    end = None
     if mode == "ack":
         want = int(size)
         while len(got) < want:
@@ -377,15 +388,7 @@ def expect_reset(host, port, size, mode):
     if mode == "late":
         # The reset comes while the data is unread.
         time.sleep(1)
-    while end is None:
-        try:
-            data = conn.recv(CHUNK)
-        except OSError as error:
-            end = errno_name(error.errno)
-            break
-        if not data:
-            end = "EOF"
-        got += data
+    end = read_to_end(conn, got)
     log(f"got {hashlib.sha256(got).hexdigest()} {len(got)} end={end} rings={mapped}")
 
 
@@ -433,16 +436,7 @@ def read_after_reset(host, port, gate):
     conn.sendall(b"x")
     wait_for_file(gate)
     got = bytearray()
-    while True:
-        try:
-            data = conn.recv(CHUNK)
-        except OSError as error:
-            end = errno_name(error.errno)
-            break
-        if not data:
-            end = "EOF"
-            break
-        got += data
+    end = read_to_end(conn, got)
     log(f"got {hashlib.sha256(got).hexdigest()} {len(got)} end={end} rings={mapped}")
 
 
