@@ -512,3 +512,104 @@ mod determinism {
         assert_ne!(first.0, run(52).0, "a different seed should change the losses");
     }
 }
+
+mod segmentation_offload {
+    //! A link that takes TCP segments beyond its MTU whole (`StackConfig::segmentation_offload`,
+    //! what the shared-memory wire between two joyride-stackd instances does): new data leaves
+    //! in bursts of whole segments, and everything the stack does per segment — loss recovery,
+    //! ACK clocking, a receiver that does not offload — still holds.
+
+    use super::*;
+
+    const SIZE: u64 = 16 * MIB;
+    /// The largest IPv4 packet a burst may make, as on the shared-memory wire.
+    const OFFLOAD: usize = 65535;
+    /// SMSS at MTU 1500 with timestamps.
+    const SMSS: u64 = 1448;
+
+    fn offload(config: &mut StackConfig) {
+        config.segmentation_offload = OFFLOAD;
+    }
+
+    /// A 10 Gbit/s link with a 50 µs one-way delay and the given loss, like a LAN.
+    fn lan(loss: f64) -> Impairments {
+        Impairments {
+            loss,
+            delay: Duration::from_micros(50),
+            bandwidth_bps: Some(10_000_000_000),
+            queue_bytes: 8 << 20,
+            ..Impairments::default()
+        }
+    }
+
+    fn both_ways(pair: &mut Pair, label: &str) -> Vec<Report> {
+        let bulks = vec![Bulk::new(Side::A, 5001, SIZE, 1), Bulk::new(Side::B, 5002, SIZE, 2)];
+        let reports = transfer(pair, bulks, Duration::from_secs(600), label);
+        print_link(pair, label);
+        reports
+    }
+
+    #[test]
+    fn bursts_carry_the_stream_in_a_fraction_of_the_frames() {
+        let mut plain = pair_with(Link::symmetric(21, lan(0.0)).unwrap(), |_| {});
+        both_ways(&mut plain, "offload off");
+        let mut bursts = pair_with(Link::symmetric(21, lan(0.0)).unwrap(), offload);
+        both_ways(&mut bursts, "offload on");
+        for side in [Side::A, Side::B] {
+            let without = plain.link().counters(side);
+            let with = bursts.link().counters(side);
+            // Without offload, at least one frame per SMSS each way carries the data.
+            assert!(without.frames_sent >= SIZE / SMSS, "{side:?}: {without:?}");
+            // With it, frames average well over ten segments each (data and ACKs both ways
+            // counted), and no byte more crossed than the headers saved allow.
+            assert!(with.frames_sent * 10 < SIZE / SMSS, "{side:?}: {with:?}");
+            assert!(with.bytes_sent < without.bytes_sent, "{side:?}: {with:?} {without:?}");
+            assert!(with.bytes_sent > SIZE, "{side:?}: {with:?}");
+        }
+    }
+
+    #[test]
+    fn bursts_recover_from_loss_one_segment_at_a_time() {
+        let mut pair = pair_with(Link::symmetric(22, lan(0.01)).unwrap(), offload);
+        let reports = both_ways(&mut pair, "offload on, 1% loss");
+        for report in &reports {
+            assert!(report.info.total_retrans > 0, "{:?}→ lost nothing?", report.from);
+            // A lost burst of up to 45 segments comes back as one retransmission per SMSS
+            // (RFC 6675 NextSeg), never as a burst.
+            assert!(report.info.total_retrans < 45 * 2 * pair.link().counters(report.from).lost);
+        }
+        for side in [Side::A, Side::B] {
+            assert!(pair.link().counters(side).lost > 0);
+        }
+    }
+
+    #[test]
+    fn a_receiver_without_offload_takes_bursts_and_sends_plain_segments() {
+        let one_way = |from: Side, label: &str| {
+            let mut a = wan_config(Side::A);
+            offload(&mut a);
+            let link = Link::symmetric(23, lan(0.0)).unwrap();
+            let mut pair = Pair::with_configs(a, wan_config(Side::B), link);
+            transfer(
+                &mut pair,
+                vec![Bulk::new(from, 5001, SIZE, 3)],
+                Duration::from_secs(60),
+                label,
+            );
+            print_link(&pair, label);
+            pair.link().counters(from).frames_sent
+        };
+        let bursts = one_way(Side::A, "offload on A only, A→B");
+        assert!(bursts * 10 < SIZE / SMSS, "A sent {bursts} frames");
+        let plain = one_way(Side::B, "offload on A only, B→A");
+        assert!(plain >= SIZE / SMSS, "B sent {plain} frames");
+    }
+
+    #[test]
+    fn an_offload_beyond_what_ipv4_holds_is_refused() {
+        let mut config = Pair::config(Side::A);
+        config.segmentation_offload = 65536;
+        let error = config.validate().unwrap_err();
+        assert!(error.contains("65535"), "{error}");
+    }
+}

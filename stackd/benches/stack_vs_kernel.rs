@@ -6,7 +6,8 @@
 //! `--rtt-seconds S` (2, a bound on the round trips), `--message BYTES` (64), `--write BYTES`
 //! (131072), `--mtu 1500,9000`, `--paths kernel,kernel-no-offload,shm,af-packet` (the default;
 //! `shm-trap` and `shm-rings` are there to be asked for, and need the release build of the
-//! workspace: `target/release/joyride` and `libjoyride_fastpath.so` beside it).
+//! workspace: `target/release/joyride` and `libjoyride_fastpath.so` beside it), `--stackd-args
+//! "ARGS"` (more arguments for every joyride-stackd, e.g. `--segmentation-offload off`).
 //!
 //! # The paths
 //! - `kernel`: two network namespaces joined by a veth pair at the MTU, Linux's TCP in both
@@ -16,7 +17,9 @@
 //! - `kernel-no-offload`: the same with TSO, GSO and GRO off on both ends, so that the
 //!   kernel too handles one segment of the MTU at a time, as stackd does.
 //! - `shm`: two joyride-stackd instances joined by the shared-memory wire (`--backend shm`), no
-//!   kernel in the frames' path; the programs use stackd's app-facing data path of today, the
+//!   kernel in the frames' path; like the veth of `kernel`, the wire takes TCP segments of up
+//!   to 64 KiB whole (segmentation offload; `--stackd-args "--segmentation-offload off"` cuts
+//!   them to the MTU, as `kernel-no-offload` does for the kernel); the programs use stackd's app-facing data path of today, the
 //!   carriers (an AF_UNIX stream per TCP socket), so a byte goes app → carrier → stackd → wire →
 //!   stackd → carrier → app.
 //! - `af-packet`: the same two daemons, but each bound through `--backend af-packet` to one end
@@ -812,7 +815,7 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(kind: PathKind, mtu: usize, dir: &Path) -> Result<Setup> {
+    fn new(kind: PathKind, mtu: usize, dir: &Path, stackd_args: &[String]) -> Result<Setup> {
         let tag = format!("{PREFIX}-{}-{}-{mtu}", std::process::id(), kind.short());
         let a = Netns::new(format!("{tag}-a"))?;
         let b = Netns::new(format!("{tag}-b"))?;
@@ -867,6 +870,7 @@ impl Setup {
                         "--mtu".into(),
                         mtu.to_string(),
                     ]);
+                    args.extend(stackd_args.iter().cloned());
                     daemons.push(Daemon::start(ns, &args, &control, &log)?);
                     vias.push(match kind.joyride() {
                         Some(fast_path) => {
@@ -1219,12 +1223,14 @@ struct Options {
     message: usize,
     write: usize,
     mtus: Vec<usize>,
+    /// More arguments for every joyride-stackd, e.g. `--segmentation-offload off`.
+    stackd_args: Vec<String>,
     paths: Vec<PathKind>,
 }
 
 impl Options {
     fn parse(args: &[String]) -> Result<Options> {
-        const KNOWN: [&str; 8] = [
+        const KNOWN: [&str; 9] = [
             "--runs",
             "--seconds",
             "--round-trips",
@@ -1233,6 +1239,7 @@ impl Options {
             "--write",
             "--mtu",
             "--paths",
+            "--stackd-args",
         ];
         let mut i = 0;
         while i < args.len() {
@@ -1261,6 +1268,11 @@ impl Options {
                 .iter()
                 .map(|p| PathKind::parse(p))
                 .collect::<Result<_>>()?,
+            stackd_args: flag(args, "--stackd-args")
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
         };
         if options.runs == 0 || options.seconds <= 0.0 || options.message == 0 || options.write == 0
         {
@@ -1601,7 +1613,7 @@ fn orchestrate(args: &[String]) -> Result<()> {
             .paths
             .iter()
             .map(|&kind| {
-                Setup::new(kind, mtu, &dir.0)
+                Setup::new(kind, mtu, &dir.0, &options.stackd_args)
                     .with_context(|| format!("set up {} at MTU {mtu}", kind.short()))
             })
             .collect::<Result<Vec<_>>>()?;

@@ -13,6 +13,7 @@
 //! pcap = "/var/tmp/stackd.pcap"
 //! dpdk-args = "-l 0 --no-huge --no-pci --vdev=net_tap0"
 //! ring-size = 1048576        # bytes per direction of a local connection's shared-memory rings
+//! segmentation-offload = "on" # TCP segments of up to 64 KiB on links that take them (shm)
 //! ```
 
 use std::net::Ipv4Addr;
@@ -65,6 +66,10 @@ pub struct Settings {
     /// two from 8 KiB to 1 MiB (default 1 MiB).
     #[arg(long, value_name = "BYTES")]
     pub ring_size: Option<usize>,
+    /// "on" (default) or "off": send TCP segments of up to 64 KiB whole on a link that takes
+    /// them (the shm wire), as the kernel does over veth.
+    #[arg(long, value_name = "on|off")]
+    pub segmentation_offload: Option<String>,
 }
 
 impl Settings {
@@ -73,7 +78,19 @@ impl Settings {
         macro_rules! take {
             ($($field:ident),*) => { $(if overrides.$field.is_some() { self.$field = overrides.$field; })* };
         }
-        take!(backend, iface, addr, host_addr, gateway, mtu, control, pcap, dpdk_args, ring_size);
+        take!(
+            backend,
+            iface,
+            addr,
+            host_addr,
+            gateway,
+            mtu,
+            control,
+            pcap,
+            dpdk_args,
+            ring_size,
+            segmentation_offload
+        );
     }
 
     /// Reads a TOML settings file.
@@ -110,6 +127,8 @@ pub struct Config {
     pub dpdk_args: String,
     /// Data capacity of each ring of a local connection.
     pub ring_size: usize,
+    /// Use segmentation offload where the link has it.
+    pub segmentation_offload: bool,
 }
 
 impl Config {
@@ -191,6 +210,13 @@ impl Config {
                 "must be a power of two from 8192 to 1048576",
             ));
         }
+        let segmentation_offload = match settings.segmentation_offload.as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => {
+                return Err(invalid("segmentation-offload", other, "expected on or off"))
+            }
+        };
         let mtu = settings.mtu.unwrap_or(1500);
         if !(576..=9000).contains(&mtu) {
             return Err(invalid("mtu", &mtu.to_string(), "must be between 576 and 9000"));
@@ -219,6 +245,7 @@ impl Config {
             pcap: settings.pcap,
             dpdk_args: settings.dpdk_args.unwrap_or_default(),
             ring_size,
+            segmentation_offload,
         })
     }
 }

@@ -139,6 +139,7 @@ impl Daemon {
         backend_config.mtu = config.mtu;
         backend_config.host_addr = config.host_addr;
         backend_config.dpdk_args = config.dpdk_args.clone();
+        backend_config.segmentation_offload = config.segmentation_offload;
         let backend = backend::open(&backend_config)?;
         let control = ControlServer::bind(&config.control)?;
         let pcap = match &config.pcap {
@@ -153,6 +154,7 @@ impl Daemon {
         let mut stack_config = StackConfig::new(backend.mac(), config.addr, random_secret());
         stack_config.gateway = config.gateway;
         stack_config.mtu = backend.mtu();
+        stack_config.segmentation_offload = backend.segmentation_offload();
         if backend.checksums_unneeded() {
             stack_config.checksum = ChecksumPolicy { fill_tx: false, verify_rx: false };
         }

@@ -21,8 +21,9 @@ const MAGIC_MICROSECONDS: u32 = 0xa1b2_c3d4;
 /// LINKTYPE_ETHERNET.
 const LINKTYPE_ETHERNET: u32 = 1;
 /// Frames longer than this are captured truncated (the original length is kept). Jumbo frames
-/// and 64 KiB offload segments fit.
-pub const SNAPLEN: u32 = 65_535;
+/// and the shm wire's 64 KiB offload segments (65549 bytes with the Ethernet header) fit: the
+/// value is tcpdump's own default.
+pub const SNAPLEN: u32 = 262_144;
 /// Size of the write buffer: flushes happen about every few dozen full-size frames.
 const BUFFER: usize = 64 << 10;
 
@@ -215,7 +216,7 @@ mod tests {
     fn writes_headers_and_frames_readers_parse_back() {
         let file = TempFile::new("roundtrip");
         let t0 = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
-        let frames = [arp_frame(), vec![0xab; 1514], vec![7; 70_000]];
+        let frames = [arp_frame(), vec![0xab; 1514], vec![7; 65_549], vec![9; 300_000]];
         {
             let mut pcap = PcapWriter::create(&file.0).unwrap();
             for (i, frame) in frames.iter().enumerate() {
@@ -225,14 +226,16 @@ mod tests {
         }
         let bytes = std::fs::read(&file.0).unwrap();
         let (header, records) = parse(&bytes);
-        assert_eq!(header, [0xa1b2_c3d4, 2, 4, 65_535, 1]);
+        assert_eq!(header, [0xa1b2_c3d4, 2, 4, 262_144, 1]);
         assert_eq!(&bytes[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "little-endian magic");
-        assert_eq!(records.len(), 3);
+        assert_eq!(records.len(), 4);
         assert_eq!(records[0], (1_700_000_000, 123_456, 42, frames[0].clone()));
         assert_eq!(records[1], (1_700_000_000, 373_456, 1514, frames[1].clone()));
+        // The shm wire's largest offload frame, whole.
+        assert_eq!(records[2], (1_700_000_000, 623_456, 65_549, frames[2].clone()));
         // Longer than the snapshot length: truncated, original length kept.
-        assert_eq!((records[2].0, records[2].1, records[2].2), (1_700_000_000, 623_456, 70_000));
-        assert_eq!(records[2].3, frames[2][..65_535].to_vec());
+        assert_eq!((records[3].0, records[3].1, records[3].2), (1_700_000_000, 873_456, 300_000));
+        assert_eq!(records[3].3, frames[3][..262_144].to_vec());
     }
 
     #[test]

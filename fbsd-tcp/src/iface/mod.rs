@@ -26,6 +26,12 @@ pub struct StackConfig {
     pub gateway: Option<Ipv4Addr>,
     /// IP MTU of the link (1500 for Ethernet; up to 9000 for jumbo frames).
     pub mtu: usize,
+    /// The largest IPv4 packet (header included) carrying one TCP segment that the link takes
+    /// whole, beyond the MTU: a device doing TCP segmentation offload, or a virtual wire whose
+    /// receiver takes such packets as they are (as veth passes the kernel's GSO packets).
+    /// Connections then send new data in segments of up to this size, a whole number of MSS
+    /// each. 0, or anything up to the MTU, means none: every segment fits the MTU.
+    pub segmentation_offload: usize,
     /// Checksum computation and verification.
     pub checksum: ChecksumPolicy,
     /// Secret for ISNs and timestamp offsets (RFC 6528), and for ephemeral-port selection.
@@ -54,6 +60,12 @@ impl StackConfig {
     pub fn validate(&self) -> Result<(), String> {
         if !(576..=65535).contains(&self.mtu) {
             return Err(format!("MTU {} is outside 576..=65535", self.mtu));
+        }
+        if self.segmentation_offload > 65535 {
+            return Err(format!(
+                "segmentation offload of {} bytes: an IPv4 packet holds at most 65535",
+                self.segmentation_offload
+            ));
         }
         if !self.mac.is_unicast() {
             return Err(format!("MAC {} is not a unicast address", self.mac));
@@ -88,6 +100,7 @@ impl StackConfig {
             addr,
             gateway: None,
             mtu: 1500,
+            segmentation_offload: 0,
             checksum: ChecksumPolicy::default(),
             secret,
             tcp: TcpConfig::default(),

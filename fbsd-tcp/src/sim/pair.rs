@@ -121,9 +121,10 @@ impl Pair {
     }
 
     /// Two stacks with the given configurations (normally from [`config`](Self::config)). The
-    /// link's frame buffers are sized for the larger MTU.
+    /// link's frame buffers are sized for the larger MTU (or segmentation offload).
     pub fn with_configs(a: StackConfig, b: StackConfig, mut link: Link) -> Pair {
-        link.set_max_frame_len(ETHERNET_HEADER_LEN + a.mtu.max(b.mtu));
+        let largest = |c: &StackConfig| c.mtu.max(c.segmentation_offload);
+        link.set_max_frame_len(ETHERNET_HEADER_LEN + largest(&a).max(largest(&b)));
         let now = Instant::ZERO;
         Pair {
             a: Stack::new(a, now),

@@ -487,7 +487,7 @@ impl Stack {
         }
         let family = listening.family;
         let options = listening.options.clone();
-        let tcb = TcpSocket::accept_syn(
+        let mut tcb = TcpSocket::accept_syn(
             &self.config.tcp,
             &options,
             now,
@@ -498,6 +498,7 @@ impl Stack {
             self.config.mtu - 40,
             syn,
         );
+        tcb.set_segmentation_offload(self.tcp_offload_segment());
         let mut socket = Socket::new(family, options, Kind::TcpConn(Box::new(tcb)));
         socket.parent = Some(listener);
         let index = self.table.insert(socket);

@@ -499,7 +499,7 @@ impl Stack {
             None => self.bind_ephemeral_for(remote)?,
         };
         let options = &self.socket_ref(index).options;
-        let tcb = TcpSocket::connect(
+        let mut tcb = TcpSocket::connect(
             &self.config.tcp,
             options,
             now,
@@ -509,6 +509,7 @@ impl Stack {
             self.isn.timestamp_offset(local, remote),
             self.config.mtu - 40,
         );
+        tcb.set_segmentation_offload(self.tcp_offload_segment());
         self.socket_mut(index).kind = Kind::TcpConn(Box::new(tcb));
         self.connections.insert((local, remote), index);
         self.counters.tcp_active_opens += 1;

@@ -70,7 +70,9 @@ impl IcmpBudget {
 
 impl Stack {
     /// Writes the next frame to send into `buf` and returns its length, or `None` when nothing
-    /// is waiting. `buf` must hold at least `mtu + 14` bytes.
+    /// is waiting. `buf` must hold at least `mtu + 14` bytes; with segmentation offload
+    /// configured, a buffer of up to `segmentation_offload + 14` bytes lets a connection send a
+    /// segment of that size.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         assert!(
@@ -116,6 +118,22 @@ impl Stack {
         }
     }
 
+    /// The largest IPv4 packet a TCP segment may make: the MTU, or more with segmentation
+    /// offload.
+    fn largest_tcp_packet(&self) -> usize {
+        self.config.mtu.max(self.config.segmentation_offload)
+    }
+
+    /// What a connection is told of segmentation offload: the largest TCP segment (header
+    /// included) the link takes whole, 0 for none.
+    pub(super) fn tcp_offload_segment(&self) -> usize {
+        if self.config.segmentation_offload > self.config.mtu {
+            self.config.segmentation_offload - IPV4_HEADER
+        } else {
+            0
+        }
+    }
+
     fn count_tx(&mut self, len: usize) -> usize {
         self.counters.tx_frames += 1;
         self.counters.tx_bytes += len as u64;
@@ -135,11 +153,13 @@ impl Stack {
         let (local, remote) = tcb.endpoints();
         let hop = self.next_hop(*remote.ip());
         let mac = hop.ok().and_then(|hop| self.arp.lookup(now, hop));
-        let mtu = self.config.mtu;
+        let packet_max = self.largest_tcp_packet();
         let fill_checksum = self.config.checksum.fill_tx;
         let ident = self.next_ident();
         let (ethernet, rest) = buf.split_at_mut(ETHERNET_HEADER);
-        let (ip, segment) = rest[..mtu].split_at_mut(IPV4_HEADER);
+        // A segment buffer longer than one MSS lets the connection send several at once.
+        let packet_max = packet_max.min(rest.len());
+        let (ip, segment) = rest[..packet_max].split_at_mut(IPV4_HEADER);
         let Kind::TcpConn(tcb) = &mut self.socket_mut(index).kind else { return None };
         let tcp_len = tcb.dispatch(now, segment, fill_checksum)?;
         if TcpPacket::new_unchecked(&segment[..tcp_len]).flags().contains(TcpFlags::RST) {

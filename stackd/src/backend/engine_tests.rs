@@ -274,6 +274,7 @@ fn engine_to_engine(a: &mut dyn Backend, b: &mut dyn Backend, len: usize) -> Tra
         let addr = Ipv4Cidr::new(ip.into(), 24).unwrap();
         let mut config = StackConfig::new(backend.mac(), addr, [ip[3]; 16]);
         config.mtu = backend.mtu();
+        config.segmentation_offload = backend.segmentation_offload();
         Stack::new(config, now())
     };
     let (mut sa, mut sb) = (stack(a, [10, 78, 0, 1]), stack(b, [10, 78, 0, 2]));
@@ -385,14 +386,28 @@ fn two_engines_move_tcp_over_an_in_memory_pair() {
 
 #[test]
 fn two_engines_move_tcp_over_a_shared_memory_wire() {
-    for mtu in [1500, 9000] {
-        let name = format!("jr-test-engine-{}-{mtu}", std::process::id());
-        let config = BackendConfig { mtu, ..BackendConfig::new(BackendKind::Shm, name) };
+    for (mtu, segmentation_offload) in [(1500, true), (9000, true), (1500, false), (9000, false)] {
+        let name = format!("jr-test-engine-{}-{mtu}-{segmentation_offload}", std::process::id());
+        let config = BackendConfig {
+            mtu,
+            segmentation_offload,
+            ..BackendConfig::new(BackendKind::Shm, name)
+        };
         let mut a = ShmBackend::open(&config).unwrap();
         let mut b = ShmBackend::open(&config).unwrap();
         let len = 32 << 20;
         let transfer = engine_to_engine(&mut a, &mut b, len);
-        check_transfer(&format!("shm mtu {mtu}"), &transfer, len, &a, &b);
+        let what = format!("shm mtu {mtu}, offload {segmentation_offload}");
+        check_transfer(&what, &transfer, len, &a, &b);
+        // The sender's frames: with offload, bursts of many segments (the average frame is
+        // far beyond the MTU); without, none beyond it.
+        let sent = a.stats();
+        let average = sent.tx_bytes / sent.tx_frames;
+        if segmentation_offload {
+            assert!(average > 4 * mtu as u64, "{what}: {sent:?}");
+        } else {
+            assert!(average <= mtu as u64 + 14, "{what}: {sent:?}");
+        }
         let path = a.path().to_owned();
         drop((a, b));
         assert!(!path.exists(), "the region is removed with the last side");

@@ -108,7 +108,8 @@ pub trait Backend: Send + fmt::Debug {
         deliver: &mut dyn FnMut(&[u8]),
     ) -> Result<usize, BackendError>;
 
-    /// Lends free transmit buffers, each of exactly `mtu() + 14` bytes, to `build`, which writes
+    /// Lends free transmit buffers, each of exactly `mtu() + 14` bytes (or
+    /// `segmentation_offload() + 14` when that is larger), to `build`, which writes
     /// one frame at the buffer's start and returns its length, or `None` when it has nothing
     /// more to send. Stops when `build` returns `None` or the device has no more room (see
     /// "Backpressure" above). Returns the number of frames accepted; some backends send them
@@ -124,6 +125,14 @@ pub trait Backend: Send + fmt::Debug {
 
     /// True if the last `transmit` or `flush` stopped because the device was full.
     fn tx_blocked(&self) -> bool;
+
+    /// The largest IPv4 packet carrying one TCP segment that this link takes whole, beyond the
+    /// MTU (the engine's `StackConfig::segmentation_offload`); 0 when it takes none. Only a
+    /// link whose receiver is a joyride-stackd offers it: the shared-memory wire carries such
+    /// packets as they are, as veth carries the kernel's GSO packets.
+    fn segmentation_offload(&self) -> usize {
+        0
+    }
 
     /// True if frames on this link need no checksums, either way: the link is memory shared
     /// with another joyride-stackd, which neither corrupts frames nor checks them (what a veth
@@ -240,6 +249,9 @@ pub struct BackendConfig {
     /// `-l 0 -a 0000:00:04.0` for a NIC or `-l 0 --no-huge --no-pci --vdev=net_tap0` for a test.
     /// DPDK only.
     pub dpdk_args: String,
+    /// Use the link's segmentation offload where the backend has one (the shared-memory wire:
+    /// TCP segments of up to 64 KiB cross it whole). Default on.
+    pub segmentation_offload: bool,
 }
 
 impl BackendConfig {
@@ -252,6 +264,7 @@ impl BackendConfig {
             mac: None,
             host_addr: None,
             dpdk_args: String::new(),
+            segmentation_offload: true,
         }
     }
 

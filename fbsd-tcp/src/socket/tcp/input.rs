@@ -758,8 +758,11 @@ impl TcpSocket {
             return;
         }
         // RFC 1122 §4.2.3.2 / RFC 5681 §4.2: ACK at least every second segment, else within the
-        // delayed-ACK timeout; at the start of a connection, every segment.
-        self.delayed_segs += 1;
+        // delayed-ACK timeout; at the start of a connection, every segment. A segment beyond
+        // our MSS (a sender's offload burst taken whole) counts as the segments it stands for.
+        let segments = advance.div_ceil(self.rcv_mss.max(1)).max(1);
+        self.delayed_segs =
+            self.delayed_segs.saturating_add(u32::try_from(segments).unwrap_or(u32::MAX));
         if self.quickacks > 0 {
             self.quickacks -= 1;
             self.ack_now = true;

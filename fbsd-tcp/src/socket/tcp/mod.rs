@@ -426,6 +426,8 @@ pub struct TcpSocket {
     owed_acks: OwedAcks,
     /// In-order data segments received since our last ACK.
     delayed_segs: u32,
+    /// The largest segment the link takes whole (`set_segmentation_offload`); 0 for none.
+    offload_segment: usize,
     /// Segments still to ACK at once (quick-ACK at connection start).
     quickacks: u32,
     challenge_window_start: Instant,
@@ -610,6 +612,7 @@ impl TcpSocket {
             ack_now: false,
             owed_acks: OwedAcks::default(),
             delayed_segs: 0,
+            offload_segment: 0,
             quickacks: QUICKACK_SEGMENTS,
             challenge_window_start: now,
             challenge_acks: 0,
@@ -708,6 +711,13 @@ impl TcpSocket {
         socket
     }
 
+    /// Tells the connection that the link takes TCP segments of up to `segment_max` bytes
+    /// (header included) whole, beyond the MSS: new data then leaves in bursts of whole SMSS,
+    /// as big as that and the buffer `dispatch` gets allow. 0 (the default) turns it off.
+    pub fn set_segmentation_offload(&mut self, segment_max: usize) {
+        self.offload_segment = segment_max;
+    }
+
     /// Processes a segment addressed to this connection (4-tuple already matched, checksum
     /// verified): RFC 9293 §3.10.7 "SEGMENT ARRIVES" for every state but LISTEN and CLOSED.
     pub fn process(&mut self, now: Instant, segment: &TcpRepr<'_>) -> SegmentOutcome {
@@ -718,7 +728,8 @@ impl TcpSocket {
 
     /// Emits the next segment this connection wants to send, if any, as a complete TCP segment
     /// (header, options, payload, checksum) into `buf`, returning its length. `buf` is at least
-    /// the MSS plus 60 bytes. Call repeatedly until `None`. Decides everything tcp_output
+    /// the MSS plus 60 bytes (more with segmentation offload, see
+    /// [`set_segmentation_offload`](Self::set_segmentation_offload)). Call repeatedly until `None`. Decides everything tcp_output
     /// decides: SYN/SYN-ACK, new data under min(cwnd, rwnd) with Nagle and SWS avoidance,
     /// retransmissions (RTO, fast retransmit, SACK NextSeg), pure ACKs (immediate or when the
     /// delayed-ACK timer fired), window updates, window probes, keepalives, FIN, RST after abort.

@@ -2,7 +2,9 @@
 //! precedence: a pending RST; SYN or SYN-ACK; loss-recovery retransmissions; data and FIN from
 //! SND.NXT under the windows, Nagle and SWS avoidance (which also covers go-back-N after a
 //! timeout); window probes; keepalive probes; pure ACKs. The payload is copied from the send ring
-//! straight into the caller's buffer.
+//! straight into the caller's buffer. With segmentation offload (the link takes bigger segments
+//! whole), new data goes out in bursts of whole SMSS, as FreeBSD's TSO path sends it;
+//! retransmissions and probes stay one SMSS.
 
 use super::timer::Timer;
 use super::{
@@ -11,6 +13,22 @@ use super::{
 };
 use crate::time::{Duration, Instant};
 use crate::wire::{SeqNumber, TcpFlags, TcpOptions, TcpPacket, TcpRepr};
+
+/// A TCP header without options.
+const TCP_HEADER_LEN: usize = 20;
+/// The most option bytes a segment carries.
+const TCP_OPTIONS_MAX: usize = 40;
+
+/// The most new data one segment may carry when the link takes segments of up to
+/// `segment_max` bytes whole: one SMSS, or as many whole SMSS as fit with room for any options.
+fn burst_payload(segment_max: usize, smss: usize) -> usize {
+    let room = segment_max.saturating_sub(TCP_HEADER_LEN + TCP_OPTIONS_MAX);
+    if smss == 0 || room < 2 * smss {
+        smss
+    } else {
+        room - room % smss
+    }
+}
 
 impl TcpSocket {
     pub(super) fn output(&mut self, now: Instant, buf: &mut [u8], fill: bool) -> Option<usize> {
@@ -267,10 +285,21 @@ impl TcpSocket {
             }
         };
         let cwnd_room = cwnd.saturating_sub(flight);
-        let wanted = available.min(smss);
-        self.cwnd_blocked = cwnd_room < wanted && rwnd_room >= wanted;
-        let len = if force { wanted.min(rwnd_room) } else { wanted.min(rwnd_room).min(cwnd_room) };
         let retransmitting = self.snd_nxt < self.snd_max;
+        let burst = if retransmitting || force {
+            smss
+        } else {
+            burst_payload(self.offload_segment.min(buf.len()), smss)
+        };
+        let wanted = available.min(burst);
+        self.cwnd_blocked = cwnd_room < wanted && rwnd_room >= wanted;
+        let mut len =
+            if force { wanted.min(rwnd_room) } else { wanted.min(rwnd_room).min(cwnd_room) };
+        if len > smss && self.snd_nxt + len != data_end {
+            // A burst is whole segments (FreeBSD's TSO rule): a short one in mid-stream would
+            // leave a runt on the wire once the device cuts it up.
+            len -= len % smss;
+        }
 
         if len == 0 {
             // A FIN needs no window (RFC 9293 lets it through a closed one; so does Linux).
@@ -285,7 +314,7 @@ impl TcpSocket {
         let completes = self.snd_nxt + len == data_end;
         let nothing_outstanding = self.snd_una == self.snd_max;
         // RFC 1122 §4.2.3.4 sender SWS avoidance, with RFC 896 Nagle as its "push" rule.
-        let send = len == smss
+        let send = len >= smss
             || retransmitting
             || force
             || (completes && (self.options.nodelay || nothing_outstanding || fin_pending))
@@ -423,7 +452,13 @@ impl TcpSocket {
 
         let options_len = options.emitted_len();
         let mut data = data;
-        let fits = self.eff_mss().saturating_sub(options_len);
+        let fits = if data > self.smss() {
+            // A burst for segmentation offload (only `output_data` asks for one): as much as
+            // the buffer holds.
+            buf.len().saturating_sub(TCP_HEADER_LEN + options_len)
+        } else {
+            self.eff_mss().saturating_sub(options_len)
+        };
         if data > fits {
             data = fits;
             flags = TcpFlags(flags.0 & !(TcpFlags::FIN.0 | TcpFlags::PSH.0));

@@ -14,8 +14,9 @@ fn unique_name(tag: &str) -> String {
     format!("jr-test-{tag}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
+/// A wire of MTU-sized slots (most tests are about the rings, not the slot size).
 fn config(name: &str, mtu: usize) -> BackendConfig {
-    BackendConfig { mtu, ..BackendConfig::new(BackendKind::Shm, name) }
+    BackendConfig { mtu, segmentation_offload: false, ..BackendConfig::new(BackendKind::Shm, name) }
 }
 
 /// Sides a and b of a new wire with `slots` slots per ring.
@@ -340,14 +341,10 @@ fn a_region_that_does_not_fit_is_refused_and_left_alone() {
         "corrupt header: the layout needs {len} bytes, the header says {len}, the file has {}",
         len + 4096
     );
+    let old_version = format!("wire layout version 7, this joyride-stackd speaks {VERSION}");
     let cases: Vec<(Vec<u8>, usize, u32, &str)> = vec![
         (vec![0x55; 64], len, 0o600, "not a joyride shm wire (magic 0x5555555555555555)"),
-        (
-            with(VERSION_AT, &7u32.to_le_bytes()),
-            len,
-            0o600,
-            "wire layout version 7, this joyride-stackd speaks 1",
-        ),
+        (with(VERSION_AT, &7u32.to_le_bytes()), len, 0o600, &old_version),
         (
             with(MTU_AT, &20u32.to_le_bytes()),
             len,
@@ -479,4 +476,58 @@ fn frames_wait_for_an_absent_peer_and_a_dead_one_does_not_stall_the_sender() {
     assert!(!a.tx_blocked(), "a dead peer does not block the sender");
     assert_eq!(a.stats().tx_dropped, 12);
     drop(b);
+}
+
+#[test]
+fn an_offload_wire_carries_whole_64k_packets_and_each_side_chooses_to_send_them() {
+    let name = unique_name("offload");
+    let offload = BackendConfig { segmentation_offload: true, ..config(&name, 1500) };
+    let mut a = ShmBackend::open(&offload).unwrap();
+    // The attacher asked for MTU-sized slots and gets the creator's; it receives bursts but,
+    // told "off", sends none.
+    let mut b = ShmBackend::open(&config(&name, 1500)).unwrap();
+    assert_eq!((a.segmentation_offload(), b.segmentation_offload()), (OFFLOAD_PACKET, 0));
+    assert_eq!(a.geometry, b.geometry);
+    assert_eq!(a.slots(), OFFLOAD_SLOTS);
+
+    let burst = numbered(1, ETHERNET_HEADER + OFFLOAD_PACKET);
+    let mut lent = 0;
+    let sent = a
+        .transmit(&mut |buf| {
+            if lent > 0 {
+                return None;
+            }
+            lent = buf.len();
+            buf[..burst.len()].copy_from_slice(&burst);
+            Some(burst.len())
+        })
+        .unwrap();
+    assert_eq!((sent, lent), (1, ETHERNET_HEADER + OFFLOAD_PACKET));
+    assert_eq!(receive_all(&mut b, 8), [burst]);
+    let mut lent = 0;
+    b.transmit(&mut |buf| {
+        lent = buf.len();
+        None
+    })
+    .unwrap();
+    assert_eq!(lent, ETHERNET_HEADER + 1500, "b sends MTU frames only");
+
+    // One byte more than a slot's frame is the peer's garbage: counted, not delivered.
+    let file = std::fs::OpenOptions::new().write(true).open(a.path()).unwrap();
+    let ring = a.geometry.ring(Side::A);
+    assert_eq!(send(&mut a, &[numbered(2, 100)]), 1);
+    let too_long = (ETHERNET_HEADER + OFFLOAD_PACKET + 1) as u32;
+    file.write_at(&too_long.to_le_bytes(), (ring.slots + ring.slot_size) as u64).unwrap();
+    assert!(receive_all(&mut b, 8).is_empty());
+    assert_eq!(b.stats().rx_oversized, 1);
+}
+
+#[test]
+fn a_wire_of_mtu_slots_offers_no_offload_even_when_asked() {
+    let name = unique_name("no-offload");
+    let a = ShmBackend::open(&config(&name, 9000)).unwrap();
+    let b = ShmBackend::open(&BackendConfig { segmentation_offload: true, ..config(&name, 9000) })
+        .unwrap();
+    assert_eq!((a.segmentation_offload(), b.segmentation_offload()), (0, 0));
+    assert_eq!(b.geometry.frame_max(), ETHERNET_HEADER + 9000);
 }
