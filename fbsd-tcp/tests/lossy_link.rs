@@ -613,3 +613,162 @@ mod segmentation_offload {
         assert!(error.contains("65535"), "{error}");
     }
 }
+
+mod lent_send_source {
+    //! A connection whose outgoing bytes live in a buffer the application lends the engine
+    //! (`Stack::lend_send_source`), as joyride-stackd lends a program's shared-memory ring: the
+    //! engine copies them straight into segments, retransmissions included, and gives each
+    //! back once acknowledged. Through loss, with and without segmentation offload.
+
+    use std::sync::{Arc, Mutex};
+
+    use fbsd_tcp::sim::Pattern;
+    use fbsd_tcp::storage::SendSource;
+
+    use super::*;
+
+    const SIZE: u64 = 16 * MIB;
+    /// What the application's buffer holds: bytes lent and not yet released.
+    const CAPACITY: u64 = MIB;
+    const PATTERN: Pattern = Pattern::new(77);
+
+    /// The application's side of the buffer, shared with the source the engine holds.
+    #[derive(Debug, Default, Clone)]
+    struct Shared {
+        /// Stream offset of the oldest byte not released.
+        released: u64,
+        /// Bytes announced to the engine (`send_lent`) so far.
+        lent: u64,
+        /// Reads beyond what was announced, or of released bytes: must stay 0.
+        bad_reads: u64,
+        /// Bytes copied out, retransmissions included.
+        copied: u64,
+    }
+
+    #[derive(Debug)]
+    struct PatternSource(Arc<Mutex<Shared>>);
+
+    impl SendSource for PatternSource {
+        fn copy_out(&mut self, offset: usize, into: &mut [u8]) {
+            let mut shared = self.0.lock().unwrap();
+            let at = shared.released + offset as u64;
+            if at + into.len() as u64 > shared.lent {
+                shared.bad_reads += 1;
+            }
+            shared.copied += into.len() as u64;
+            PATTERN.fill(at, into);
+        }
+
+        fn release(&mut self, n: usize) {
+            let mut shared = self.0.lock().unwrap();
+            shared.released += n as u64;
+            if shared.released > shared.lent {
+                shared.bad_reads += 1;
+            }
+        }
+    }
+
+    fn run(loss: f64, offload: bool, label: &str) -> (Shared, u64) {
+        let link = Link::symmetric(31, lan(loss)).unwrap();
+        let mut pair = pair_with(link, |config| {
+            if offload {
+                config.segmentation_offload = 65535;
+            }
+        });
+        let addr = SocketAddr::V4(SocketAddrV4::new(Pair::addr(Side::B), 5001));
+        let now = pair.now();
+        let b = pair.stack_mut(Side::B);
+        let listener = b.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
+        b.bind(listener, addr).unwrap();
+        b.listen(listener, 1).unwrap();
+        let a = pair.stack_mut(Side::A);
+        let sender = a.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
+        assert_eq!(a.connect(now, sender, addr), Err(Errno::InProgress));
+        // Bytes the application copied in before it lent its buffer go first.
+        let head = vec![0u8; 1000];
+        assert_eq!(a.send_lent(sender, 1), Err(Errno::InvalidArgument), "nothing lent yet");
+        let mut first = head.clone();
+        PATTERN.fill(0, &mut first);
+        assert_eq!(a.send(sender, &first), Ok(1000));
+        let shared =
+            Arc::new(Mutex::new(Shared { released: 1000, lent: 1000, ..Shared::default() }));
+        a.lend_send_source(sender, Box::new(PatternSource(shared.clone()))).unwrap();
+        assert_eq!(a.send(sender, &head), Err(Errno::InvalidArgument), "copies would overtake");
+        assert!(a.lend_send_source(sender, Box::new(PatternSource(shared.clone()))).is_err());
+
+        let (mut receiver, mut received, mut shut, mut max_held) = (None, 0u64, false, 0u64);
+        let mut buf = vec![0u8; 256 << 10];
+        let outcome = pair.drive_until(Duration::from_secs(60), |pair, _events| {
+            let now = pair.now();
+            let a = pair.stack_mut(Side::A);
+            {
+                let mut state = shared.lock().unwrap();
+                let held = state.lent - state.released;
+                max_held = max_held.max(held);
+                let n = (CAPACITY - held).min(SIZE - state.lent).min(200_000) as usize;
+                if n > 0 {
+                    state.lent += a.send_lent(sender, n).unwrap() as u64;
+                }
+                if state.lent == SIZE && !shut {
+                    a.shutdown(now, sender, fbsd_tcp::Shutdown::Write).unwrap();
+                    shut = true;
+                }
+            }
+            let b = pair.stack_mut(Side::B);
+            if receiver.is_none() {
+                receiver = b.accept(listener).ok().map(|(conn, _)| conn);
+            }
+            let Some(conn) = receiver else { return false };
+            loop {
+                match b.recv(conn, &mut buf) {
+                    Ok(0) => return true,
+                    Ok(n) => {
+                        assert_eq!(PATTERN.find_mismatch(received, &buf[..n]), None, "{label}");
+                        received += n as u64;
+                    }
+                    Err(Errno::WouldBlock) => return false,
+                    Err(e) => panic!("{label}: recv: {e}"),
+                }
+            }
+        });
+        outcome.unwrap_or_else(|e| panic!("{label}: {e}; {received} of {SIZE} bytes"));
+        print_link(&pair, label);
+        assert_eq!(received, SIZE, "{label}");
+        // Let the last ACK reach the sender.
+        pair.drive_until(Duration::from_secs(1), |pair, _| {
+            pair.stack(Side::A).tcp_info(sender).is_ok_and(|info| info.unacked == 0)
+        })
+        .unwrap();
+        let lost = pair.link().counters(Side::A).lost;
+        let state = shared.lock().unwrap().clone();
+        assert!(max_held <= CAPACITY);
+        (state, lost)
+    }
+
+    fn lan(loss: f64) -> Impairments {
+        Impairments {
+            loss,
+            delay: Duration::from_micros(50),
+            bandwidth_bps: Some(10_000_000_000),
+            queue_bytes: 8 << 20,
+            ..Impairments::default()
+        }
+    }
+
+    #[test]
+    fn the_engine_sends_from_the_lent_buffer_and_releases_what_is_acknowledged() {
+        for (loss, offload) in [(0.0, false), (0.01, false), (0.01, true)] {
+            let label = format!("lent source, loss {loss}, offload {offload}");
+            let (state, lost) = run(loss, offload, &label);
+            println!("{label}: {state:?}, {lost} frames lost");
+            assert_eq!(state.bad_reads, 0, "{label}");
+            assert_eq!((state.lent, state.released), (SIZE, SIZE), "{label}: all given back");
+            let lent_bytes = SIZE - 1000;
+            if loss == 0.0 {
+                assert_eq!(state.copied, lent_bytes, "{label}: each byte copied once");
+            } else {
+                assert!(lost > 0 && state.copied > lent_bytes, "{label}: resent from the source");
+            }
+        }
+    }
+}

@@ -847,6 +847,9 @@ pub struct Consumer<R: Deref<Target = RingRegion>> {
     position: u64,
     /// Readable bytes last seen; they only grow unless the producer is hostile.
     granted: usize,
+    /// Bytes after `position` handed on with [`lend`](Consumer::lend) and not yet released: no
+    /// longer readable, still ours (the producer does not reuse them).
+    lent: usize,
 }
 
 impl<R: Deref<Target = RingRegion>> Consumer<R> {
@@ -856,7 +859,7 @@ impl<R: Deref<Target = RingRegion>> Consumer<R> {
             return Err(RingError::RoleTaken);
         }
         let position = region.header().consumer.0.load(Ordering::Acquire);
-        Ok(Self { region, position, granted: 0 })
+        Ok(Self { region, position, granted: 0, lent: 0 })
     }
 
     /// The region this view reads.
@@ -870,7 +873,9 @@ impl<R: Deref<Target = RingRegion>> Consumer<R> {
     }
 
     fn len_with(&self, order: Ordering) -> Result<usize, RingError> {
-        distance(self.producer_position(order), self.position, self.region.capacity)
+        let producer = self.producer_position(order);
+        let used = distance(producer, self.position, self.region.capacity)?;
+        used.checked_sub(self.lent).ok_or(RingError::Corrupt { producer, consumer: self.position })
     }
 
     /// Bytes ready to read.
@@ -889,16 +894,30 @@ impl<R: Deref<Target = RingRegion>> Consumer<R> {
     pub fn readable(&mut self) -> Result<(&[u8], &[u8]), RingError> {
         let len = self.len()?;
         self.granted = len;
-        // SAFETY: [position, position + len) was published by the producer, which does not write
-        // it again until we move our position past it (which needs `&mut self`).
-        let (a, alen, b, blen) = unsafe { self.region.data(self.position, len) };
+        let start = self.position.wrapping_add(self.lent as u64);
+        // SAFETY: [start, start + len) was published by the producer, which does not write it
+        // again until we move our position past it (which needs `&mut self`).
+        let (a, alen, b, blen) = unsafe { self.region.data(start, len) };
         // SAFETY: both ranges are inside the mapping and not mutably borrowed in this process.
         Ok(unsafe { (std::slice::from_raw_parts(a, alen), std::slice::from_raw_parts(b, blen)) })
     }
 
     /// Hands `n` read bytes back to the producer. More than is readable is
-    /// [`RingError::Overrun`] (see [`Producer::commit`]).
+    /// [`RingError::Overrun`] (see [`Producer::commit`]), and so is any while bytes are lent.
     pub fn consume(&mut self, n: usize) -> Result<(), RingError> {
+        if self.lent != 0 && n != 0 {
+            // The space to hand back would be the lent bytes', not these.
+            return Err(RingError::Overrun { requested: n, available: 0 });
+        }
+        self.lend(n)?;
+        self.release(n)
+    }
+
+    /// Takes `n` readable bytes without handing their space back: they stop being readable but
+    /// stay in place, unchanged, until [`release`](Consumer::release)d (a reader that passes
+    /// them on by reference, as stackd lends a program's bytes to its TCP engine until they are
+    /// acknowledged). More than is readable is [`RingError::Overrun`].
+    pub fn lend(&mut self, n: usize) -> Result<(), RingError> {
         if n == 0 {
             return Ok(());
         }
@@ -909,6 +928,47 @@ impl<R: Deref<Target = RingRegion>> Consumer<R> {
             return Err(RingError::Overrun { requested: n, available: self.granted });
         }
         self.granted -= n;
+        self.lent += n;
+        Ok(())
+    }
+
+    /// Bytes lent and not yet released.
+    pub fn lent(&self) -> usize {
+        self.lent
+    }
+
+    /// Copies lent bytes from `offset` (counted from the oldest one) into `into`. Beyond the
+    /// lent bytes is [`RingError::Overrun`].
+    pub fn copy_lent(&self, offset: usize, into: &mut [u8]) -> Result<(), RingError> {
+        if offset.saturating_add(into.len()) > self.lent {
+            return Err(RingError::Overrun {
+                requested: offset + into.len(),
+                available: self.lent,
+            });
+        }
+        let start = self.position.wrapping_add(offset as u64);
+        // SAFETY: the range lies within the lent bytes, which the producer published and does
+        // not write again before `release` moves our position past them; nothing in this process
+        // borrows them mutably.
+        let (a, alen, b, blen) = unsafe { self.region.data(start, into.len()) };
+        // SAFETY: both ranges are inside the mapping (see `data`) and readable as above.
+        let (first, second) =
+            unsafe { (std::slice::from_raw_parts(a, alen), std::slice::from_raw_parts(b, blen)) };
+        into[..alen].copy_from_slice(first);
+        into[alen..].copy_from_slice(second);
+        Ok(())
+    }
+
+    /// Hands the oldest `n` lent bytes back to the producer (more than are lent is
+    /// [`RingError::Overrun`]), waking a writer that waits for space.
+    pub fn release(&mut self, n: usize) -> Result<(), RingError> {
+        if n == 0 {
+            return Ok(());
+        }
+        if n > self.lent {
+            return Err(RingError::Overrun { requested: n, available: self.lent });
+        }
+        self.lent -= n;
         self.position = self.position.wrapping_add(n as u64);
         let header = self.region.header();
         let cpu = current_cpu().wrapping_add(1);
@@ -918,7 +978,7 @@ impl<R: Deref<Target = RingRegion>> Consumer<R> {
         // Release: our reads of those bytes happen before the producer reuses the space.
         header.consumer.0.store(self.position, Ordering::SeqCst);
         if header.writer_waiting.0.load(Ordering::SeqCst) != 0 {
-            let free = self.region.capacity - self.len_with(Ordering::SeqCst)?;
+            let free = self.region.capacity - (self.len_with(Ordering::SeqCst)? + self.lent);
             if free >= self.region.capacity / 2 {
                 header.space.0.fetch_add(1, Ordering::SeqCst);
                 futex_wake(&header.space.0);
@@ -932,6 +992,7 @@ impl<R: Deref<Target = RingRegion>> Consumer<R> {
     pub fn resync(&mut self) {
         self.position = self.region.header().consumer.0.load(Ordering::Acquire);
         self.granted = 0;
+        self.lent = 0;
     }
 
     /// Bytes of the stream this side took from the carrier so far.
@@ -1065,6 +1126,42 @@ mod tests {
 
     fn pattern(seed: usize, len: usize) -> Vec<u8> {
         (0..len).map(|i| (seed.wrapping_mul(31).wrapping_add(i * 7) % 251) as u8).collect()
+    }
+
+    #[test]
+    fn lent_bytes_stay_put_until_released_and_only_then_free_space() {
+        let region = RingRegion::create(MIN_CAPACITY).unwrap();
+        let mut producer = region.producer().unwrap();
+        let mut consumer = region.consumer().unwrap();
+        let cap = region.capacity();
+        let first = pattern(1, cap - 100);
+        assert_eq!(producer.write(&first).unwrap(), first.len());
+        consumer.lend(cap - 200).unwrap();
+        assert_eq!((consumer.len().unwrap(), consumer.lent()), (100, cap - 200));
+        assert_eq!(producer.free().unwrap(), 100, "lent bytes still hold their space");
+        assert!(consumer.consume(1).is_err(), "consume would hand back the lent bytes' space");
+        let mut copy = vec![0u8; 300];
+        consumer.copy_lent(cap - 500, &mut copy).unwrap();
+        assert_eq!(copy, first[cap - 500..cap - 200]);
+        assert!(consumer.copy_lent(cap - 500, &mut vec![0u8; 301]).is_err());
+        // The rest of the bytes are still readable after the lent ones.
+        let (a, b) = consumer.readable().unwrap();
+        assert_eq!([a, b].concat(), first[cap - 200..]);
+
+        consumer.release(1000).unwrap();
+        assert_eq!((consumer.lent(), producer.free().unwrap()), (cap - 1200, 1100));
+        // New bytes wrap around the end; lent ones that wrap copy out whole.
+        let second = pattern(2, 1000);
+        assert_eq!(producer.write(&second).unwrap(), 1000);
+        consumer.lend(1100).unwrap();
+        let mut tail = vec![0u8; 1100];
+        consumer.copy_lent(cap - 1200, &mut tail).unwrap();
+        assert_eq!(tail, [&first[cap - 200..], &second[..]].concat());
+        assert!(consumer.release(cap).is_err(), "more than is lent");
+        consumer.release(cap - 100).unwrap();
+        assert_eq!((consumer.lent(), consumer.len().unwrap()), (0, 0));
+        assert_eq!(producer.free().unwrap(), cap);
+        consumer.consume(0).unwrap();
     }
 
     #[test]

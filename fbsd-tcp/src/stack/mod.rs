@@ -23,6 +23,7 @@ use crate::socket::{
     from_v4, to_v4, AddressFamily, Errno, Readiness, Shutdown, SocketHandle, SocketOptions,
     SocketSummary, SocketType,
 };
+use crate::storage::SendSource;
 use crate::time::Instant;
 
 use output::{IcmpBudget, Outgoing};
@@ -535,6 +536,25 @@ impl Stack {
     ) -> Result<usize, Errno> {
         let index = self.table.resolve(handle)?;
         self.with_tcb(index, Errno::BrokenPipe, |tcb| tcb.send_with(fill))
+    }
+
+    /// Lends connection `handle` a source of outgoing bytes shared with the application (see
+    /// [`SendSource`]): its new bytes come from there from now on, announced with
+    /// [`send_lent`](Self::send_lent), copied into segments straight from it and released to it
+    /// once acknowledged; `send` is refused (`InvalidArgument`) after this.
+    pub fn lend_send_source(
+        &mut self,
+        handle: SocketHandle,
+        source: Box<dyn SendSource>,
+    ) -> Result<(), Errno> {
+        let index = self.table.resolve(handle)?;
+        self.with_tcb(index, Errno::NotConnected, |tcb| tcb.lend_send_source(source))
+    }
+
+    /// `n` more bytes of the source lent to `handle` are part of its stream (`send`'s errors).
+    pub fn send_lent(&mut self, handle: SocketHandle, n: usize) -> Result<usize, Errno> {
+        let index = self.table.resolve(handle)?;
+        self.with_tcb(index, Errno::BrokenPipe, |tcb| tcb.send_lent(n))
     }
 
     /// recv(2). `Ok(0)` is end of stream (TCP).

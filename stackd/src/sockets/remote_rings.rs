@@ -17,11 +17,13 @@
 //!   filler keeps it from both). Carrier bytes are data up to the writer's published switch
 //!   count and doorbells after it; the daemon peeks before it takes, as the library does.
 //!
-//! Copies per byte, program to wire: the program's copy into the ring, the daemon's into the
-//! engine's send buffer, and the engine's into the frame (the send buffer must keep the bytes
-//! until they are acknowledged); wire to program: frame into the receive buffer, receive buffer
-//! into the ring, ring into the program's buffer. The carrier plane has the same count, but two
-//! of them are system calls (the program's and the daemon's side of the unix socket).
+//! The program's ring is the connection's send buffer: the daemon lends the engine what the
+//! program wrote ([`ProgramRing`], fbsd-tcp's `SendSource`), the engine copies it from there
+//! into frames and hands the space back to the program once it is acknowledged. Copies per
+//! byte, program to wire: two (the program's into the ring, the engine's into the frame);
+//! wire to program: three (frame into the receive buffer, receive buffer into the ring, ring
+//! into the program's buffer). The carrier plane copies three times each way, two of them in
+//! system calls (the program's and the daemon's side of the unix socket).
 //!
 //! A doorbell from the daemon costs it one system call, and only when the program is not
 //! spinning on the ring; the program's doorbell wakes the daemon's event loop once per batch
@@ -29,7 +31,9 @@
 
 use std::io::IoSlice;
 use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use fbsd_tcp::storage::SendSource;
 use fbsd_tcp::{Errno, Shutdown};
 
 use super::{carrier_error, internal, Context, Fate, Record, ServiceCounters};
@@ -46,8 +50,10 @@ const MAX_PASSES: usize = 64;
 pub(super) struct SocketRings {
     /// Engine → program: the daemon writes.
     to_program: Producer<Box<RingRegion>>,
-    /// Program → engine: the daemon reads.
-    from_program: Consumer<Box<RingRegion>>,
+    /// Program → engine: the daemon reads, and lends the engine what it read.
+    from_program: SharedConsumer,
+    /// The engine holds `from_program` as its send buffer (see [`ProgramRing`]).
+    lent_to_engine: bool,
     /// Bytes of the program's stream taken from the carrier as data.
     taken_plain: u64,
     /// The daemon reads `from_program` (set once the connection is established).
@@ -90,7 +96,8 @@ impl SocketRings {
         from_program.take_over(record.taken_from_program + queued_data);
         Ok(SocketRings {
             to_program,
-            from_program,
+            from_program: Arc::new(Mutex::new(from_program)),
+            lent_to_engine: false,
             taken_plain: record.taken_from_program,
             attached: false,
             space_wanted: false,
@@ -104,7 +111,8 @@ impl SocketRings {
             let fd = region.fd().ok_or_else(|| internal("a ring lost its descriptor".into()))?;
             fd.try_clone_to_owned().map_err(carrier_error)
         };
-        Ok([copy(self.to_program.region())?, copy(self.from_program.region())?])
+        let from_program = copy(lock(&self.from_program).region())?;
+        Ok([copy(self.to_program.region())?, from_program])
     }
 
     /// Whether the carrier's watch must change: `Some(true)` to add write space, `Some(false)`
@@ -151,7 +159,7 @@ pub(super) fn pump(
     }
     let Some(mut rings) = record.rings.take() else { return Fate::Keep };
     if !rings.attached {
-        rings.from_program.attach();
+        lock(&rings.from_program).attach();
         rings.attached = true;
     }
     let mut ring_full = false;
@@ -223,10 +231,8 @@ fn from_program(
         if record.program_done_writing {
             break;
         }
-        let plain_left = rings
-            .from_program
-            .plain_prefix()
-            .map(|prefix| prefix.saturating_sub(rings.taken_plain));
+        let plain_left =
+            lock(&rings.from_program).plain_prefix().map(|p| p.saturating_sub(rings.taken_plain));
         if plain_left != Some(0) {
             // The carrier's bytes are data (up to the switch count, once there is one).
             let mut seen = Transfer::WouldBlock;
@@ -235,7 +241,7 @@ fn from_program(
                 seen = carrier.peek_into(first, second);
                 let Transfer::Moved(peeked) = seen else { return 0 };
                 // A doorbell follows the count's publication: a peek that returned one sees it.
-                let data = match rings.from_program.plain_prefix() {
+                let data = match lock(&rings.from_program).plain_prefix() {
                     None => peeked,
                     Some(prefix) => peeked.min(prefix.saturating_sub(rings.taken_plain) as usize),
                 };
@@ -287,54 +293,57 @@ fn from_program(
             }
         }
 
-        // The ring.
-        let mut corrupt = false;
-        let mut available = 0;
-        let result = stack.send_with(handle, |first, second| {
-            let Ok((a, b)) = rings.from_program.readable() else {
-                corrupt = true;
-                return 0;
-            };
-            available = a.len() + b.len();
-            let n = copy_two_to_two([a, b], [first, second]);
-            if rings.from_program.consume(n).is_err() {
-                corrupt = true;
-                return 0;
+        // The ring: its new bytes join the engine's send queue where they are, lent until
+        // acknowledged (the ring is the connection's send buffer; no copy into the engine's).
+        let new = match lock(&rings.from_program).len() {
+            Ok(new) => new,
+            Err(_) => {
+                record.error = Some(libc::ECONNRESET);
+                return Fate::Abort;
             }
-            n
-        });
-        if corrupt {
-            record.error = Some(libc::ECONNRESET);
-            return Fate::Abort;
-        }
-        match result {
-            Ok(n) if n > 0 => {
-                counters.ring_in_bytes += n as u64;
-                continue;
-            }
-            Ok(_) if available > 0 => break,
-            Ok(_) => {}
-            Err(Errno::WouldBlock) => break, // the send buffer is full: its space brings us back
-            Err(Errno::BrokenPipe) => {
-                // Written after a shutdown: dropped.
-                let len = rings.from_program.len().unwrap_or(0);
-                if rings.from_program.consume(len).is_err() {
-                    return Fate::Abort;
+        };
+        if new > 0 {
+            if !rings.lent_to_engine {
+                let source = Box::new(ProgramRing(rings.from_program.clone()));
+                if let Err(error) = stack.lend_send_source(handle, source) {
+                    record.error = Some(error.raw());
+                    record.failing = true;
+                    return Fate::Failed;
                 }
-                if len > 0 {
+                rings.lent_to_engine = true;
+            }
+            match stack.send_lent(handle, new) {
+                Ok(n) => {
+                    if lock(&rings.from_program).lend(n).is_err() {
+                        record.error = Some(libc::ECONNRESET);
+                        return Fate::Abort;
+                    }
+                    counters.ring_in_bytes += n as u64;
                     continue;
                 }
-            }
-            Err(error) => {
-                record.error = Some(error.raw());
-                record.failing = true;
-                return Fate::Failed;
+                Err(Errno::BrokenPipe) => {
+                    // Written after a shutdown: dropped, as the kernel's EPIPE drops them,
+                    // once the bytes before them are acknowledged (until then they wait).
+                    let mut from = lock(&rings.from_program);
+                    if from.lent() > 0 {
+                        break;
+                    }
+                    if from.consume(new).is_err() {
+                        return Fate::Abort;
+                    }
+                    continue;
+                }
+                Err(error) => {
+                    record.error = Some(error.raw());
+                    record.failing = true;
+                    return Fate::Failed;
+                }
             }
         }
 
         // The ring is empty: take the doorbells, and see whether the program is done.
         let mut end = None;
-        let drained = rings.from_program.drain_bells(|pending| {
+        let drained = lock(&rings.from_program).drain_bells(|pending| {
             let mut taken = 0;
             while taken < pending {
                 let want = (pending - taken).min(scratch.len() as u64) as usize;
@@ -350,7 +359,7 @@ fn from_program(
             Ok(taken)
         });
         match drained {
-            Ok(Drained::Readable) if rings.from_program.len().unwrap_or(0) > 0 => continue,
+            Ok(Drained::Readable) if lock(&rings.from_program).len().unwrap_or(0) > 0 => continue,
             Ok(_) => {}
             Err(_) => {
                 record.error = Some(libc::ECONNRESET);
@@ -361,7 +370,7 @@ fn from_program(
             // A close or shutdown with no doorbell pending signals only on the carrier.
             end = match carrier.peek_into(&mut scratch[..1], &mut []) {
                 // A doorbell rang after the drain: the ring has bytes.
-                Transfer::Moved(_) if rings.from_program.pending_bells() > 0 => continue,
+                Transfer::Moved(_) if lock(&rings.from_program).pending_bells() > 0 => continue,
                 Transfer::Moved(_) => {
                     // A byte no writer counted (a program that writes the socket directly
                     // after its switch): not data, and it must not stay in the way.
@@ -406,42 +415,37 @@ fn closed_with_unread(rings: &SocketRings) -> Fate {
     }
 }
 
-/// Copies from two source slices into two target slices, in order, as much as fits.
-fn copy_two_to_two(sources: [&[u8]; 2], targets: [&mut [u8]; 2]) -> usize {
-    let mut copied = 0;
-    let [mut target_a, mut target_b] = targets;
-    for source in sources {
-        let mut source = source;
-        for target in [&mut target_a, &mut target_b] {
-            let n = source.len().min(target.len());
-            target[..n].copy_from_slice(&source[..n]);
-            source = &source[n..];
-            *target = &mut std::mem::take(target)[n..];
-            copied += n;
-        }
-    }
-    copied
+/// The program → engine ring, shared by the daemon (which reads new bytes and doorbells) and the
+/// engine (which copies lent bytes into segments and releases them once acknowledged). One
+/// thread uses both; the lock only makes the sharing safe to express.
+type SharedConsumer = Arc<Mutex<Consumer<Box<RingRegion>>>>;
+
+fn lock(ring: &SharedConsumer) -> MutexGuard<'_, Consumer<Box<RingRegion>>> {
+    // Nothing panics while holding it; if something did, the ring's state is still sound
+    // (every update is a single store), so carry on rather than poison the connection.
+    ring.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::copy_two_to_two;
+/// A program's ring as its connection's send buffer (fbsd-tcp's [`SendSource`]): the engine
+/// copies the program's bytes from the ring straight into segments, as often as it sends them,
+/// and releases them when acknowledged, which frees the program's space (and wakes a writer
+/// waiting for it). The program cannot rewrite them meanwhile: the ring's protocol keeps a
+/// writer off space the reader has not handed back.
+#[derive(Debug)]
+struct ProgramRing(SharedConsumer);
 
-    #[test]
-    fn copies_across_both_wraps_in_order() {
-        let source: Vec<u8> = (0..100).collect();
-        for split in [0, 1, 37, 99, 100] {
-            for cut in [0, 5, 50, 80, 120] {
-                let mut target = [0u8; 120];
-                let (a, b) = target.split_at_mut(cut.min(120));
-                let n = copy_two_to_two([&source[..split], &source[split..]], [a, b]);
-                assert_eq!(n, 100, "split {split} cut {cut}");
-                assert_eq!(&target[..100], &source[..], "split {split} cut {cut}");
-            }
+impl SendSource for ProgramRing {
+    fn copy_out(&mut self, offset: usize, into: &mut [u8]) {
+        if let Err(error) = lock(&self.0).copy_lent(offset, into) {
+            // The engine asks only for bytes it was lent; this is a bug, not the program's.
+            tracing::error!(%error, offset, len = into.len(), "engine read beyond a lent ring");
+            into.fill(0);
         }
-        let mut small = [0u8; 10];
-        let (a, b) = small.split_at_mut(4);
-        assert_eq!(copy_two_to_two([&source[..3], &source[3..]], [a, b]), 10);
-        assert_eq!(&small, &source[..10]);
+    }
+
+    fn release(&mut self, n: usize) {
+        if let Err(error) = lock(&self.0).release(n) {
+            tracing::error!(%error, n, "engine released more of a ring than was lent");
+        }
     }
 }

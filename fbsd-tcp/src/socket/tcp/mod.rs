@@ -67,7 +67,7 @@ use self::rtt::RttEstimator;
 use self::sack::Scoreboard;
 use self::timer::{Timer, TimerTable};
 use crate::socket::{Errno, Readiness, SocketOptions};
-use crate::storage::RingBuffer;
+use crate::storage::{RingBuffer, SendQueue, SendSource};
 use crate::time::{Duration, Instant};
 use crate::wire::{SackBlock, SeqNumber, TcpFlags, TcpOptions, TcpRepr};
 
@@ -389,7 +389,7 @@ pub struct TcpSocket {
     last_ack_sent: SeqNumber,
 
     // Buffers.
-    tx: RingBuffer,
+    tx: SendQueue,
     rx: RingBuffer,
     assembler: Assembler,
     /// A FIN that arrived (possibly beyond a gap) and is not yet in sequence.
@@ -595,7 +595,7 @@ impl TcpSocket {
             ts_recent: 0,
             ts_recent_stamp: now,
             last_ack_sent: SeqNumber(0),
-            tx: RingBuffer::new(options.send_buffer),
+            tx: SendQueue::new(options.send_buffer),
             rx: RingBuffer::new(options.recv_buffer),
             assembler: Assembler::new(config.max_ooo_ranges),
             rx_fin: None,
@@ -801,6 +801,9 @@ impl TcpSocket {
         if !open || self.write_shutdown {
             return Err(Errno::BrokenPipe);
         }
+        if self.tx.has_source() {
+            return Err(Errno::InvalidArgument); // bytes copied in would overtake the lent ones
+        }
         if self.tx.is_full() {
             return Err(Errno::WouldBlock);
         }
@@ -812,6 +815,38 @@ impl TcpSocket {
             self.wants_dispatch = true;
         }
         Ok(written)
+    }
+
+    /// Lends the connection a [`SendSource`]: from now on its new bytes come from there (after
+    /// those already queued), announced with [`send_lent`](Self::send_lent), and `send` is
+    /// refused. The engine copies them straight from the source into segments and releases them
+    /// once acknowledged. `InvalidArgument` if a source was lent already.
+    pub fn lend_send_source(&mut self, source: Box<dyn SendSource>) -> Result<(), Errno> {
+        self.tx.lend(source).map_err(|_| Errno::InvalidArgument)
+    }
+
+    /// `n` more bytes of the lent source are part of the stream (errors as `send`'s, and
+    /// `InvalidArgument` without a source). The bytes must stay unchanged in the source until
+    /// released.
+    pub fn send_lent(&mut self, n: usize) -> Result<usize, Errno> {
+        if !self.tx.has_source() {
+            return Err(Errno::InvalidArgument);
+        }
+        if let Some(error) = self.error.take() {
+            return Err(error);
+        }
+        let open = matches!(
+            self.state,
+            TcpState::SynSent | TcpState::SynReceived | TcpState::Established | TcpState::CloseWait
+        );
+        if !open || self.write_shutdown {
+            return Err(Errno::BrokenPipe);
+        }
+        self.tx.extend_lent(n);
+        if n > 0 {
+            self.wants_dispatch = true;
+        }
+        Ok(n)
     }
 
     /// Moves up to `buf.len()` received bytes into `buf`. `Ok(0)` at end of stream (FIN

@@ -496,11 +496,8 @@ impl TcpSocket {
         let segment = &mut buf[..total];
         repr.emit_header(&mut TcpPacket::new_unchecked(&mut *segment));
         if data > 0 {
-            let (first, second) = self.tx.peek(seq - self.tx_front(), data);
-            debug_assert_eq!(first.len() + second.len(), data);
-            let payload = &mut segment[header_len..];
-            payload[..first.len()].copy_from_slice(first);
-            payload[first.len()..first.len() + second.len()].copy_from_slice(second);
+            let offset = seq - self.tx_front();
+            self.tx.copy_out(offset, &mut segment[header_len..header_len + data]);
         }
         if fill {
             TcpPacket::new_unchecked(&mut *segment)
