@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant as WallInstant};
 
 use fbsd_tcp::time::Instant;
-use fbsd_tcp::wire::Ipv4Cidr;
+use fbsd_tcp::wire::{ChecksumPolicy, Ipv4Cidr};
 use fbsd_tcp::{AddressFamily, Errno, Shutdown, SocketType, Stack, StackConfig};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -67,7 +67,12 @@ fn run_side(
         Ipv4Cidr::new(ip.into(), 24).expect("valid address"),
         [ip[3]; 16],
     );
+    // As joyride-stackd configures its engine for this wire.
     config.mtu = backend.mtu();
+    config.segmentation_offload = backend.segmentation_offload();
+    if backend.checksums_unneeded() {
+        config.checksum = ChecksumPolicy { fill_tx: false, verify_rx: false };
+    }
     config.tcp.send_buffer = BUFFER;
     config.tcp.recv_buffer = BUFFER;
     let mut stack = Stack::new(config, now());

@@ -400,6 +400,7 @@ impl Call<'_> {
         let wait = Wait {
             carrier: t.dup,
             events: PollFlags::POLLOUT,
+            exclusive: false,
             deadline,
             attempt: Box::new(move || connect_outcome(&supervisor, token)),
         };
@@ -452,7 +453,8 @@ impl Call<'_> {
                 outcome
             }
         };
-        self.now_or_wait(t.dup, PollFlags::POLLIN, libc::SO_RCVTIMEO, accept_once)
+        // One connection satisfies one waiter: wake one per ring of the listener's doorbell.
+        self.now_or_wait(t.dup, PollFlags::POLLIN, true, libc::SO_RCVTIMEO, accept_once)
     }
 
     fn accept_once(
@@ -468,10 +470,10 @@ impl Call<'_> {
         if !self.n.is_valid(self.listener()).unwrap_or(false) {
             return Err(Fail::Gone);
         }
-        // Every waiter on a listener wakes when its doorbell rings, but one byte stands for the
-        // connections waiting and the daemon rings again while more remain after an accept: a
-        // waiter that finds the bell already drained by another leaves the daemon alone
-        // (a thousand waiters would otherwise ask it a thousand times per connection).
+        // One byte stands for the connections waiting and the daemon rings again while more
+        // remain after an accept. Waiters wait exclusively (one woken per ring), but a waiter
+        // may still find the bell drained by another caller (a non-blocking accept, a waiter
+        // whose slice ended): it leaves the daemon alone rather than ask it for nothing.
         if woken && drain_doorbell(doorbell) == 0 {
             return Err(Fail::Errno(libc::EAGAIN));
         }
@@ -494,11 +496,13 @@ impl Call<'_> {
     }
 
     /// Tries `attempt` now; if it would block on a blocking socket, waits for `events` on a
-    /// thread of its own (bounded by the carrier's SO_RCVTIMEO/SO_SNDTIMEO `timeout_option`).
+    /// thread of its own (bounded by the carrier's SO_RCVTIMEO/SO_SNDTIMEO `timeout_option`;
+    /// `exclusive`: see [`Wait::exclusive`]).
     fn now_or_wait(
         &self,
         carrier: OwnedFd,
         events: PollFlags,
+        exclusive: bool,
         timeout_option: i32,
         mut attempt: impl FnMut() -> Result<Answer, Fail> + Send + 'static,
     ) -> Result<Answer, Fail> {
@@ -507,7 +511,7 @@ impl Call<'_> {
             other => return other,
         }
         let deadline = deadline_of(carrier.as_fd(), timeout_option, libc::EAGAIN);
-        let wait = Wait { carrier, events, deadline, attempt: Box::new(attempt) };
+        let wait = Wait { carrier, events, exclusive, deadline, attempt: Box::new(attempt) };
         defer(self.supervisor, self.listener, *self.n, wait)
     }
 
@@ -801,7 +805,7 @@ impl Call<'_> {
         if dontwait {
             return send_once();
         }
-        self.now_or_wait(t.dup, PollFlags::POLLOUT, libc::SO_SNDTIMEO, send_once)
+        self.now_or_wait(t.dup, PollFlags::POLLOUT, false, libc::SO_SNDTIMEO, send_once)
     }
 
     fn recv_from(
@@ -855,7 +859,7 @@ impl Call<'_> {
         if flags & libc::MSG_DONTWAIT as u32 != 0 {
             return attempt();
         }
-        self.now_or_wait(t.dup, PollFlags::POLLIN, libc::SO_RCVTIMEO, attempt)
+        self.now_or_wait(t.dup, PollFlags::POLLIN, false, libc::SO_RCVTIMEO, attempt)
     }
 
     /// Takes one read's worth off the carrier without blocking (EAGAIN when empty): stream

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType};
 use trap::{Listener, NotifError, Notification, Readiness};
 
@@ -194,6 +195,11 @@ pub struct Wait {
     pub carrier: OwnedFd,
     /// What to wait for (POLLIN, POLLOUT).
     pub events: PollFlags,
+    /// Wake only one of the threads that wait on the same socket (EPOLLEXCLUSIVE), for a call
+    /// that one event satisfies once: accept, where one connection is for one waiter and the
+    /// daemon rings the listener again while more wait. A thousand threads blocked in accept
+    /// then cost one wake-up per connection instead of a thousand.
+    pub exclusive: bool,
     /// When to give up (SO_RCVTIMEO/SO_SNDTIMEO), and the errno then.
     pub deadline: Option<(Instant, i32)>,
     /// Tries the call once more; `Err(Fail::Errno(EAGAIN))` means "not yet".
@@ -236,11 +242,28 @@ pub fn defer(
     }
 }
 
+/// An epoll instance of the waiting thread's own that watches its carrier with EPOLLEXCLUSIVE:
+/// of the threads waiting on one socket so, the kernel wakes one per event.
+fn exclusive_poller(wait: &Wait) -> Result<Epoll, Fail> {
+    let errno = |e: nix::errno::Errno| Fail::Errno(e as i32);
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(errno)?;
+    let mut flags = EpollFlags::EPOLLEXCLUSIVE;
+    if wait.events.contains(PollFlags::POLLIN) {
+        flags |= EpollFlags::EPOLLIN;
+    }
+    if wait.events.contains(PollFlags::POLLOUT) {
+        flags |= EpollFlags::EPOLLOUT;
+    }
+    epoll.add(wait.carrier.as_fd(), EpollEvent::new(flags, 0)).map_err(errno)?;
+    Ok(epoll)
+}
+
 fn wait_and_attempt(
     listener: &Listener,
     notification: &Notification,
     mut wait: Wait,
 ) -> Result<Answer, Fail> {
+    let exclusive = if wait.exclusive { Some(exclusive_poller(&wait)?) } else { None };
     loop {
         let mut slice = WAIT_SLICE;
         if let Some((deadline, errno)) = wait.deadline {
@@ -250,12 +273,30 @@ fn wait_and_attempt(
             }
             slice = slice.min(left);
         }
-        let mut fds = [PollFd::new(wait.carrier.as_fd(), wait.events)];
         let millis = u16::try_from(slice.as_millis()).unwrap_or(u16::MAX).max(1);
-        let ready = match nix::poll::poll(&mut fds, PollTimeout::from(millis)) {
-            Ok(n) => n > 0,
-            Err(nix::errno::Errno::EINTR) => false,
-            Err(errno) => return Err(Fail::Errno(errno as i32)),
+        let (ready, failed) = match &exclusive {
+            Some(epoll) => {
+                let mut events = [EpollEvent::empty()];
+                match epoll.wait(&mut events, EpollTimeout::from(millis)) {
+                    Ok(n) => {
+                        let bad = EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
+                        (n > 0, n > 0 && events[0].events().intersects(bad))
+                    }
+                    Err(nix::errno::Errno::EINTR) => (false, false),
+                    Err(errno) => return Err(Fail::Errno(errno as i32)),
+                }
+            }
+            None => {
+                let mut fds = [PollFd::new(wait.carrier.as_fd(), wait.events)];
+                match nix::poll::poll(&mut fds, PollTimeout::from(millis)) {
+                    Ok(n) => {
+                        let bad = PollFlags::POLLHUP | PollFlags::POLLERR;
+                        (n > 0, fds[0].revents().is_some_and(|r| r.intersects(bad)))
+                    }
+                    Err(nix::errno::Errno::EINTR) => (false, false),
+                    Err(errno) => return Err(Fail::Errno(errno as i32)),
+                }
+            }
         };
         // A target that left the call (a signal) must not have data taken off its socket or
         // a connection accepted for it: check before every attempt.
@@ -267,8 +308,7 @@ fn wait_and_attempt(
                 Err(Fail::Errno(libc::EAGAIN)) => {
                     // Ready but not for us (another thread took it, or only an error/hang-up
                     // the call does not report): do not spin on it.
-                    let bad = PollFlags::POLLHUP | PollFlags::POLLERR;
-                    if fds[0].revents().is_some_and(|r| r.intersects(bad)) {
+                    if failed {
                         std::thread::sleep(Duration::from_millis(10));
                     }
                 }

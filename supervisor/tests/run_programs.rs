@@ -737,16 +737,18 @@ fn a_thousand_threads_blocked_in_accept_are_all_served() {
         "import socket, threading\n\
          l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
          l.bind(('0.0.0.0', 7300)); l.listen(1024)\n\
-         got = []; lock = threading.Lock()\n\
-         def worker():\n\
-         \x20   c, _ = l.accept(); d = c.recv(16)\n\
+         got = []; lock = threading.Lock(); stage = {{}}\n\
+         def worker(i):\n\
+         \x20   stage[i] = 'accept'; c, _ = l.accept()\n\
+         \x20   stage[i] = 'recv'; d = c.recv(16)\n\
          \x20   with lock: got.append(d)\n\
-         \x20   c.close()\n\
-         ts = [threading.Thread(target=worker) for _ in range({THREADS})]\n\
+         \x20   stage[i] = 'close'; c.close(); stage[i] = 'done'\n\
+         ts = [threading.Thread(target=worker, args=(i,)) for i in range({THREADS})]\n\
          for t in ts: t.start()\n\
          print('ready', flush=True)\n\
-         for t in ts: t.join(60)\n\
-         print('accepted', len(got), 'distinct', len(set(got)), flush=True)\n"
+         for t in ts: t.join(50)\n\
+         stuck = sorted(set(stage.values()) - {{'done'}})\n\
+         print('accepted', len(got), 'distinct', len(set(got)), 'stuck in', stuck, flush=True)\n"
     );
     let mut app = net.spawn_app("threads", &["python3", "-c", &server]);
     app.wait_line("ready", START);
@@ -763,5 +765,5 @@ fn a_thousand_threads_blocked_in_accept_are_all_served() {
     let sent = run_capture(command, b"", Duration::from_secs(60));
     assert!(sent.status.success(), "clients: {}", sent.stderr);
     let line = app.wait_line("accepted", Duration::from_secs(60));
-    assert_eq!(line.trim(), format!("accepted {THREADS} distinct {THREADS}"));
+    assert_eq!(line.trim(), format!("accepted {THREADS} distinct {THREADS} stuck in []"));
 }
