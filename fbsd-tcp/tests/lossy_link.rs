@@ -772,3 +772,150 @@ mod lent_send_source {
         }
     }
 }
+
+mod lent_recv_sink {
+    //! A connection that puts in-order payload straight into a buffer the application lends
+    //! (`Stack::lend_recv_sink`), as joyride-stackd lends a program's shared-memory ring, while
+    //! its own receive buffer holds nothing: the application drains the receive buffer into the
+    //! same place, and the stream must come out whole and in order whichever way each segment
+    //! took, through loss and a reader slower than the link.
+
+    use std::sync::{Arc, Mutex};
+
+    use fbsd_tcp::sim::Pattern;
+    use fbsd_tcp::storage::RecvSink;
+
+    use super::*;
+
+    const SIZE: u64 = 16 * MIB;
+    const PATTERN: Pattern = Pattern::new(78);
+    /// What the application's buffer holds before it must read.
+    const CAPACITY: usize = 256 << 10;
+
+    /// The application's buffer: what arrived (whichever way) and has not been read yet.
+    #[derive(Debug, Default)]
+    struct Shared {
+        held: Vec<u8>,
+        direct: u64,
+    }
+
+    #[derive(Debug)]
+    struct VecSink(Arc<Mutex<Shared>>);
+
+    impl RecvSink for VecSink {
+        fn room(&self) -> usize {
+            CAPACITY - self.0.lock().unwrap().held.len()
+        }
+
+        fn deliver(&mut self, data: &[u8]) {
+            let mut shared = self.0.lock().unwrap();
+            assert!(shared.held.len() + data.len() <= CAPACITY, "beyond the room it had");
+            shared.held.extend_from_slice(data);
+            shared.direct += data.len() as u64;
+        }
+    }
+
+    fn run(loss: f64, label: &str) -> (u64, u64) {
+        let link = Link::symmetric(41, lan(loss)).unwrap();
+        let mut pair = pair_with(link, |_| {});
+        let addr = SocketAddr::V4(SocketAddrV4::new(Pair::addr(Side::B), 5001));
+        let b = pair.stack_mut(Side::B);
+        let listener = b.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
+        b.bind(listener, addr).unwrap();
+        b.listen(listener, 1).unwrap();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let now = pair.now();
+        let a = pair.stack_mut(Side::A);
+        let sender = a.socket(AddressFamily::Inet, SocketType::Stream).unwrap();
+        assert_eq!(a.connect(now, sender, addr), Err(Errno::InProgress));
+
+        let (mut receiver, mut sent, mut read, mut shut, mut turns) =
+            (None, 0u64, 0u64, false, 0u64);
+        let mut chunk = vec![0u8; 64 << 10];
+        let outcome = pair.drive_until(Duration::from_secs(60), |pair, _| {
+            turns += 1;
+            let now = pair.now();
+            let a = pair.stack_mut(Side::A);
+            while sent < SIZE {
+                let n = (SIZE - sent).min(chunk.len() as u64) as usize;
+                PATTERN.fill(sent, &mut chunk[..n]);
+                match a.send(sender, &chunk[..n]) {
+                    Ok(n) => sent += n as u64,
+                    Err(Errno::WouldBlock | Errno::NotConnected) => break,
+                    Err(e) => panic!("{label}: send: {e}"),
+                }
+            }
+            if sent == SIZE && !shut && a.shutdown(now, sender, fbsd_tcp::Shutdown::Write).is_ok() {
+                shut = true;
+            }
+            let b = pair.stack_mut(Side::B);
+            if receiver.is_none() {
+                if let Ok((conn, _)) = b.accept(listener) {
+                    b.lend_recv_sink(conn, Box::new(VecSink(shared.clone()))).unwrap();
+                    assert!(b.lend_recv_sink(conn, Box::new(VecSink(shared.clone()))).is_err());
+                    receiver = Some(conn);
+                }
+            }
+            let Some(conn) = receiver else { return false };
+            // The application: drains the receive buffer into its own buffer behind what the
+            // engine put there, then reads that, but only every third turn (a slow reader, so
+            // that segments also take the receive buffer's way).
+            let mut shared = shared.lock().unwrap();
+            let mut ended = false;
+            loop {
+                let room = CAPACITY - shared.held.len();
+                if room == 0 {
+                    break;
+                }
+                match b.recv_with(conn, |first, second| {
+                    let a = first.len().min(room);
+                    shared.held.extend_from_slice(&first[..a]);
+                    let b = second.len().min(room - a);
+                    shared.held.extend_from_slice(&second[..b]);
+                    a + b
+                }) {
+                    Ok(0) => {
+                        ended = true;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(Errno::WouldBlock) => break,
+                    Err(e) => panic!("{label}: recv: {e}"),
+                }
+            }
+            if turns % 3 == 0 || ended {
+                let held = std::mem::take(&mut shared.held);
+                assert_eq!(PATTERN.find_mismatch(read, &held), None, "{label}: out of order");
+                read += held.len() as u64;
+            }
+            ended && shared.held.is_empty()
+        });
+        outcome.unwrap_or_else(|e| panic!("{label}: {e}; {read} of {SIZE} bytes"));
+        print_link(&pair, label);
+        let direct = shared.lock().unwrap().direct;
+        (read, direct)
+    }
+
+    fn lan(loss: f64) -> Impairments {
+        Impairments {
+            loss,
+            delay: Duration::from_micros(50),
+            bandwidth_bps: Some(10_000_000_000),
+            queue_bytes: 8 << 20,
+            ..Impairments::default()
+        }
+    }
+
+    #[test]
+    fn in_order_payload_goes_straight_to_the_sink_and_the_stream_stays_whole() {
+        for loss in [0.0, 0.01] {
+            let label = format!("recv sink, loss {loss}");
+            let (read, direct) = run(loss, &label);
+            println!("{label}: {direct} of {read} bytes went straight to the sink");
+            assert_eq!(read, SIZE, "{label}");
+            // Both ways were taken: straight in, and through the receive buffer when the
+            // reader lagged or a hole was being filled.
+            assert!(direct > SIZE / 10 && direct < SIZE, "{label}: {direct} direct");
+        }
+    }
+}

@@ -536,7 +536,7 @@ fn counter_list(
     let c = stack.counters();
     let b = backend.stats();
     let d = sockets.counters();
-    let pairs: [(&str, u64); 54] = [
+    let pairs: [(&str, u64); 55] = [
         ("rx_frames", c.rx_frames),
         ("rx_bytes", c.rx_bytes),
         ("tx_frames", c.tx_frames),
@@ -589,6 +589,7 @@ fn counter_list(
         ("ring_sockets", d.ring_sockets),
         ("ring_in_bytes", d.ring_in_bytes),
         ("ring_out_bytes", d.ring_out_bytes),
+        ("ring_direct_bytes", d.ring_direct_bytes),
         ("ring_bells", d.ring_bells),
         ("ring_stray_bytes", d.ring_stray_bytes),
     ];

@@ -148,6 +148,8 @@ pub struct ServiceCounters {
     pub ring_in_bytes: u64,
     /// Bytes moved from the engine into programs' rings.
     pub ring_out_bytes: u64,
+    /// Of those, bytes the engine put there straight from the frame (its receive buffer empty).
+    pub ring_direct_bytes: u64,
     /// Doorbell bytes the daemon sent to programs reading rings.
     pub ring_bells: u64,
     /// Bytes on a carrier after its program switched to the ring that no doorbell accounts

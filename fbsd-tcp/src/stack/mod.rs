@@ -23,7 +23,7 @@ use crate::socket::{
     from_v4, to_v4, AddressFamily, Errno, Readiness, Shutdown, SocketHandle, SocketOptions,
     SocketSummary, SocketType,
 };
-use crate::storage::SendSource;
+use crate::storage::{RecvSink, SendSource};
 use crate::time::Instant;
 
 use output::{IcmpBudget, Outgoing};
@@ -549,6 +549,18 @@ impl Stack {
     ) -> Result<(), Errno> {
         let index = self.table.resolve(handle)?;
         self.with_tcb(index, Errno::NotConnected, |tcb| tcb.lend_send_source(source))
+    }
+
+    /// Lends connection `handle` a sink for received bytes shared with the application (see
+    /// [`RecvSink`]): in-order payload goes straight there while the receive buffer holds
+    /// nothing, and the socket polls readable until the next `recv`.
+    pub fn lend_recv_sink(
+        &mut self,
+        handle: SocketHandle,
+        sink: Box<dyn RecvSink>,
+    ) -> Result<(), Errno> {
+        let index = self.table.resolve(handle)?;
+        self.with_tcb(index, Errno::NotConnected, |tcb| tcb.lend_recv_sink(sink))
     }
 
     /// `n` more bytes of the source lent to `handle` are part of its stream (`send`'s errors).

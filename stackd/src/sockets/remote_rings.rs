@@ -19,11 +19,14 @@
 //!
 //! The program's ring is the connection's send buffer: the daemon lends the engine what the
 //! program wrote ([`ProgramRing`], fbsd-tcp's `SendSource`), the engine copies it from there
-//! into frames and hands the space back to the program once it is acknowledged. Copies per
+//! into frames and hands the space back to the program once it is acknowledged. The other ring
+//! is the engine's receive sink ([`ProgramSink`], fbsd-tcp's `RecvSink`): while the engine's
+//! receive buffer is empty, in-order payload goes from the frame straight into it. Copies per
 //! byte, program to wire: two (the program's into the ring, the engine's into the frame);
-//! wire to program: three (frame into the receive buffer, receive buffer into the ring, ring
-//! into the program's buffer). The carrier plane copies three times each way, two of them in
-//! system calls (the program's and the daemon's side of the unix socket).
+//! wire to program: two (frame into the ring, ring into the program's buffer), three when the
+//! program lags and the receive buffer holds a segment first. The carrier plane copies three
+//! times each way, two of them in system calls (the program's and the daemon's side of the
+//! unix socket).
 //!
 //! A doorbell from the daemon costs it one system call, and only when the program is not
 //! spinning on the ring; the program's doorbell wakes the daemon's event loop once per batch
@@ -33,7 +36,7 @@ use std::io::IoSlice;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use fbsd_tcp::storage::SendSource;
+use fbsd_tcp::storage::{RecvSink, SendSource};
 use fbsd_tcp::{Errno, Shutdown};
 
 use super::{carrier_error, internal, Context, Fate, Record, ServiceCounters};
@@ -48,8 +51,10 @@ const MAX_PASSES: usize = 64;
 /// One remote connection's rings, as the daemon holds them.
 #[derive(Debug)]
 pub(super) struct SocketRings {
-    /// Engine → program: the daemon writes.
-    to_program: Producer<Box<RingRegion>>,
+    /// Engine → program: the daemon writes, and so does the engine itself ([`ProgramSink`]).
+    to_program: SharedProducer,
+    /// The engine puts in-order payload straight into `to_program` (see [`ProgramSink`]).
+    sink_lent: bool,
     /// Program → engine: the daemon reads, and lends the engine what it read.
     from_program: SharedConsumer,
     /// The engine holds `from_program` as its send buffer (see [`ProgramRing`]).
@@ -95,7 +100,12 @@ impl SocketRings {
         let queued_data = queued.saturating_sub(record.filler) as u64;
         from_program.take_over(record.taken_from_program + queued_data);
         Ok(SocketRings {
-            to_program,
+            to_program: Arc::new(Mutex::new(ToProgram {
+                producer: to_program,
+                delivered: 0,
+                broken: false,
+            })),
+            sink_lent: false,
             from_program: Arc::new(Mutex::new(from_program)),
             lent_to_engine: false,
             taken_plain: record.taken_from_program,
@@ -112,7 +122,8 @@ impl SocketRings {
             fd.try_clone_to_owned().map_err(carrier_error)
         };
         let from_program = copy(lock(&self.from_program).region())?;
-        Ok([copy(self.to_program.region())?, from_program])
+        let to_program = copy(lock(&self.to_program).producer.region())?;
+        Ok([to_program, from_program])
     }
 
     /// Whether the carrier's watch must change: `Some(true)` to add write space, `Some(false)`
@@ -128,13 +139,13 @@ impl SocketRings {
 
     /// The capacity of each ring.
     pub(super) fn capacity(&self) -> usize {
-        self.to_program.region().capacity()
+        lock(&self.to_program).producer.region().capacity()
     }
 
     /// Bytes written for the program that it has not read.
     fn unread_by_program(&self) -> usize {
         // A corrupt ring is the program's doing: count its bytes as unread (a reset is due).
-        self.to_program.len().unwrap_or(1)
+        lock(&self.to_program).producer.len().unwrap_or(1)
     }
 
     /// Sends one doorbell byte counted by the ring; takes the count back if it cannot go.
@@ -142,7 +153,7 @@ impl SocketRings {
         let Some(carrier) = &record.carrier else { return };
         match carrier.write_from(&[0], &[]) {
             Transfer::Moved(_) => counters.ring_bells += 1,
-            _ => self.to_program.bell_not_sent(),
+            _ => lock(&self.to_program).producer.bell_not_sent(),
         }
     }
 }
@@ -176,7 +187,8 @@ pub(super) fn pump(
     fate
 }
 
-/// Engine → ring, while the ring takes it.
+/// Engine → ring, while the ring takes it: what the engine put there itself (see
+/// [`ProgramSink`]) and what its receive buffer holds.
 fn to_program(
     cx: &mut Context<'_>,
     record: &mut Record,
@@ -184,9 +196,18 @@ fn to_program(
     counters: &mut ServiceCounters,
     ring_full: &mut bool,
 ) -> Fate {
+    if let (false, Some(handle)) = (rings.sink_lent, record.handle) {
+        // Possible once the socket is a connection (from the first pump after a connect or an
+        // accept); the ring's direction switched when it was made, so any time after is right.
+        let sink = Box::new(ProgramSink(rings.to_program.clone()));
+        rings.sink_lent = cx.stack.lend_recv_sink(handle, sink).is_ok();
+    }
     let mut corrupt = false;
+    let mut ring = lock(&rings.to_program);
+    let direct = std::mem::take(&mut ring.delivered);
+    corrupt |= ring.broken;
     let delivery = super::deliver_to_program(cx.stack, record, |_, first, second| {
-        match rings.to_program.write_vectored(&[IoSlice::new(first), IoSlice::new(second)]) {
+        match ring.producer.write_vectored(&[IoSlice::new(first), IoSlice::new(second)]) {
             Ok(n) => n,
             Err(_) => {
                 corrupt = true;
@@ -194,7 +215,9 @@ fn to_program(
             }
         }
     });
-    counters.ring_out_bytes += delivery.moved as u64;
+    let moved = direct + delivery.moved;
+    counters.ring_out_bytes += moved as u64;
+    counters.ring_direct_bytes += direct as u64;
     if corrupt {
         // The program broke the ring's invariants: nothing it reads can be trusted.
         record.error = Some(libc::ECONNRESET);
@@ -205,12 +228,12 @@ fn to_program(
         return Fate::Failed;
     }
     // One look at the bell after the last commit covers every byte written before it.
-    if delivery.moved > 0 && rings.to_program.bell_needed().unwrap_or(true) {
-        rings.ring_bell(record, counters);
-    }
+    let bell = (moved > 0 && ring.producer.bell_needed().unwrap_or(true))
+        || (*ring_full && ring.producer.bell_for_space());
+    drop(ring);
     // A full ring: the reader drains our doorbell once it has emptied the ring, and that read
     // is the carrier's writable edge which brings the daemon back.
-    if *ring_full && rings.to_program.bell_for_space() {
+    if bell {
         rings.ring_bell(record, counters);
     }
     Fate::Keep
@@ -420,10 +443,51 @@ fn closed_with_unread(rings: &SocketRings) -> Fate {
 /// thread uses both; the lock only makes the sharing safe to express.
 type SharedConsumer = Arc<Mutex<Consumer<Box<RingRegion>>>>;
 
-fn lock(ring: &SharedConsumer) -> MutexGuard<'_, Consumer<Box<RingRegion>>> {
+fn lock<T>(ring: &Mutex<T>) -> MutexGuard<'_, T> {
     // Nothing panics while holding it; if something did, the ring's state is still sound
     // (every update is a single store), so carry on rather than poison the connection.
     ring.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The engine → program ring, shared by the daemon (which copies the engine's receive buffer
+/// into it and rings the program's doorbell) and the engine (which puts in-order payload
+/// straight into it, [`ProgramSink`]).
+type SharedProducer = Arc<Mutex<ToProgram>>;
+
+#[derive(Debug)]
+struct ToProgram {
+    producer: Producer<Box<RingRegion>>,
+    /// Bytes the engine put into the ring since the daemon last looked: they need the doorbell
+    /// (and the counters) as much as the daemon's own.
+    delivered: usize,
+    /// A write the engine made failed (the program corrupted the ring): the daemon resets.
+    broken: bool,
+}
+
+/// A program's ring as its connection's receive sink (fbsd-tcp's [`RecvSink`]): while the
+/// engine's receive buffer is empty, a segment's payload goes from the frame straight into
+/// the ring, one copy instead of two. The daemon rings the doorbell for it on its next pump,
+/// which the engine's readable edge brings.
+#[derive(Debug)]
+struct ProgramSink(SharedProducer);
+
+impl RecvSink for ProgramSink {
+    fn room(&self) -> usize {
+        let ring = lock(&self.0);
+        if ring.broken {
+            return 0;
+        }
+        ring.producer.free().unwrap_or(0)
+    }
+
+    fn deliver(&mut self, data: &[u8]) {
+        let mut ring = lock(&self.0);
+        match ring.producer.write_vectored(&[IoSlice::new(data)]) {
+            Ok(n) if n == data.len() => ring.delivered += n,
+            // Room was asked just before: only a program that broke the ring gets here.
+            _ => ring.broken = true,
+        }
+    }
 }
 
 /// A program's ring as its connection's send buffer (fbsd-tcp's [`SendSource`]): the engine

@@ -719,6 +719,15 @@ impl TcpSocket {
     }
 
     fn receive_in_order(&mut self, now: Instant, payload: &[u8], fin: bool) {
+        if self.deliver_to_sink(payload) {
+            if fin {
+                self.rx_fin = Some(self.rcv_nxt + payload.len());
+            }
+            self.rcv_nxt += payload.len();
+            self.stats.bytes_received += payload.len() as u64;
+            self.count_for_ack(now, payload.len());
+            return;
+        }
         let stored = self.rx.write_unallocated(0, payload);
         if stored < payload.len() {
             // Beyond the buffer: dropped, and the FIN after it with it. Say where we are.
@@ -757,10 +766,31 @@ impl TcpSocket {
             self.sack_refresh();
             return;
         }
+        self.count_for_ack(now, advance);
+    }
+
+    /// With a sink lent and nothing held here (no unread bytes, no hole), in-order payload goes
+    /// straight to the sink when it fits whole.
+    fn deliver_to_sink(&mut self, payload: &[u8]) -> bool {
+        let Some(sink) = &mut self.rx_sink else { return false };
+        if payload.is_empty()
+            || !self.rx.is_empty()
+            || !self.assembler.is_empty()
+            || sink.room() < payload.len()
+        {
+            return false;
+        }
+        sink.deliver(payload);
+        self.sink_news = true;
+        true
+    }
+
+    /// In-order data of `len` bytes arrived: acknowledge now or later.
+    fn count_for_ack(&mut self, now: Instant, len: usize) {
         // RFC 1122 §4.2.3.2 / RFC 5681 §4.2: ACK at least every second segment, else within the
         // delayed-ACK timeout; at the start of a connection, every segment. A segment beyond
         // our MSS (a sender's offload burst taken whole) counts as the segments it stands for.
-        let segments = advance.div_ceil(self.rcv_mss.max(1)).max(1);
+        let segments = len.div_ceil(self.rcv_mss.max(1)).max(1);
         self.delayed_segs =
             self.delayed_segs.saturating_add(u32::try_from(segments).unwrap_or(u32::MAX));
         if self.quickacks > 0 {

@@ -67,7 +67,7 @@ use self::rtt::RttEstimator;
 use self::sack::Scoreboard;
 use self::timer::{Timer, TimerTable};
 use crate::socket::{Errno, Readiness, SocketOptions};
-use crate::storage::{RingBuffer, SendQueue, SendSource};
+use crate::storage::{RecvSink, RingBuffer, SendQueue, SendSource};
 use crate::time::{Duration, Instant};
 use crate::wire::{SackBlock, SeqNumber, TcpFlags, TcpOptions, TcpRepr};
 
@@ -428,6 +428,11 @@ pub struct TcpSocket {
     delayed_segs: u32,
     /// The largest segment the link takes whole (`set_segmentation_offload`); 0 for none.
     offload_segment: usize,
+    /// Where in-order payload goes when the receive buffer holds nothing (`lend_recv_sink`).
+    rx_sink: Option<Box<dyn RecvSink>>,
+    /// Bytes went to the sink since the application last called `recv`: the socket polls
+    /// readable, so that the application learns of them.
+    sink_news: bool,
     /// Segments still to ACK at once (quick-ACK at connection start).
     quickacks: u32,
     challenge_window_start: Instant,
@@ -613,6 +618,8 @@ impl TcpSocket {
             owed_acks: OwedAcks::default(),
             delayed_segs: 0,
             offload_segment: 0,
+            rx_sink: None,
+            sink_news: false,
             quickacks: QUICKACK_SEGMENTS,
             challenge_window_start: now,
             challenge_acks: 0,
@@ -849,6 +856,18 @@ impl TcpSocket {
         Ok(n)
     }
 
+    /// Lends the connection a [`RecvSink`]: in-order payload goes straight there whenever the
+    /// receive buffer holds nothing and the segment fits, and the socket polls readable until
+    /// the next `recv` (which finds only what the buffer holds). `InvalidArgument` if a sink was
+    /// lent already.
+    pub fn lend_recv_sink(&mut self, sink: Box<dyn RecvSink>) -> Result<(), Errno> {
+        if self.rx_sink.is_some() {
+            return Err(Errno::InvalidArgument);
+        }
+        self.rx_sink = Some(sink);
+        Ok(())
+    }
+
     /// Moves up to `buf.len()` received bytes into `buf`. `Ok(0)` at end of stream (FIN
     /// received and all data read); `WouldBlock` if nothing yet; `ConnectionReset` after RST.
     /// Reading opens the window (a window update is sent when it grows by 2 MSS or half the
@@ -872,6 +891,7 @@ impl TcpSocket {
         &mut self,
         consume: impl FnOnce(&[u8], &[u8]) -> usize,
     ) -> Result<usize, Errno> {
+        self.sink_news = false;
         if self.rx.is_empty() {
             if let Some(error) = self.error.take() {
                 return Err(error);
@@ -1038,7 +1058,7 @@ impl TcpSocket {
             free > 0 && free >= self.tx.len() / 2
         };
         Readiness {
-            readable: !self.rx.is_empty() || read_closed || self.error.is_some(),
+            readable: !self.rx.is_empty() || self.sink_news || read_closed || self.error.is_some(),
             writable,
             read_closed,
             hangup: closed
