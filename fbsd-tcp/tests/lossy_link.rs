@@ -51,6 +51,17 @@ fn wan(loss: f64) -> Impairments {
     }
 }
 
+/// A 10 Gbit/s link with a 50 µs one-way delay and the given loss, like a LAN.
+fn lan(loss: f64) -> Impairments {
+    Impairments {
+        loss,
+        delay: Duration::from_micros(50),
+        bandwidth_bps: Some(10_000_000_000),
+        queue_bytes: 8 << 20,
+        ..Impairments::default()
+    }
+}
+
 /// Socket buffers large enough to fill the pipe and its queue.
 fn wan_config(side: Side) -> StackConfig {
     let mut config = Pair::config(side);
@@ -531,17 +542,6 @@ mod segmentation_offload {
         config.segmentation_offload = OFFLOAD;
     }
 
-    /// A 10 Gbit/s link with a 50 µs one-way delay and the given loss, like a LAN.
-    fn lan(loss: f64) -> Impairments {
-        Impairments {
-            loss,
-            delay: Duration::from_micros(50),
-            bandwidth_bps: Some(10_000_000_000),
-            queue_bytes: 8 << 20,
-            ..Impairments::default()
-        }
-    }
-
     fn both_ways(pair: &mut Pair, label: &str) -> Vec<Report> {
         let bulks = vec![Bulk::new(Side::A, 5001, SIZE, 1), Bulk::new(Side::B, 5002, SIZE, 2)];
         let reports = transfer(pair, bulks, Duration::from_secs(600), label);
@@ -745,16 +745,6 @@ mod lent_send_source {
         (state, lost)
     }
 
-    fn lan(loss: f64) -> Impairments {
-        Impairments {
-            loss,
-            delay: Duration::from_micros(50),
-            bandwidth_bps: Some(10_000_000_000),
-            queue_bytes: 8 << 20,
-            ..Impairments::default()
-        }
-    }
-
     #[test]
     fn the_engine_sends_from_the_lent_buffer_and_releases_what_is_acknowledged() {
         for (loss, offload) in [(0.0, false), (0.01, false), (0.01, true)] {
@@ -894,16 +884,6 @@ mod lent_recv_sink {
         print_link(&pair, label);
         let direct = shared.lock().unwrap().direct;
         (read, direct)
-    }
-
-    fn lan(loss: f64) -> Impairments {
-        Impairments {
-            loss,
-            delay: Duration::from_micros(50),
-            bandwidth_bps: Some(10_000_000_000),
-            queue_bytes: 8 << 20,
-            ..Impairments::default()
-        }
     }
 
     #[test]

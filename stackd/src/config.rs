@@ -297,6 +297,9 @@ mod tests {
         assert_eq!(config.control, PathBuf::from("/run/joyride/stackd.sock"));
         assert_eq!(config.pcap, None);
         assert_eq!(config.ring_size, 1 << 20);
+        assert!(config.segmentation_offload);
+        let off = Settings { segmentation_offload: Some("off".into()), ..Default::default() };
+        assert!(!Config::from_settings(off).unwrap().segmentation_offload);
     }
 
     #[test]
@@ -372,6 +375,10 @@ mod tests {
             (
                 Settings { mtu: Some(100), ..Default::default() },
                 "mtu = \"100\": must be between 576 and 9000",
+            ),
+            (
+                Settings { segmentation_offload: Some("yes".into()), ..Default::default() },
+                "segmentation-offload = \"yes\": expected on or off",
             ),
             (
                 Settings { backend: Some("af-packet".into()), ..Default::default() },

@@ -203,6 +203,7 @@ fn to_program(
         rings.sink_lent = cx.stack.lend_recv_sink(handle, sink).is_ok();
     }
     let mut corrupt = false;
+    // Held across `recv_with`, which never calls the sink (only a frame's arrival does).
     let mut ring = lock(&rings.to_program);
     let direct = std::mem::take(&mut ring.delivered);
     corrupt |= ring.broken;
@@ -227,12 +228,12 @@ fn to_program(
     if delivery.failed {
         return Fate::Failed;
     }
-    // One look at the bell after the last commit covers every byte written before it.
+    // One look at the bell after the last commit covers every byte written before it. A full
+    // ring: the reader drains our doorbell once it has emptied the ring, and that read is the
+    // carrier's writable edge which brings the daemon back.
     let bell = (moved > 0 && ring.producer.bell_needed().unwrap_or(true))
         || (*ring_full && ring.producer.bell_for_space());
     drop(ring);
-    // A full ring: the reader drains our doorbell once it has emptied the ring, and that read
-    // is the carrier's writable edge which brings the daemon back.
     if bell {
         rings.ring_bell(record, counters);
     }

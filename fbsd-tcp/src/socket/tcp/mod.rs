@@ -792,12 +792,9 @@ impl TcpSocket {
         })
     }
 
-    /// Zero-copy send: `fill` gets the free space of the send buffer as two slices, writes a
-    /// prefix and returns how many bytes it wrote. Same errors as `send`.
-    pub fn send_with(
-        &mut self,
-        fill: impl FnOnce(&mut [u8], &mut [u8]) -> usize,
-    ) -> Result<usize, Errno> {
+    /// What a send reports before it looks at the buffer: a pending error, or EPIPE once the
+    /// connection can take no more data (closed, or shut for writing).
+    fn check_sendable(&mut self) -> Result<(), Errno> {
         if let Some(error) = self.error.take() {
             return Err(error);
         }
@@ -808,6 +805,16 @@ impl TcpSocket {
         if !open || self.write_shutdown {
             return Err(Errno::BrokenPipe);
         }
+        Ok(())
+    }
+
+    /// Zero-copy send: `fill` gets the free space of the send buffer as two slices, writes a
+    /// prefix and returns how many bytes it wrote. Same errors as `send`.
+    pub fn send_with(
+        &mut self,
+        fill: impl FnOnce(&mut [u8], &mut [u8]) -> usize,
+    ) -> Result<usize, Errno> {
+        self.check_sendable()?;
         if self.tx.has_source() {
             return Err(Errno::InvalidArgument); // bytes copied in would overtake the lent ones
         }
@@ -839,16 +846,7 @@ impl TcpSocket {
         if !self.tx.has_source() {
             return Err(Errno::InvalidArgument);
         }
-        if let Some(error) = self.error.take() {
-            return Err(error);
-        }
-        let open = matches!(
-            self.state,
-            TcpState::SynSent | TcpState::SynReceived | TcpState::Established | TcpState::CloseWait
-        );
-        if !open || self.write_shutdown {
-            return Err(Errno::BrokenPipe);
-        }
+        self.check_sendable()?;
         self.tx.extend_lent(n);
         if n > 0 {
             self.wants_dispatch = true;
