@@ -93,7 +93,9 @@ impl SocketRings {
         } else {
             carrier.queued_from_program().map_err(carrier_error)?
         };
-        let to_program = Producer::new(Box::new(make()?)).map_err(|e| internal(e.to_string()))?;
+        let to_region = make()?;
+        to_region.mark_writer_relays();
+        let to_program = Producer::new(Box::new(to_region)).map_err(|e| internal(e.to_string()))?;
         let from_program = Consumer::new(Box::new(make()?)).map_err(|e| internal(e.to_string()))?;
         to_program.take_over(record.sent_to_program, unread_by_program as u64);
         // The filler is not the program's: it waits in the queue until the connect completes.
