@@ -537,11 +537,10 @@ impl Rx {
         Ok(copied)
     }
 
-    /// Whether a blocking read should spin before it sleeps. A spin pays when the writer answers
-    /// within the budget: a program on a local connection does, stackd on a remote one rarely
-    /// does (a round trip through the network takes longer), and there a spin that times out
-    /// only takes the CPU from the processes that have work — on two cores it made stackd's
-    /// ping-pong 30% slower and the receiver of a bulk transfer twice as busy.
+    /// Whether a blocking read should spin before it sleeps: a spin pays only when the writer
+    /// answers within the budget, and one that times out takes the CPU from the processes that
+    /// have work. After a few misses in a row the reader sleeps at once, probing now and then.
+    /// (A ring stackd writes for a remote peer is not spun on at all: `writer_relays`.)
     fn spin_worth_trying(&mut self) -> bool {
         if self.spin_misses < SPIN_MISSES_BEFORE_SLEEPING {
             return true;

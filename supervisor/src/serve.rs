@@ -274,29 +274,26 @@ fn wait_and_attempt(
             slice = slice.min(left);
         }
         let millis = u16::try_from(slice.as_millis()).unwrap_or(u16::MAX).max(1);
-        let (ready, failed) = match &exclusive {
+        // Whether the carrier is ready, and whether only with an error or hang-up.
+        let waited = match &exclusive {
             Some(epoll) => {
                 let mut events = [EpollEvent::empty()];
-                match epoll.wait(&mut events, EpollTimeout::from(millis)) {
-                    Ok(n) => {
-                        let bad = EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
-                        (n > 0, n > 0 && events[0].events().intersects(bad))
-                    }
-                    Err(nix::errno::Errno::EINTR) => (false, false),
-                    Err(errno) => return Err(Fail::Errno(errno as i32)),
-                }
+                let bad = EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
+                epoll
+                    .wait(&mut events, EpollTimeout::from(millis))
+                    .map(|n| (n > 0, n > 0 && events[0].events().intersects(bad)))
             }
             None => {
                 let mut fds = [PollFd::new(wait.carrier.as_fd(), wait.events)];
-                match nix::poll::poll(&mut fds, PollTimeout::from(millis)) {
-                    Ok(n) => {
-                        let bad = PollFlags::POLLHUP | PollFlags::POLLERR;
-                        (n > 0, fds[0].revents().is_some_and(|r| r.intersects(bad)))
-                    }
-                    Err(nix::errno::Errno::EINTR) => (false, false),
-                    Err(errno) => return Err(Fail::Errno(errno as i32)),
-                }
+                let bad = PollFlags::POLLHUP | PollFlags::POLLERR;
+                nix::poll::poll(&mut fds, PollTimeout::from(millis))
+                    .map(|n| (n > 0, fds[0].revents().is_some_and(|r| r.intersects(bad))))
             }
+        };
+        let (ready, failed) = match waited {
+            Ok(outcome) => outcome,
+            Err(nix::errno::Errno::EINTR) => (false, false),
+            Err(errno) => return Err(Fail::Errno(errno as i32)),
         };
         // A target that left the call (a signal) must not have data taken off its socket or
         // a connection accepted for it: check before every attempt.
