@@ -45,6 +45,9 @@ pub struct Conn {
     /// Set when a send found the ring full: re-arms an edge-triggered EPOLLOUT, as EAGAIN
     /// does for a kernel socket.
     tx_blocked: AtomicBool,
+    /// This side wrote last and has read nothing since: it awaits an answer, which is what
+    /// makes a spin on a ring stackd writes for a remote peer worth its CPU.
+    answer_awaited: AtomicBool,
     /// The connection's names, fixed once connected: asked of the supervisor once each, then
     /// answered here.
     local_name: OnceLock<SocketName>,
@@ -176,6 +179,7 @@ impl Conn {
             tx_region: tx,
             rx_on_ring: AtomicBool::new(false),
             tx_blocked: AtomicBool::new(false),
+            answer_awaited: AtomicBool::new(false),
             nonblocking_hint: AtomicBool::new(false),
             shared: AtomicBool::new(false),
             local_name: OnceLock::new(),
@@ -329,6 +333,9 @@ impl Conn {
                 Ok(0) => {}
                 Ok(n) => {
                     got += n;
+                    if !peek && self.answer_awaited.load(Ordering::Relaxed) {
+                        self.answer_awaited.store(false, Ordering::Relaxed);
+                    }
                     if !wait_all || got == total {
                         rx.drain_if_empty(fd);
                         return Ok(got);
@@ -354,7 +361,8 @@ impl Conn {
             // in a read of the socket (not holding a shared side: another process's
             // non-blocking read must not wait for our sleep).
             let spin_first = dontwait == 0 && !self.nonblocking_hint.load(Ordering::Relaxed);
-            match rx.prepare_sleep(fd, total - got, spin_first) {
+            let awaiting_answer = self.answer_awaited.load(Ordering::Relaxed);
+            match rx.prepare_sleep(fd, total - got, spin_first, awaiting_answer) {
                 Ok(Some(Woke::Again)) => continue,
                 Ok(Some(Woke::Eof)) => return Ok(got),
                 Ok(None) => {}
@@ -413,6 +421,9 @@ impl Conn {
         loop {
             let n = tx.write_ring(bufs, sent).map_err(ring_errno)?;
             sent += n;
+            if n > 0 && !self.answer_awaited.load(Ordering::Relaxed) {
+                self.answer_awaited.store(true, Ordering::Relaxed);
+            }
             if n > 0 && tx.ring.bell_needed().map_err(ring_errno)? {
                 if let Err(errno) = ring_bell(fd) {
                     tx.ring.bell_not_sent();
@@ -537,10 +548,24 @@ impl Rx {
         Ok(copied)
     }
 
+    /// How long a blocking read may spin before it sleeps, in ns. On a ring stackd writes for
+    /// a remote peer, only while an answer is awaited and as long as stackd advises (it polls
+    /// as long itself); a stream's next bytes come when the network brings them, and a spin
+    /// for them only takes the CPU from the daemon that brings them.
+    fn spin_budget_ns(&self, awaiting_answer: bool) -> u64 {
+        let region = self.ring.region();
+        match (region.writer_relays(), awaiting_answer) {
+            (false, _) => spin::budget_ns(),
+            (true, true) if spin::budget_ns() > 0 => {
+                u64::try_from(region.answer_spin().as_nanos()).unwrap_or(u64::MAX)
+            }
+            (true, _) => 0,
+        }
+    }
+
     /// Whether a blocking read should spin before it sleeps: a spin pays only when the writer
     /// answers within the budget, and one that times out takes the CPU from the processes that
     /// have work. After a few misses in a row the reader sleeps at once, probing now and then.
-    /// (A ring stackd writes for a remote peer is not spun on at all: `writer_relays`.)
     fn spin_worth_trying(&mut self) -> bool {
         if self.spin_misses < SPIN_MISSES_BEFORE_SLEEPING {
             return true;
@@ -561,15 +586,18 @@ impl Rx {
         fd: RawFd,
         want: usize,
         spin_first: bool,
+        awaiting_answer: bool,
     ) -> Result<Option<Woke>, Errno> {
         if !matches!(self.phase(), Phase::Ring) {
             return Ok(None);
         }
-        let relayed = self.ring.region().writer_relays();
-        if spin_first && spin::budget_ns() > 0 && !relayed && self.spin_worth_trying() {
+        let budget = self.spin_budget_ns(awaiting_answer);
+        if spin_first && budget > 0 && self.spin_worth_trying() {
             self.ring.spin_begin(want);
             let ring = &self.ring;
-            let _ = spin::spin(|| ring.len().map_or(Some(()), |len| (len > 0).then_some(())));
+            let _ = spin::spin_for(budget, || {
+                ring.len().map_or(Some(()), |len| (len > 0).then_some(()))
+            });
             if self.ring.spin_end().map_err(ring_errno)? > 0 {
                 self.spin_misses = 0;
                 return Ok(Some(Woke::Again));

@@ -50,8 +50,12 @@ thread_local! {
 }
 
 /// Calls `poll` until it returns `Some`, or the budget runs out (then `None`).
-pub fn spin<T>(mut poll: impl FnMut() -> Option<T>) -> Option<T> {
-    let budget = budget_ns();
+pub fn spin<T>(poll: impl FnMut() -> Option<T>) -> Option<T> {
+    spin_for(budget_ns(), poll)
+}
+
+/// [`spin`] with a budget of its own, in ns.
+pub fn spin_for<T>(budget: u64, mut poll: impl FnMut() -> Option<T>) -> Option<T> {
     if budget == 0 {
         return None;
     }

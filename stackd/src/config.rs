@@ -14,15 +14,22 @@
 //! dpdk-args = "-l 0 --no-huge --no-pci --vdev=net_tap0"
 //! ring-size = 1048576        # bytes per direction of a local connection's shared-memory rings
 //! segmentation-offload = "on" # TCP segments of up to 64 KiB on links that take them (shm)
+//! busy-poll = 100            # µs to poll for the other side's turn of a request/response
 //! ```
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use fbsd_tcp::wire::Ipv4Cidr;
 use serde::Deserialize;
 
 use crate::backend::BackendKind;
+
+/// Busy poll for the other side's turn unless told otherwise (µs).
+pub const DEFAULT_BUSY_POLL_US: u64 = 100;
+/// A longer poll would be a core given away, not a wake-up saved.
+const MAX_BUSY_POLL_US: u64 = 10_000;
 
 /// Where the control socket lives unless told otherwise.
 pub const DEFAULT_CONTROL_PATH: &str = "/run/joyride/stackd.sock";
@@ -70,6 +77,12 @@ pub struct Settings {
     /// them (the shm wire), as the kernel does over veth.
     #[arg(long, value_name = "on|off")]
     pub segmentation_offload: Option<String>,
+    /// Microseconds to poll instead of sleeping when a fast-path connection's turn passes to
+    /// the other side (a request sent, an answer delivered), since that side usually answers
+    /// within a round trip; the waiting program polls its ring as long. 0 turns it off
+    /// (default 100, at most 10000).
+    #[arg(long, value_name = "USEC")]
+    pub busy_poll: Option<u64>,
 }
 
 impl Settings {
@@ -89,7 +102,8 @@ impl Settings {
             pcap,
             dpdk_args,
             ring_size,
-            segmentation_offload
+            segmentation_offload,
+            busy_poll
         );
     }
 
@@ -129,6 +143,8 @@ pub struct Config {
     pub ring_size: usize,
     /// Use segmentation offload where the link has it.
     pub segmentation_offload: bool,
+    /// How long to poll for the other side's turn of a request/response (zero: never).
+    pub busy_poll: Duration,
 }
 
 impl Config {
@@ -217,6 +233,14 @@ impl Config {
                 return Err(invalid("segmentation-offload", other, "expected on or off"))
             }
         };
+        let busy_poll = settings.busy_poll.unwrap_or(DEFAULT_BUSY_POLL_US);
+        if busy_poll > MAX_BUSY_POLL_US {
+            return Err(invalid(
+                "busy-poll",
+                &busy_poll.to_string(),
+                "must be at most 10000 (µs); 0 turns polling off",
+            ));
+        }
         let mtu = settings.mtu.unwrap_or(1500);
         if !(576..=9000).contains(&mtu) {
             return Err(invalid("mtu", &mtu.to_string(), "must be between 576 and 9000"));
@@ -246,6 +270,7 @@ impl Config {
             dpdk_args: settings.dpdk_args.unwrap_or_default(),
             ring_size,
             segmentation_offload,
+            busy_poll: Duration::from_micros(busy_poll),
         })
     }
 }
@@ -300,6 +325,11 @@ mod tests {
         assert!(config.segmentation_offload);
         let off = Settings { segmentation_offload: Some("off".into()), ..Default::default() };
         assert!(!Config::from_settings(off).unwrap().segmentation_offload);
+        assert_eq!(config.busy_poll, Duration::from_micros(100));
+        let off = Settings { busy_poll: Some(0), ..Default::default() };
+        assert_eq!(Config::from_settings(off).unwrap().busy_poll, Duration::ZERO);
+        let file: Settings = toml::from_str("busy-poll = 250").unwrap();
+        assert_eq!(Config::from_settings(file).unwrap().busy_poll, Duration::from_micros(250));
     }
 
     #[test]
@@ -379,6 +409,10 @@ mod tests {
             (
                 Settings { segmentation_offload: Some("yes".into()), ..Default::default() },
                 "segmentation-offload = \"yes\": expected on or off",
+            ),
+            (
+                Settings { busy_poll: Some(10_001), ..Default::default() },
+                "busy-poll = \"10001\": must be at most 10000 (µs); 0 turns polling off",
             ),
             (
                 Settings { backend: Some("af-packet".into()), ..Default::default() },

@@ -84,7 +84,7 @@ pub const HEADER_SIZE: usize = 4096;
 pub const DRAINING: u64 = 1 << 63;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"JRRING01");
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 
 const STATE_FIN: u32 = 1;
 const STATE_RESET: u32 = 2;
@@ -181,8 +181,9 @@ struct Header {
     // whether its copies will be read from its own cache.
     reader_cpu: Line<AtomicU32>,
     // Set by the creator when the writer relays a network peer (stackd): see
-    // `RingRegion::writer_relays`.
+    // `RingRegion::writer_relays` and `RingRegion::answer_spin`.
     writer_relays: Line<AtomicU32>,
+    answer_spin_us: Line<AtomicU32>,
 }
 
 /// A side of a ring, for [`RingRegion::lock_side`].
@@ -395,11 +396,25 @@ impl RingRegion {
     }
 
     /// Whether the writer relays a network peer: its bytes come a network round trip after the
-    /// reader's own, well beyond a spin, so a blocking reader sleeps at once rather than take
-    /// the CPU from the daemon and the peer it waits for (on two cores a 20 µs spin made a
-    /// ping-pong between two daemons 30% slower and a bulk receiver twice as busy).
+    /// reader's own, beyond a local spin, so a blocking reader spins only while it awaits an
+    /// answer, and as long as [`answer_spin`](Self::answer_spin) says (spinning for a stream
+    /// took the CPU from the daemon and the peer it waited for: on two cores a 20 µs spin made
+    /// a bulk receiver twice as busy).
     pub fn writer_relays(&self) -> bool {
         self.header().writer_relays.0.load(Ordering::Relaxed) != 0
+    }
+
+    /// Advises the reader how long to poll for an answer from the writer's side (stackd's
+    /// busy-poll setting, which it polls as long itself), before it is handed out.
+    pub fn set_answer_spin(&self, spin: Duration) {
+        let us = u32::try_from(spin.as_micros()).unwrap_or(u32::MAX);
+        self.header().answer_spin_us.0.store(us, Ordering::Relaxed);
+    }
+
+    /// How long a reader that awaits an answer (it wrote last) may poll this ring before it
+    /// sleeps, as the writer advises; zero when it advises nothing.
+    pub fn answer_spin(&self) -> Duration {
+        Duration::from_micros(u64::from(self.header().answer_spin_us.0.load(Ordering::Relaxed)))
     }
 
     /// A reader's promise to poll the ring for up to `want` bytes (see
@@ -1146,15 +1161,18 @@ mod tests {
     }
 
     #[test]
-    fn a_relaying_writer_is_marked_for_every_mapping_of_the_ring() {
+    fn a_relaying_writer_and_its_advice_are_seen_by_every_mapping_of_the_ring() {
         let region = RingRegion::create(MIN_CAPACITY).unwrap();
         let plain = RingRegion::create(MIN_CAPACITY).unwrap();
         region.mark_writer_relays();
+        region.set_answer_spin(Duration::from_micros(150));
         let remap = |r: &RingRegion| {
             RingRegion::map(r.fd().unwrap().try_clone_to_owned().unwrap()).unwrap()
         };
         assert!(remap(&region).writer_relays(), "the reader's own mapping sees the mark");
+        assert_eq!(remap(&region).answer_spin(), Duration::from_micros(150));
         assert!(!remap(&plain).writer_relays(), "a program's ring is not marked");
+        assert_eq!(remap(&plain).answer_spin(), Duration::ZERO, "nor advised");
     }
 
     #[test]

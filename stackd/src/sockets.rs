@@ -157,6 +157,11 @@ pub struct ServiceCounters {
     pub ring_stray_bytes: u64,
     /// Remote connections given rings.
     pub ring_sockets: u64,
+    /// Times a remote connection's payload on the rings changed direction: a request sent
+    /// after an answer was delivered, or an answer delivered after a request was sent. The
+    /// other side's turn usually comes within a round trip, so the event loop polls briefly
+    /// after one (`--busy-poll`).
+    pub ring_turns: u64,
 }
 
 #[derive(Debug)]
@@ -350,6 +355,8 @@ pub struct SocketService {
     /// Sides of local connections by the inode of their program socket.
     by_local_inode: HashMap<u64, usize>,
     ring_capacity: usize,
+    /// Advised to programs reading rings of remote connections (`RingRegion::answer_spin`).
+    answer_spin: std::time::Duration,
     next_sweep: Option<std::time::Instant>,
 }
 
@@ -375,6 +382,7 @@ impl SocketService {
             next_local: 1,
             by_local_inode: HashMap::new(),
             ring_capacity: crate::ring::MAX_CAPACITY,
+            answer_spin: std::time::Duration::ZERO,
             next_sweep: None,
         })
     }
@@ -383,6 +391,12 @@ impl SocketService {
     /// two within the ring module's bounds; the configuration checked it).
     pub fn set_ring_capacity(&mut self, capacity: usize) {
         self.ring_capacity = capacity;
+    }
+
+    /// Sets how long programs awaiting an answer on the rings of remote connections made from
+    /// now on may poll them (the daemon's own busy-poll time; zero: not at all).
+    pub fn set_answer_spin(&mut self, spin: std::time::Duration) {
+        self.answer_spin = spin;
     }
 
     /// Local connections alive (either side still open).
@@ -1239,7 +1253,8 @@ impl SocketService {
             return Err(not_a_stream);
         }
         if record.rings.is_none() {
-            let rings = remote_rings::SocketRings::new(self.ring_capacity, record)?;
+            let rings =
+                remote_rings::SocketRings::new(self.ring_capacity, self.answer_spin, record)?;
             record.rings = Some(Box::new(rings));
             self.counters.ring_sockets += 1;
         }

@@ -124,7 +124,7 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         #[command(flatten)]
-        settings: Settings,
+        settings: Box<Settings>,
     },
 }
 
@@ -182,7 +182,7 @@ fn main() -> ExitCode {
             supervisor::oci::hook::hook_main(&agent, std::io::stdin().lock()).map(|()| 0)
         }
         Command::Stackd { config, settings } => {
-            stackd_daemon(config.as_deref(), settings).map(|()| 0)
+            stackd_daemon(config.as_deref(), *settings).map(|()| 0)
         }
     };
     match outcome {

@@ -149,6 +149,18 @@ pub trait Backend: Send + fmt::Debug {
 
     /// Counters since the backend was opened.
     fn stats(&self) -> BackendStats;
+
+    /// The event loop polls [`frames_waiting`](Self::frames_waiting) for a while instead of
+    /// sleeping: a device whose peer rings only when asked to (the shm wire) stops asking, to
+    /// spare the peer a system call per frame. The next `receive` that finds nothing asks again.
+    fn busy_poll_begin(&mut self) {}
+
+    /// Whether received frames wait, without a system call. A device with a poll descriptor
+    /// may say false and let the event loop poll that; a device without one says true, to be
+    /// asked with `receive`.
+    fn frames_waiting(&self) -> bool {
+        self.poll_fd().is_none()
+    }
 }
 
 /// Counters of one backend.

@@ -655,6 +655,22 @@ impl Backend for ShmBackend {
         self.tx_blocked
     }
 
+    fn busy_poll_begin(&mut self) {
+        if !self.rx_armed {
+            return;
+        }
+        let sleeping = self.word(ring_word(self.side.other(), CONSUMER_SLEEPING));
+        // Still set: the producer has not rung, and now will not. Cleared: it rang, and
+        // `receive` drains the datagram (`rx_armed` stays up for that).
+        if sleeping.swap(0, Ordering::AcqRel) != 0 {
+            self.rx_armed = false;
+        }
+    }
+
+    fn frames_waiting(&self) -> bool {
+        self.rings.rx_pending() != 0
+    }
+
     fn segmentation_offload(&self) -> usize {
         if self.offload {
             OFFLOAD_PACKET

@@ -35,6 +35,7 @@
 use std::io::IoSlice;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use fbsd_tcp::storage::{RecvSink, SendSource};
 use fbsd_tcp::{Errno, Shutdown};
@@ -69,11 +70,24 @@ pub(super) struct SocketRings {
     /// The carrier is watched for write space (as every carrier starts). Only a full ring needs
     /// it: otherwise each doorbell the program takes would wake the daemon for nothing.
     watching_space: bool,
+    /// Which way payload moved last: a change is a turn of a request/response.
+    last_flow: Option<Flow>,
+}
+
+/// A direction of payload on the rings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    ToProgram,
+    FromProgram,
 }
 
 impl SocketRings {
     /// Rings for `record`'s connection, taking over the streams where the carrier left them.
-    pub(super) fn new(capacity: usize, record: &Record) -> Result<SocketRings, ProtocolError> {
+    pub(super) fn new(
+        capacity: usize,
+        answer_spin: Duration,
+        record: &Record,
+    ) -> Result<SocketRings, ProtocolError> {
         let carrier = record.carrier.as_ref().ok_or_else(|| internal("no carrier".into()))?;
         let make = || {
             RingRegion::create(capacity).map_err(|error| match error {
@@ -95,6 +109,7 @@ impl SocketRings {
         };
         let to_region = make()?;
         to_region.mark_writer_relays();
+        to_region.set_answer_spin(answer_spin);
         let to_program = Producer::new(Box::new(to_region)).map_err(|e| internal(e.to_string()))?;
         let from_program = Consumer::new(Box::new(make()?)).map_err(|e| internal(e.to_string()))?;
         to_program.take_over(record.sent_to_program, unread_by_program as u64);
@@ -114,6 +129,7 @@ impl SocketRings {
             attached: false,
             space_wanted: false,
             watching_space: true,
+            last_flow: None,
         })
     }
 
@@ -148,6 +164,14 @@ impl SocketRings {
     fn unread_by_program(&self) -> usize {
         // A corrupt ring is the program's doing: count its bytes as unread (a reset is due).
         lock(&self.to_program).producer.len().unwrap_or(1)
+    }
+
+    /// Payload moved `flow`-wards; counts a turn if it last moved the other way.
+    fn flowed(&mut self, flow: Flow, counters: &mut ServiceCounters) {
+        if self.last_flow.is_some_and(|last| last != flow) {
+            counters.ring_turns += 1;
+        }
+        self.last_flow = Some(flow);
     }
 
     /// Sends one doorbell byte counted by the ring; takes the count back if it cannot go.
@@ -236,6 +260,9 @@ fn to_program(
     let bell = (moved > 0 && ring.producer.bell_needed().unwrap_or(true))
         || (*ring_full && ring.producer.bell_for_space());
     drop(ring);
+    if moved > 0 {
+        rings.flowed(Flow::ToProgram, counters);
+    }
     if bell {
         rings.ring_bell(record, counters);
     }
@@ -345,6 +372,9 @@ fn from_program(
                         return Fate::Abort;
                     }
                     counters.ring_in_bytes += n as u64;
+                    if n > 0 {
+                        rings.flowed(Flow::FromProgram, counters);
+                    }
                     continue;
                 }
                 Err(Errno::BrokenPipe) => {
