@@ -3,7 +3,9 @@
 //! A sleeping wake-up costs tens of µs on a VM, a spinning one well under one; but the daemon and
 //! the programs share few cores, so spinning is bounded (`JOYRIDE_SPIN_US`, default 20 µs, 0 turns
 //! it off) and yields the CPU every few µs (plain spinning on 2 vCPUs measured twice the latency:
-//! the peer the spinner waits for needs the core).
+//! the peer the spinner waits for needs the core). A read from a remote peer (a ring stackd
+//! relays) spins only for an answer, as long as stackd advises ([`spin_for`], see
+//! `Rx::spin_budget_ns`); `JOYRIDE_SPIN_US=0` turns that off too.
 
 #![allow(unsafe_code)]
 

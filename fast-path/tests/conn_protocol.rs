@@ -289,6 +289,63 @@ fn a_writer_woken_only_by_its_sockets_write_space_gets_every_wake_up() {
     unsafe { libc::close(ep) };
 }
 
+/// A library connection to a ring stackd writes for a remote peer, advised to spin `advice`
+/// for answers; the ring back is read by a raw consumer, as stackd reads it.
+fn relayed_pair(advice: Duration) -> (UnixStream, RingRegion, RingRegion, Side) {
+    let (writer_socket, reader_socket) = UnixStream::pair().unwrap();
+    let to_reader = RingRegion::create(8 << 10).unwrap();
+    to_reader.mark_writer_relays();
+    to_reader.set_answer_spin(advice);
+    let back = RingRegion::create(8 << 10).unwrap();
+    let view = |region: &RingRegion| {
+        RingRegion::map(region.fd().unwrap().try_clone_to_owned().unwrap()).unwrap()
+    };
+    let reader = Side {
+        conn: Arc::new(Conn::new(view(&to_reader), view(&back)).unwrap()),
+        socket: reader_socket,
+    };
+    reader.conn.start_reading();
+    (writer_socket, to_reader, back, reader)
+}
+
+/// On a relayed ring a blocking read spins only while it awaits an answer (it wrote last) and
+/// only if stackd advises a time: the writer sees the spin as a read that needs no doorbell.
+/// A read with no request before it, or without advice, sleeps on the socket at once and needs
+/// the doorbell.
+#[test]
+fn a_relayed_ring_is_spun_on_only_for_an_answer_and_as_long_as_advised() {
+    let cases = [
+        ("request sent, advised", true, Duration::from_secs(2), false),
+        ("no request, advised", false, Duration::from_secs(2), true),
+        ("request sent, not advised", true, Duration::ZERO, true),
+    ];
+    for (case, request, advice, bell_expected) in cases {
+        let (writer_socket, to_reader, back, reader) = relayed_pair(advice);
+        let from_reader = stackd::ring::Consumer::new(&back).unwrap();
+        from_reader.attach();
+        let mut producer = Producer::new(&to_reader).unwrap();
+        producer.take_over(0, 0);
+        let reading = thread::spawn(move || {
+            if request {
+                assert_eq!(reader.send(b"request", 0), Ok(7));
+            }
+            read_exactly(&reader, 6, 1)
+        });
+        // Long enough for the reader to be in its spin or asleep, well within its budget.
+        thread::sleep(Duration::from_millis(50));
+        assert_eq!(producer.write(b"answer").unwrap(), 6);
+        let bell = producer.bell_needed().unwrap();
+        if bell {
+            let fd = writer_socket.as_raw_fd();
+            // SAFETY: a one-byte send on the test's own socket.
+            assert_eq!(unsafe { libc::send(fd, [0u8].as_ptr().cast(), 1, 0) }, 1);
+        }
+        assert_eq!(reading.join().unwrap(), b"answer", "{case}");
+        assert_eq!(bell, bell_expected, "{case}: doorbell needed");
+        assert_eq!(from_reader.len().unwrap(), if request { 7 } else { 0 }, "{case}");
+    }
+}
+
 /// A reset that reaches a sleeping reader while the ring still holds bytes (stackd writes what
 /// came before a reset, then resets the socket): the bytes first, then ECONNRESET — which the
 /// kernel reports only once, so the library must remember it — and end-of-stream after.

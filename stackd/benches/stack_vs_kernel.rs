@@ -1213,6 +1213,8 @@ struct Latency {
     count: u64,
     p50_us: f64,
     p99_us: f64,
+    /// Busy cores of the machine while the ping-pong ran (polling waiters count).
+    busy_cores: f64,
 }
 
 struct Options {
@@ -1389,12 +1391,15 @@ fn latency(setup: &Setup, options: &Options, port: u16) -> Result<Latency> {
     ]);
     let mut ping = Proc::spawn("echo client", &setup.client, &args)?;
     ping.expect("connected", Duration::from_secs(10))?;
+    let (before, start) = (MachineCpu::read()?, Instant::now());
     ping.say("go")?;
     let line =
         ping.expect("rtt", Duration::from_secs_f64(options.rtt_seconds * 2.0) + IO_TIMEOUT)?;
+    let busy = MachineCpu::read()?.since(&before).busy() as f64 / ticks_per_second();
+    let busy_cores = busy / start.elapsed().as_secs_f64();
     let v: Vec<u64> = line.split_whitespace().map(|f| f.parse()).collect::<Result<_, _>>()?;
     let [count, p50, p99, _mean] = v[..] else { bail!("the echo client said {line:?}") };
-    Ok(Latency { count, p50_us: p50 as f64 / 1e3, p99_us: p99 as f64 / 1e3 })
+    Ok(Latency { count, p50_us: p50 as f64 / 1e3, p99_us: p99 as f64 / 1e3, busy_cores })
 }
 
 // --- Reporting -------------------------------------------------------------------------------
@@ -1465,9 +1470,9 @@ fn report(
     let _ = writeln!(
         out,
         "| MTU | path | Gbit/s, median (min–max) | busy cores | Gbit/s per busy core (min–max) | \
-         per core vs kernel | RTT p50 µs | RTT p99 µs |"
+         per core vs kernel | RTT p50 µs | RTT p99 µs | busy cores, ping-pong |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for (&(mtu, kind), row) in rows {
         let gbps = row.transfers.iter().map(|t| t.gbps);
         let per_core = row.transfers.iter().map(|t| t.per_core);
@@ -1477,13 +1482,14 @@ fn report(
         let _ = writeln!(
             out,
             "| {mtu} | {} | {:.2} ({gmin:.2}–{gmax:.2}) | {:.2} | {per_core:.2} ({pmin:.2}–{pmax:.2}) \
-             | {} | {:.1} | {:.1} |",
+             | {} | {:.1} | {:.1} | {:.2} |",
             kind.label(),
             median(gbps),
             median(row.transfers.iter().map(|t| t.cores)),
             versus(per_core, per_core_of(mtu, PathKind::Kernel, false)),
             median(row.latencies.iter().map(|l| l.p50_us)),
             median(row.latencies.iter().map(|l| l.p99_us)),
+            median(row.latencies.iter().map(|l| l.busy_cores)),
         );
     }
     let _ = writeln!(out);
@@ -1544,16 +1550,18 @@ fn report(
         let k_core = median(kernel.transfers.iter().map(|t| t.per_core));
         let k_own = median(kernel.transfers.iter().map(|t| t.own_per_core));
         let k_p50 = median(kernel.latencies.iter().map(|l| l.p50_us));
+        let k_busy = median(kernel.latencies.iter().map(|l| l.busy_cores));
         for kind in [PathKind::Shm, PathKind::ShmTrap, PathKind::ShmRings, PathKind::AfPacket] {
             let Some(row) = rows.get(&(mtu, kind)) else { continue };
             let ratio = median(row.transfers.iter().map(|t| t.per_core)) / k_core;
             let own = median(row.transfers.iter().map(|t| t.own_per_core)) / k_own;
             let p50 = median(row.latencies.iter().map(|l| l.p50_us));
+            let busy = median(row.latencies.iter().map(|l| l.busy_cores));
             let _ = writeln!(
                 out,
                 "- MTU {mtu}, {}: {ratio:.2}× the kernel's Gbit/s per busy core ({own:.2}× counting \
                  only ours; goal ≥ 1.5×: {}); RTT p50 {p50:.1} µs against {k_p50:.1} µs (goal \
-                 lower: {}).",
+                 lower: {}), at {busy:.2} busy cores against {k_busy:.2}.",
                 kind.short(),
                 if ratio >= 1.5 { "met" } else { "not met" },
                 if p50 < k_p50 { "met" } else { "not met" },
@@ -1635,7 +1643,7 @@ fn orchestrate(args: &[String]) -> Result<()> {
                     format!("ping-pong over {} at MTU {mtu}", setup.kind.short())
                 })?;
                 eprintln!(
-                    "  MTU {mtu} {:>9} run {}: {:6.2} Gbit/s, {:.2} busy cores, {:6.2} Gbit/s per core; RTT p50 {:7.1} µs p99 {:7.1} µs ({} round trips)",
+                    "  MTU {mtu} {:>9} run {}: {:6.2} Gbit/s, {:.2} busy cores, {:6.2} Gbit/s per core; RTT p50 {:7.1} µs p99 {:7.1} µs ({} round trips, {:.2} busy cores)",
                     setup.kind.short(),
                     run + 1,
                     t.gbps,
@@ -1643,7 +1651,8 @@ fn orchestrate(args: &[String]) -> Result<()> {
                     t.per_core,
                     l.p50_us,
                     l.p99_us,
-                    l.count
+                    l.count,
+                    l.busy_cores
                 );
                 let row = rows.entry((mtu, setup.kind)).or_default();
                 row.transfers.push(t);

@@ -4,8 +4,11 @@
 //! and transmits until the engine has nothing left; then it sleeps in epoll until a frame, a
 //! request, a signal or the engine's next deadline. A machine with two cores shares them between
 //! the daemon and its applications, so an idle daemon sleeps instead of spinning; under load the
-//! turns run back to back without sleeping. A backend with nothing to wait on (DPDK) is polled
-//! with a short sleep when idle.
+//! turns run back to back without sleeping. The one exception is a request/response under way
+//! on a fast-path connection: after each hand-over the loop polls for up to `--busy-poll`
+//! (yielding the CPU at every pass) rather than pay a sleeping wake-up for an answer that comes
+//! within a round trip ([`crate::busy_poll`]). A backend with nothing to wait on (DPDK) is
+//! polled with a short sleep when idle.
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, RawFd};
@@ -19,6 +22,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::backend::{self, Backend, BackendConfig, BackendError, OpenError};
+use crate::busy_poll::{BusyPoll, BusyPollCounters};
 use crate::config::Config;
 use crate::control::{ControlError, ControlServer, Handled, Served};
 use crate::pcap::PcapWriter;
@@ -113,10 +117,8 @@ pub struct Daemon {
     signals: UnixStream,
     clock: Clock,
     stopping: bool,
-    /// The service's turn count when the event loop last looked (see [`Daemon::busy_poll`]).
-    turns_seen: u64,
-    /// Poll instead of sleeping until then.
-    poll_until: Option<std::time::Instant>,
+    /// When to poll instead of sleeping (see [`Daemon::poll_for_answer`]).
+    busy_poll: BusyPoll,
 }
 
 impl Daemon {
@@ -197,7 +199,6 @@ impl Daemon {
         sockets.set_ring_capacity(config.ring_size);
         sockets.set_answer_spin(config.busy_poll);
         Ok(Daemon {
-            config,
             stack,
             backend,
             pcap,
@@ -207,8 +208,8 @@ impl Daemon {
             signals,
             clock,
             stopping: false,
-            turns_seen: 0,
-            poll_until: None,
+            busy_poll: BusyPoll::new(config.busy_poll),
+            config,
         })
     }
 
@@ -224,7 +225,7 @@ impl Daemon {
     fn serve(&mut self, events: &mut Events) -> Result<(), DaemonError> {
         while !self.stopping {
             let busy = self.turn()?;
-            if busy || !self.busy_poll(events)? {
+            if busy || !self.poll_for_answer(events)? {
                 let timeout = if busy { Some(Duration::ZERO) } else { self.idle_timeout() };
                 self.wait(events, timeout)?;
             }
@@ -259,23 +260,19 @@ impl Daemon {
         }
     }
 
-    /// Polls instead of sleeping for up to `busy-poll` after a turn of a request/response
-    /// (`ServiceCounters::ring_turns`): the other side usually answers within a round trip,
-    /// and on a VM a sleeping wake-up costs more than that round trip (an IPI and a halt exit,
-    /// about 20 µs here, against a few µs for a turn on a busy CPU). The loop yields the CPU at
-    /// each pass, so a program with work on this CPU runs at once; a bulk transfer never
-    /// changes direction and never polls.
+    /// Polls instead of sleeping while [`BusyPoll`] says so (after a turn of a request/response
+    /// on the rings, for up to `--busy-poll`): the wire without a system call, the descriptors
+    /// with a zero-timeout epoll, yielding the CPU at each pass so that a program with work on
+    /// this CPU runs at once.
     ///
     /// Returns true if it polled: `events` holds what came, or frames wait, or the time ran
     /// out; the caller must run a turn before it sleeps (the turn's `receive` asks the device
     /// for a wake-up again).
-    fn busy_poll(&mut self, events: &mut Events) -> Result<bool, DaemonError> {
+    fn poll_for_answer(&mut self, events: &mut Events) -> Result<bool, DaemonError> {
         let turns = self.sockets.counters().ring_turns;
-        if turns != self.turns_seen && !self.config.busy_poll.is_zero() {
-            self.turns_seen = turns;
-            self.poll_until = Some(std::time::Instant::now() + self.config.busy_poll);
-        }
-        let Some(until) = self.poll_until else { return Ok(false) };
+        let Some(until) = self.busy_poll.deadline(turns, std::time::Instant::now()) else {
+            return Ok(false);
+        };
         self.backend.busy_poll_begin();
         loop {
             if self.backend.frames_waiting() {
@@ -283,11 +280,7 @@ impl Daemon {
                 return Ok(true);
             }
             self.wait(events, Some(Duration::ZERO))?;
-            if !events.is_empty() {
-                return Ok(true);
-            }
-            if std::time::Instant::now() >= until {
-                self.poll_until = None;
+            if !events.is_empty() || std::time::Instant::now() >= until {
                 return Ok(true);
             }
             std::thread::yield_now();
@@ -370,7 +363,7 @@ impl Daemon {
 
     fn serve_client(&mut self, key: usize) {
         let now = self.clock.now();
-        let Daemon { stack, config, backend, sockets, control, poll, .. } = self;
+        let Daemon { stack, config, backend, sockets, control, poll, busy_poll, .. } = self;
         let mut cx = cx_of(stack, poll, now);
         let served = control.serve(key, |peer, op, descriptors| match op {
             Operation::Hello { .. } | Operation::Counters | Operation::Sockets { .. } => {
@@ -378,7 +371,10 @@ impl Daemon {
                 if !matches!(op, Operation::Hello { .. }) {
                     sockets.sweep_local(&mut cx);
                 }
-                (report(cx.stack, sockets, config, &**backend, op), Vec::new())
+                (
+                    report(cx.stack, sockets, config, &**backend, busy_poll.counters(), op),
+                    Vec::new(),
+                )
             }
             op => {
                 let answer = sockets.handle(&mut cx, key, peer, op, descriptors);
@@ -488,6 +484,7 @@ fn report(
     sockets: &SocketService,
     config: &Config,
     backend: &dyn Backend,
+    polls: BusyPollCounters,
     op: Operation,
 ) -> Result<Reply, ProtocolError> {
     Ok(match op {
@@ -504,7 +501,9 @@ fn report(
                 ),
             }
         }
-        Operation::Counters => Reply::Counters { counters: counter_list(stack, sockets, backend) },
+        Operation::Counters => {
+            Reply::Counters { counters: counter_list(stack, sockets, backend, polls) }
+        }
         Operation::Sockets { offset } => {
             // Engine sockets that only stand in for a side of a local connection are listed as
             // that connection instead.
@@ -581,11 +580,12 @@ fn counter_list(
     stack: &Stack,
     sockets: &SocketService,
     backend: &dyn Backend,
+    polls: BusyPollCounters,
 ) -> Vec<(String, u64)> {
     let c = stack.counters();
     let b = backend.stats();
     let d = sockets.counters();
-    let pairs: [(&str, u64); 56] = [
+    let pairs: [(&str, u64); 59] = [
         ("rx_frames", c.rx_frames),
         ("rx_bytes", c.rx_bytes),
         ("tx_frames", c.tx_frames),
@@ -642,6 +642,9 @@ fn counter_list(
         ("ring_direct_bytes", d.ring_direct_bytes),
         ("ring_bells", d.ring_bells),
         ("ring_stray_bytes", d.ring_stray_bytes),
+        ("busy_polls", polls.polls),
+        ("busy_polls_expired", polls.expired),
+        ("busy_polls_paused", polls.paused),
     ];
     pairs.into_iter().map(|(name, value)| (name.to_owned(), value)).collect()
 }

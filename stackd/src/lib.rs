@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod busy_poll;
 pub mod carrier;
 pub mod client;
 pub mod config;

@@ -385,6 +385,48 @@ fn nonblocking_connect_to_a_closed_port_is_refused() {
     }
 }
 
+/// A program under joyride sends 200 requests to a kernel-side echo server, each after the
+/// answer to the one before: every answer is its request, and on the fast path each exchange
+/// after the first hands the rings over twice (`ring_turns`: the request after an answer, the
+/// answer after a request), which is when stackd polls for the other side instead of sleeping
+/// (`busy_polls`; the trap path counts neither).
+#[test]
+fn request_response_hands_the_rings_over_and_stackd_polls_for_the_answers() {
+    for route in routes("remote rings, request/response", &[Tool::Python]) {
+        let net = Net::new(Mode::from_env());
+        let context = format!("{route:?} request/response");
+        let mut server = kernel_peer(&net, "kernel-echo", &["echo", HOST_IP, "7620"]);
+        server.wait_line("listening", START);
+        let (count, size) = (200usize, 100usize);
+        let args = ["exchange", HOST_IP, "7620", &count.to_string(), &size.to_string()];
+        let mut client = program(&net, &route, "exchange", &args);
+        finish(&mut client, TRANSFER, &context);
+        finish(&mut server, START, &context);
+        let requests: Vec<u8> =
+            (0..count).flat_map(|i| (0..size).map(move |j| ((7 * i + j) % 251) as u8)).collect();
+        let exchanged = words(&mut client, "exchanged");
+        assert_eq!(exchanged[..2], [count.to_string(), sha256_hex(&requests)], "{context}");
+        assert_eq!(words(&mut server, "echoed"), [(count * size).to_string()], "{context}");
+        check_route_rings(&net, &route, &client, &context);
+        if !joyride(&net) {
+            continue;
+        }
+        let stackd = net.stackd();
+        let turns = stackd.counter("ring_turns");
+        let started = stackd.counter("busy_polls") + stackd.counter("busy_polls_paused");
+        eprintln!("{context}: {turns} turns, {started} polls started or paused");
+        if fast(&net, &route) {
+            let handovers = 2 * (count as u64 - 1);
+            assert!(turns >= handovers, "{context}: {turns} turns, expected {handovers}");
+            // The event loop looks at the count between its turns, so turns that came in
+            // one pass start one poll; a poll that is neither started nor paused is a bug.
+            assert!(started > 0 && started <= turns, "{context}: {started} polls, {turns} turns");
+        } else {
+            assert_eq!((turns, started), (0, 0), "{context}: the carrier plane has no turns");
+        }
+    }
+}
+
 /// A program that closes its connection with a download unread resets it: the kernel-side
 /// sender's next sends fail with ECONNRESET or EPIPE (not a timeout).
 #[test]
@@ -411,6 +453,12 @@ fn closing_with_data_unread_resets_the_kernel_peer() {
             [sha256_hex(&payload(MIB, 0x6601)[..n]), n.to_string()],
             "{context}: the part read"
         );
+        if joyride(&net) {
+            // A stream one way never hands the connection over: nothing to poll for.
+            let stackd = net.stackd();
+            let turns = (stackd.counter("ring_turns"), stackd.counter("busy_polls"));
+            assert_eq!(turns, (0, 0), "{context}: (ring_turns, busy_polls) of a download");
+        }
         // The blaster's SO_SNDTIMEO (30 s) bounds how long a missing reset takes to show.
         finish(&mut server, Duration::from_secs(60), &context);
         let failed = server.wait_line("send ", START);

@@ -31,6 +31,12 @@
 //! A doorbell from the daemon costs it one system call, and only when the program is not
 //! spinning on the ring; the program's doorbell wakes the daemon's event loop once per batch
 //! (a writer skips the bell while one is outstanding).
+//!
+//! A request/response hands the connection over at each message: payload that moves one way
+//! after it moved the other, once that other way is drained, is a turn (`ring_turns`). The
+//! event loop polls for the other side's answer after a turn (`--busy-poll`), and the ring to
+//! the program carries that time as advice: a program that wrote last spins as long on its
+//! read. A stream, one way or both, makes no turns and so never polls.
 
 use std::io::IoSlice;
 use std::os::fd::OwnedFd;
@@ -166,9 +172,17 @@ impl SocketRings {
         lock(&self.to_program).producer.len().unwrap_or(1)
     }
 
-    /// Payload moved `flow`-wards; counts a turn if it last moved the other way.
+    /// Payload moved `flow`-wards. A turn if it last moved the other way and that way is
+    /// drained now (the program read all it was given, or all it wrote is on its way): in a
+    /// request/response one side waits for the other, while a stream each way keeps both
+    /// rings busy and never hands over.
     fn flowed(&mut self, flow: Flow, counters: &mut ServiceCounters) {
-        if self.last_flow.is_some_and(|last| last != flow) {
+        let handed_over = self.last_flow.is_some_and(|last| last != flow)
+            && match flow {
+                Flow::FromProgram => self.unread_by_program() == 0,
+                Flow::ToProgram => lock(&self.from_program).len().is_ok_and(|new| new == 0),
+            };
+        if handed_over {
             counters.ring_turns += 1;
         }
         self.last_flow = Some(flow);

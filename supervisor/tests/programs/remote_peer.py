@@ -44,7 +44,14 @@ the host namespace (or the other way round), and every byte is checked by SHA-25
     remote_peer.py hold BIND PORT GATE
         accepts one connection, sends "hello", closes once the file GATE exists.
     remote_peer.py wait-eof HOST PORT
-        reads to EOF; prints "got <bytes>"."""
+        reads to EOF; prints "got <bytes>".
+    remote_peer.py echo BIND PORT
+        accepts one connection and sends back every byte it reads, until EOF. Prints
+        "listening", then "echoed <bytes>".
+    remote_peer.py exchange HOST PORT COUNT SIZE
+        sends COUNT requests of SIZE bytes (request i is bytes (7 i + j) mod 251), each after
+        the answer to the one before, and checks that every answer is its request. Prints
+        "exchanged <count> <sha256 of the answers> rings=N"."""
 import errno
 import fcntl
 import hashlib
@@ -455,6 +462,40 @@ def wait_eof(host, port):
     log(f"got {len(read_to_eof(conn))}")
 
 
+def echo(bind, port):
+    sock = listener(bind, int(port))
+    log("listening")
+    conn = accept_one(sock)
+    total = 0
+    while True:
+        data = conn.recv(CHUNK)
+        if not data:
+            break
+        conn.sendall(data)
+        total += len(data)
+    conn.close()
+    log(f"echoed {total}")
+
+
+def exchange(host, port, count, size):
+    conn = connect(host, port)
+    digest = hashlib.sha256()
+    for i in range(int(count)):
+        request = bytes((7 * i + j) % 251 for j in range(int(size)))
+        conn.sendall(request)
+        answer = bytearray()
+        while len(answer) < len(request):
+            data = conn.recv(len(request) - len(answer))
+            if not data:
+                fail(f"EOF in answer {i} after {len(answer)} bytes")
+            answer += data
+        if answer != request:
+            fail(f"answer {i} is not its request")
+        digest.update(answer)
+    log(f"exchanged {count} {digest.hexdigest()} rings={rings()}")
+    conn.close()
+
+
 COMMANDS = {
     "server": server,
     "gated-server": gated_server,
@@ -470,6 +511,8 @@ COMMANDS = {
     "read-after-reset": read_after_reset,
     "hold": hold,
     "wait-eof": wait_eof,
+    "echo": echo,
+    "exchange": exchange,
 }
 
 if __name__ == "__main__":
