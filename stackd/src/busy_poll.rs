@@ -1,5 +1,6 @@
-//! When the event loop polls instead of sleeping: a pure policy, fed the service's turn count
-//! (`ServiceCounters::ring_turns`) and the time, so that it is tested without a network.
+//! When the event loop polls instead of sleeping: a pure policy, fed the service's count of
+//! request/response turns (`SocketService::turns`: `ring_turns` and `carrier_turns`) and the
+//! time, so that it is tested without a network.
 //!
 //! A turn (a request sent, an answer delivered) starts a poll of up to `--busy-poll`: the other
 //! side usually answers within a round trip, and on a VM a sleeping wake-up costs more than

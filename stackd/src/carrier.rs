@@ -191,6 +191,20 @@ impl Carrier {
         unix_receive_queue(self.program_inode).map(|n| n as usize)
     }
 
+    /// Whether the program has read every byte this end wrote: nothing of ours is still
+    /// charged to this end (SIOCOUTQ, one system call; unlike [`unread_by_program`], which
+    /// counts the bytes through socket diagnostics).
+    ///
+    /// [`unread_by_program`]: Carrier::unread_by_program
+    pub fn program_read_all(&self) -> bool {
+        queue_length(self.raw_fd(), libc::TIOCOUTQ).is_ok_and(|n| n == 0)
+    }
+
+    /// Whether every byte the program wrote has been taken from this end (SIOCINQ).
+    pub fn nothing_from_program(&self) -> bool {
+        queue_length(self.raw_fd(), libc::FIONREAD).is_ok_and(|n| n == 0)
+    }
+
     /// Writes two slices (the engine's received data, or a header and a datagram) for the
     /// program to read.
     pub fn write_from(&self, first: &[u8], second: &[u8]) -> Transfer {
@@ -248,6 +262,18 @@ impl Carrier {
         matches!(nix::poll::poll(&mut fds, PollTimeout::ZERO), Ok(1))
             && fds[0].revents().is_some_and(|events| events.contains(PollFlags::POLLHUP))
     }
+}
+
+/// A queue length a socket ioctl reports: SIOCINQ (`FIONREAD`) or SIOCOUTQ (`TIOCOUTQ`).
+#[allow(unsafe_code)]
+fn queue_length(fd: RawFd, request: libc::Ioctl) -> io::Result<usize> {
+    let mut length: libc::c_int = 0;
+    // SAFETY: both requests write one int through the pointer, which points to ours; a bad
+    // descriptor is an error, not undefined behaviour.
+    if unsafe { libc::ioctl(fd, request, &mut length) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(length).unwrap_or(0))
 }
 
 /// What [`Carrier::receive_datagram`] found.

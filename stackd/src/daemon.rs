@@ -5,7 +5,7 @@
 //! request, a signal or the engine's next deadline. A machine with two cores shares them between
 //! the daemon and its applications, so an idle daemon sleeps instead of spinning; under load the
 //! turns run back to back without sleeping. The one exception is a request/response under way
-//! on a fast-path connection: after each hand-over the loop polls for up to `--busy-poll`
+//! on a connection to a remote peer: after each hand-over the loop polls for up to `--busy-poll`
 //! (yielding the CPU at every pass) rather than pay a sleeping wake-up for an answer that comes
 //! within a round trip ([`crate::busy_poll`]). A backend with nothing to wait on (DPDK) is
 //! polled with a short sleep when idle.
@@ -260,8 +260,8 @@ impl Daemon {
         }
     }
 
-    /// Polls instead of sleeping while [`BusyPoll`] says so (after a turn of a request/response
-    /// on the rings, for up to `--busy-poll`): the wire without a system call, the descriptors
+    /// Polls instead of sleeping while [`BusyPoll`] says so (after a turn of a request/response,
+    /// for up to `--busy-poll`): the wire without a system call, the descriptors
     /// with a zero-timeout epoll, yielding the CPU at each pass so that a program with work on
     /// this CPU runs at once.
     ///
@@ -269,7 +269,7 @@ impl Daemon {
     /// out; the caller must run a turn before it sleeps (the turn's `receive` asks the device
     /// for a wake-up again).
     fn poll_for_answer(&mut self, events: &mut Events) -> Result<bool, DaemonError> {
-        let turns = self.sockets.counters().ring_turns;
+        let turns = self.sockets.turns();
         let Some(until) = self.busy_poll.deadline(turns, std::time::Instant::now()) else {
             return Ok(false);
         };
@@ -585,7 +585,7 @@ fn counter_list(
     let c = stack.counters();
     let b = backend.stats();
     let d = sockets.counters();
-    let pairs: [(&str, u64); 59] = [
+    let pairs: [(&str, u64); 60] = [
         ("rx_frames", c.rx_frames),
         ("rx_bytes", c.rx_bytes),
         ("tx_frames", c.tx_frames),
@@ -637,6 +637,7 @@ fn counter_list(
         ("datagrams_refused", d.datagrams_refused),
         ("ring_sockets", d.ring_sockets),
         ("ring_turns", d.ring_turns),
+        ("carrier_turns", d.carrier_turns),
         ("ring_in_bytes", d.ring_in_bytes),
         ("ring_out_bytes", d.ring_out_bytes),
         ("ring_direct_bytes", d.ring_direct_bytes),

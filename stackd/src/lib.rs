@@ -13,8 +13,9 @@
 //!   behind the `dpdk` feature. The crate's `unsafe` code (system calls, ring memory shared
 //!   with the kernel or a peer, DPDK's C API) is confined to `backend::sys`,
 //!   `backend::dpdk::sys`, `fdpass` (descriptors received with SCM_RIGHTS), and `procfd`
-//!   (pidfd_getfd, to reach a carrier's program end when a connection is reset), and `ring`
-//!   (the fast path's shared-memory rings: memfd mapping, header atomics, data slices).
+//!   (pidfd_getfd, to reach a carrier's program end when a connection is reset), `carrier`
+//!   (two queue-length ioctls), and `ring` (the fast path's shared-memory rings: memfd
+//!   mapping, header atomics, data slices).
 //! - [`ring`]: the fast path's single-producer/single-consumer byte rings in memfd shared
 //!   memory, with the doorbell bookkeeping that keeps wake-ups from being lost.
 //! - [`pcap`]: capture files that tcpdump and Wireshark read.

@@ -157,11 +157,14 @@ pub struct ServiceCounters {
     pub ring_stray_bytes: u64,
     /// Remote connections given rings.
     pub ring_sockets: u64,
-    /// Times a remote connection's payload on the rings changed direction: a request sent
-    /// after an answer was delivered, or an answer delivered after a request was sent. The
-    /// other side's turn usually comes within a round trip, so the event loop polls briefly
-    /// after one (`--busy-poll`).
+    /// Turns of request/responses on remote connections with rings: payload that moved one
+    /// way after it moved the other and that way was drained (a request sent once the answer
+    /// before it was read, an answer delivered once the request was sent). The other side's
+    /// turn usually comes within a round trip, so the event loop polls briefly after one
+    /// (`--busy-poll`).
     pub ring_turns: u64,
+    /// The same on carriers (the trap path).
+    pub carrier_turns: u64,
 }
 
 #[derive(Debug)]
@@ -224,6 +227,41 @@ struct Record {
     /// The connection failed while received bytes still waited for the program: the failure
     /// is reported once they are delivered.
     failing: bool,
+    /// Which way the payload moved last (either plane).
+    handovers: Handovers,
+}
+
+/// A direction of a connection's payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    ToProgram,
+    FromProgram,
+}
+
+/// Which way a connection's payload moved last, to tell the turns of a request/response:
+/// in one, each side waits for the other, while a stream one way or both keeps the data
+/// plane busy and never hands over.
+#[derive(Debug, Default)]
+struct Handovers {
+    last: Option<Flow>,
+}
+
+impl Handovers {
+    /// Whether payload moving `flow`-wards now would hand the connection over.
+    fn would_turn(&self, flow: Flow) -> bool {
+        self.last.is_some_and(|last| last != flow)
+    }
+
+    /// Payload moved `flow`-wards: true if that is a turn, that is, it last moved the other
+    /// way and `drained` (asked only then) says that way is empty — the program read all it
+    /// was given, or all it wrote is on its way. Whether the program wrote everything is
+    /// looked at before the move (see `would_turn`): a program woken by the answer may write
+    /// its next request before the daemon looks after.
+    fn flowed(&mut self, flow: Flow, drained: impl FnOnce() -> bool) -> bool {
+        let turn = self.last.is_some_and(|last| last != flow) && drained();
+        self.last = Some(flow);
+        turn
+    }
 }
 
 /// One side of a local connection.
@@ -288,6 +326,7 @@ impl Record {
             rings: None,
             carrier_news: false,
             failing: false,
+            handovers: Handovers::default(),
         }
     }
 }
@@ -402,6 +441,11 @@ impl SocketService {
     /// Local connections alive (either side still open).
     pub fn local_connection_count(&self) -> usize {
         self.local_connections.len()
+    }
+
+    /// Turns of request/responses so far, both planes (see [`ServiceCounters::ring_turns`]).
+    pub fn turns(&self) -> u64 {
+        self.counters.ring_turns + self.counters.carrier_turns
     }
 
     /// Data-plane counters.
@@ -1514,6 +1558,8 @@ fn pump_stream(
     let stack = &mut *cx.stack;
 
     // Engine → program, while the carrier takes it.
+    let input_drained = record.handovers.would_turn(Flow::ToProgram)
+        && record.carrier.as_ref().is_some_and(Carrier::nothing_from_program);
     let delivery = deliver_to_program(stack, record, |carrier, first, second| {
         match carrier.write_from(first, second) {
             Transfer::Moved(n) => n,
@@ -1524,6 +1570,9 @@ fn pump_stream(
     record.sent_to_program += delivery.moved as u64;
     if delivery.failed {
         return Fate::Failed;
+    }
+    if delivery.moved > 0 && record.handovers.flowed(Flow::ToProgram, || input_drained) {
+        counters.carrier_turns += 1;
     }
     // A full carrier: its writable edge brings us back.
     let engine_data_left = delivery.sink_full;
@@ -1546,6 +1595,9 @@ fn pump_stream(
             (Ok(n), _) if n > 0 => {
                 counters.carrier_in_bytes += n as u64;
                 record.taken_from_program += n as u64;
+                if record.handovers.flowed(Flow::FromProgram, || carrier.program_read_all()) {
+                    counters.carrier_turns += 1;
+                }
             }
             (Ok(_), Transfer::EndOfStream) => {
                 record.program_done_writing = true;

@@ -46,7 +46,7 @@ use std::time::Duration;
 use fbsd_tcp::storage::{RecvSink, SendSource};
 use fbsd_tcp::{Errno, Shutdown};
 
-use super::{carrier_error, internal, Context, Fate, Record, ServiceCounters};
+use super::{carrier_error, internal, Context, Fate, Flow, Record, ServiceCounters};
 use crate::carrier::Transfer;
 use crate::proto::ProtocolError;
 use crate::ring::{Consumer, Drained, Producer, RingRegion};
@@ -76,15 +76,6 @@ pub(super) struct SocketRings {
     /// The carrier is watched for write space (as every carrier starts). Only a full ring needs
     /// it: otherwise each doorbell the program takes would wake the daemon for nothing.
     watching_space: bool,
-    /// Which way payload moved last: a change is a turn of a request/response.
-    last_flow: Option<Flow>,
-}
-
-/// A direction of payload on the rings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flow {
-    ToProgram,
-    FromProgram,
 }
 
 impl SocketRings {
@@ -135,7 +126,6 @@ impl SocketRings {
             attached: false,
             space_wanted: false,
             watching_space: true,
-            last_flow: None,
         })
     }
 
@@ -172,20 +162,9 @@ impl SocketRings {
         lock(&self.to_program).producer.len().unwrap_or(1)
     }
 
-    /// Payload moved `flow`-wards. A turn if it last moved the other way and that way is
-    /// drained now (the program read all it was given, or all it wrote is on its way): in a
-    /// request/response one side waits for the other, while a stream each way keeps both
-    /// rings busy and never hands over.
-    fn flowed(&mut self, flow: Flow, counters: &mut ServiceCounters) {
-        let handed_over = self.last_flow.is_some_and(|last| last != flow)
-            && match flow {
-                Flow::FromProgram => self.unread_by_program() == 0,
-                Flow::ToProgram => lock(&self.from_program).len().is_ok_and(|new| new == 0),
-            };
-        if handed_over {
-            counters.ring_turns += 1;
-        }
-        self.last_flow = Some(flow);
+    /// Nothing the program wrote waits to be lent to the engine.
+    fn nothing_unsent(&self) -> bool {
+        lock(&self.from_program).len().is_ok_and(|new| new == 0)
     }
 
     /// Sends one doorbell byte counted by the ring; takes the count back if it cannot go.
@@ -242,6 +221,7 @@ fn to_program(
         let sink = Box::new(ProgramSink(rings.to_program.clone()));
         rings.sink_lent = cx.stack.lend_recv_sink(handle, sink).is_ok();
     }
+    let input_drained = record.handovers.would_turn(Flow::ToProgram) && rings.nothing_unsent();
     let mut corrupt = false;
     // Held across `recv_with`, which never calls the sink (only a frame's arrival does).
     let mut ring = lock(&rings.to_program);
@@ -274,8 +254,8 @@ fn to_program(
     let bell = (moved > 0 && ring.producer.bell_needed().unwrap_or(true))
         || (*ring_full && ring.producer.bell_for_space());
     drop(ring);
-    if moved > 0 {
-        rings.flowed(Flow::ToProgram, counters);
+    if moved > 0 && record.handovers.flowed(Flow::ToProgram, || input_drained) {
+        counters.ring_turns += 1;
     }
     if bell {
         rings.ring_bell(record, counters);
@@ -386,8 +366,9 @@ fn from_program(
                         return Fate::Abort;
                     }
                     counters.ring_in_bytes += n as u64;
-                    if n > 0 {
-                        rings.flowed(Flow::FromProgram, counters);
+                    let drained = || rings.unread_by_program() == 0;
+                    if n > 0 && record.handovers.flowed(Flow::FromProgram, drained) {
+                        counters.ring_turns += 1;
                     }
                     continue;
                 }
