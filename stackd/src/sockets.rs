@@ -1557,8 +1557,10 @@ fn pump_stream(
     }
     let stack = &mut *cx.stack;
 
-    // Engine → program, while the carrier takes it.
+    // Engine → program, while the carrier takes it. (An uploading program's pumps, which
+    // have nothing to deliver, ask the carrier nothing.)
     let input_drained = record.handovers.would_turn(Flow::ToProgram)
+        && record.handle.is_some_and(|h| stack.readiness(h).is_ok_and(|r| r.readable))
         && record.carrier.as_ref().is_some_and(Carrier::nothing_from_program);
     let delivery = deliver_to_program(stack, record, |carrier, first, second| {
         match carrier.write_from(first, second) {
