@@ -275,12 +275,13 @@ impl Daemon {
         };
         self.backend.busy_poll_begin();
         loop {
-            if self.backend.frames_waiting() {
-                events.clear();
-                return Ok(true);
-            }
+            // Descriptors first, so that a device that always says frames wait (a polled one)
+            // does not keep the loop from the carriers and the control socket.
             self.wait(events, Some(Duration::ZERO))?;
-            if !events.is_empty() || std::time::Instant::now() >= until {
+            if !events.is_empty()
+                || self.backend.frames_waiting()
+                || std::time::Instant::now() >= until
+            {
                 return Ok(true);
             }
             std::thread::yield_now();
