@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use stackd::busy_poll::Backoff;
 use stackd::ring::{Consumer, Drained, Producer, RingError, RingRegion, Side, SideGuard};
 
 use crate::spin;
@@ -78,16 +79,10 @@ struct Rx {
     /// still held bytes: reported once they are read, as the kernel's socket reports a reset
     /// after the data that came before it.
     error_after_data: Option<Errno>,
-    /// Blocking reads in a row whose spin found nothing (see [`Rx::spin_worth_trying`]).
-    spin_misses: u32,
-    /// Sleeps without a spin since the last probe.
-    sleeps_since_probe: u32,
+    /// Whether a blocking read spins before it sleeps: after four spins in a row found
+    /// nothing, only every 32nd read spins, to see whether the writer got faster.
+    spin: Backoff,
 }
-
-/// After this many blocking reads in a row whose spin found nothing, reads sleep at once...
-const SPIN_MISSES_BEFORE_SLEEPING: u32 = 4;
-/// ...and spin again only every this many times, to see whether the writer got faster.
-const SPIN_PROBE_EVERY: u32 = 32;
 
 #[derive(Debug)]
 struct Tx {
@@ -171,8 +166,7 @@ impl Conn {
                 ring: consumer,
                 plain_read,
                 error_after_data: None,
-                spin_misses: 0,
-                sleeps_since_probe: 0,
+                spin: Backoff::default(),
             }),
             tx: Mutex::new(Tx { ring: producer, plain_written, switched }),
             rx_region: rx,
@@ -563,21 +557,6 @@ impl Rx {
         }
     }
 
-    /// Whether a blocking read should spin before it sleeps: a spin pays only when the writer
-    /// answers within the budget, and one that times out takes the CPU from the processes that
-    /// have work. After a few misses in a row the reader sleeps at once, probing now and then.
-    fn spin_worth_trying(&mut self) -> bool {
-        if self.spin_misses < SPIN_MISSES_BEFORE_SLEEPING {
-            return true;
-        }
-        self.sleeps_since_probe += 1;
-        if self.sleeps_since_probe >= SPIN_PROBE_EVERY {
-            self.sleeps_since_probe = 0;
-            return true;
-        }
-        false
-    }
-
     /// Before sleeping for something to read: a bounded spin on the ring (blocking reads), then
     /// the drain protocol. `None`: nothing came, sleep on the socket (a peek, so that
     /// O_NONBLOCK, SO_RCVTIMEO and SA_RESTART behave as on the socket itself).
@@ -592,17 +571,17 @@ impl Rx {
             return Ok(None);
         }
         let budget = self.spin_budget_ns(awaiting_answer);
-        if spin_first && budget > 0 && self.spin_worth_trying() {
+        if spin_first && budget > 0 && self.spin.worth_trying() {
             self.ring.spin_begin(want);
             let ring = &self.ring;
             let _ = spin::spin_for(budget, || {
                 ring.len().map_or(Some(()), |len| (len > 0).then_some(()))
             });
             if self.ring.spin_end().map_err(ring_errno)? > 0 {
-                self.spin_misses = 0;
+                self.spin.found();
                 return Ok(Some(Woke::Again));
             }
-            self.spin_misses = self.spin_misses.saturating_add(1);
+            self.spin.missed();
         }
         let mut eof = false;
         match self.ring.drain_bells(|pending| drain_bells(fd, pending, &mut eof)) {

@@ -7,15 +7,50 @@
 //! that round trip. The next turn ends the poll as answered (and may start another); the
 //! deadline ends it as expired. After a few polls in a row expire (a peer slower than the
 //! budget, a server waiting for its clients' next requests) the loop sleeps at once, polling
-//! again only at every 32nd turn to see whether answers got faster — the rule the
-//! fast-path library applies to its own spins.
+//! again only now and then to see whether answers got faster: the [`Backoff`] rule, which the
+//! fast-path library applies to its own spins too.
 
 use std::time::{Duration, Instant};
 
-/// Polls in a row that expired before the loop stops polling...
-const EXPIRED_BEFORE_PAUSE: u32 = 4;
-/// ...and polls again only at every this many turns.
+/// Polls in a row that found nothing before polling pauses...
+const MISSES_BEFORE_PAUSE: u32 = 4;
+/// ...and then only every this many chances to poll is taken, as a probe.
 const PROBE_EVERY: u32 = 32;
+
+/// When a poll that may not pay is worth trying: a poll pays only if what it waits for comes
+/// within its budget, and one that runs out took the CPU from the processes that had work.
+/// After four misses in a row, only every 32nd chance polls, to see whether the other side got
+/// faster; a poll that finds something resumes polling at every chance.
+#[derive(Debug, Default, Clone)]
+pub struct Backoff {
+    misses_in_a_row: u32,
+    chances_since_probe: u32,
+}
+
+impl Backoff {
+    /// A chance to poll: whether to take it.
+    pub fn worth_trying(&mut self) -> bool {
+        if self.misses_in_a_row < MISSES_BEFORE_PAUSE {
+            return true;
+        }
+        self.chances_since_probe += 1;
+        if self.chances_since_probe >= PROBE_EVERY {
+            self.chances_since_probe = 0;
+            return true;
+        }
+        false
+    }
+
+    /// The poll found what it waited for.
+    pub fn found(&mut self) {
+        self.misses_in_a_row = 0;
+    }
+
+    /// The poll ran out.
+    pub fn missed(&mut self) {
+        self.misses_in_a_row = self.misses_in_a_row.saturating_add(1);
+    }
+}
 
 /// The polling state of one event loop.
 #[derive(Debug, Default)]
@@ -23,8 +58,7 @@ pub struct BusyPoll {
     budget: Duration,
     turns_seen: u64,
     until: Option<Instant>,
-    expired_in_a_row: u32,
-    turns_since_probe: u32,
+    backoff: Backoff,
     counters: BusyPollCounters,
 }
 
@@ -50,15 +84,15 @@ impl BusyPoll {
         if self.until.is_some_and(|until| now >= until) {
             self.until = None;
             self.counters.expired += 1;
-            self.expired_in_a_row = self.expired_in_a_row.saturating_add(1);
+            self.backoff.missed();
         }
         if turns != self.turns_seen && !self.budget.is_zero() {
             self.turns_seen = turns;
             if self.until.is_some() {
                 // The answer came while we polled for it.
-                self.expired_in_a_row = 0;
+                self.backoff.found();
             }
-            self.until = if self.worth_trying() {
+            self.until = if self.backoff.worth_trying() {
                 self.counters.polls += 1;
                 Some(now + self.budget)
             } else {
@@ -72,18 +106,6 @@ impl BusyPoll {
     /// Counters since the start.
     pub fn counters(&self) -> BusyPollCounters {
         self.counters
-    }
-
-    fn worth_trying(&mut self) -> bool {
-        if self.expired_in_a_row < EXPIRED_BEFORE_PAUSE {
-            return true;
-        }
-        self.turns_since_probe += 1;
-        if self.turns_since_probe >= PROBE_EVERY {
-            self.turns_since_probe = 0;
-            return true;
-        }
-        false
     }
 }
 

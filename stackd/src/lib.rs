@@ -21,7 +21,9 @@
 //! - [`pcap`]: capture files that tcpdump and Wireshark read.
 //!
 //! - [`config`]: defaults, the TOML file and command-line settings.
-//! - [`daemon`]: the event loop that drives the NIC, the engine and the control socket.
+//! - [`daemon`]: the event loop that drives the NIC, the engine and the control socket;
+//!   [`busy_poll`]: when it polls for a request/response's answer instead of sleeping (and
+//!   the pause-and-probe rule the fast-path library's spins share).
 //! - [`control`], [`proto`] and [`client`]: the control socket, its protocol (version 1:
 //!   reports, sessions, the socket operations) and the light blocking client other crates link.
 //! - [`sockets`] and [`carrier`]: sessions, capability tokens, socket records and the data
