@@ -258,7 +258,7 @@ impl Handovers {
     /// looked at before the move (see `would_turn`): a program woken by the answer may write
     /// its next request before the daemon looks after.
     fn flowed(&mut self, flow: Flow, drained: impl FnOnce() -> bool) -> bool {
-        let turn = self.last.is_some_and(|last| last != flow) && drained();
+        let turn = self.would_turn(flow) && drained();
         self.last = Some(flow);
         turn
     }

@@ -165,6 +165,34 @@ fn a_sleeping_consumer_is_rung_once_and_a_late_flag_finds_the_frame() {
     assert!(!b.arm_rx(), "an empty ring after the flag is set: safe to sleep");
 }
 
+/// A consumer that busy-polls takes its flag down: the producer does not ring, the frame is
+/// seen without a system call, and the next `receive` that finds the ring empty puts the flag
+/// back (so the loop may sleep after it). A flag the producer cleared first (it rang) stays
+/// the producer's doing: the doorbell is drained by the next `receive`, not left readable.
+#[test]
+fn a_busy_polling_consumer_is_not_rung_and_asks_again_before_it_sleeps() {
+    let (mut a, mut b) = wire("poll", 8);
+    let sleeping = ring_word(Side::A, CONSUMER_SLEEPING);
+    assert!(receive_all(&mut b, 64).is_empty());
+    assert_eq!(b.word(sleeping).load(Ordering::Relaxed), 1, "armed to sleep");
+    b.busy_poll_begin();
+    assert_eq!(b.word(sleeping).load(Ordering::Relaxed), 0);
+    assert!(!b.frames_waiting());
+    assert_eq!(send(&mut a, &[numbered(1, 60)]), 1);
+    assert!(!readable(&b, Duration::ZERO), "a polling consumer is not rung");
+    assert!(b.frames_waiting());
+    assert_eq!(receive_all(&mut b, 64), [numbered(1, 60)]);
+    assert_eq!(b.word(sleeping).load(Ordering::Relaxed), 1, "asked again once empty");
+
+    // The producer rang before the poll began: its datagram is drained, not left behind.
+    assert_eq!(send(&mut a, &[numbered(2, 60)]), 1);
+    assert!(readable(&b, Duration::from_secs(2)));
+    b.busy_poll_begin();
+    assert!(b.frames_waiting());
+    assert_eq!(receive_all(&mut b, 64), [numbered(2, 60)]);
+    assert!(!readable(&b, Duration::ZERO), "the doorbell was drained");
+}
+
 /// Frames one at a time from a producer thread to a consumer that sleeps on its doorbell
 /// whenever `receive` comes back empty: a lost wake-up would leave it asleep for the whole
 /// (long) poll timeout, so the test counts waits that ran out. The same with a ring of 4 slots
