@@ -28,8 +28,9 @@ use crate::backend::BackendKind;
 
 /// Busy poll for the other side's turn unless told otherwise (µs).
 pub const DEFAULT_BUSY_POLL_US: u64 = 100;
-/// A longer poll would be a core given away, not a wake-up saved.
-const MAX_BUSY_POLL_US: u64 = 10_000;
+/// A longer poll would be a core given away, not a wake-up saved (and programs are advised
+/// no longer spins than the ring allows).
+const MAX_BUSY_POLL_US: u64 = crate::ring::MAX_ANSWER_SPIN.as_micros() as u64;
 
 /// Where the control socket lives unless told otherwise.
 pub const DEFAULT_CONTROL_PATH: &str = "/run/joyride/stackd.sock";

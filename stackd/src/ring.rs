@@ -80,6 +80,9 @@ pub const MIN_CAPACITY: usize = 8 << 10;
 pub const MAX_CAPACITY: usize = 1 << 20;
 /// Bytes before the data area: one page, so that the data area is page-aligned.
 pub const HEADER_SIZE: usize = 4096;
+/// The longest answer spin a ring may advise ([`RingRegion::answer_spin`]); stackd's
+/// `--busy-poll` is bounded by it too.
+pub const MAX_ANSWER_SPIN: Duration = Duration::from_millis(10);
 /// The bell word's "reader is draining" bit; the low bits are the count.
 pub const DRAINING: u64 = 1 << 63;
 
@@ -412,9 +415,12 @@ impl RingRegion {
     }
 
     /// How long a reader that awaits an answer (it wrote last) may poll this ring before it
-    /// sleeps, as the writer advises; zero when it advises nothing.
+    /// sleeps, as the writer advises; zero when it advises nothing. The header is shared with
+    /// the writer, so more than [`MAX_ANSWER_SPIN`] is taken as that: a writer cannot make its
+    /// reader spin for minutes.
     pub fn answer_spin(&self) -> Duration {
-        Duration::from_micros(u64::from(self.header().answer_spin_us.0.load(Ordering::Relaxed)))
+        let us = u64::from(self.header().answer_spin_us.0.load(Ordering::Relaxed));
+        Duration::from_micros(us).min(MAX_ANSWER_SPIN)
     }
 
     /// A reader's promise to poll the ring for up to `want` bytes (see
@@ -1173,6 +1179,8 @@ mod tests {
         assert_eq!(remap(&region).answer_spin(), Duration::from_micros(150));
         assert!(!remap(&plain).writer_relays(), "a program's ring is not marked");
         assert_eq!(remap(&plain).answer_spin(), Duration::ZERO, "nor advised");
+        region.header().answer_spin_us.0.store(u32::MAX, Ordering::Relaxed);
+        assert_eq!(remap(&region).answer_spin(), MAX_ANSWER_SPIN, "advice beyond the bound");
     }
 
     #[test]
