@@ -437,6 +437,12 @@ impl RingRegion {
         self.unread()
     }
 
+    /// Whether a reader has a spin promise out now. A writer decides on its doorbell with
+    /// [`Producer::bell_needed`], never with this: it is for watching a reader (tests, stats).
+    pub fn spin_promised(&self) -> bool {
+        self.header().spin.0.load(Ordering::SeqCst) != 0
+    }
+
     /// Whether the reader has attached (see "Joining a stream").
     pub fn reader_attached(&self) -> bool {
         self.header().reader_attached.0.load(Ordering::SeqCst) != 0
