@@ -456,10 +456,15 @@ impl Daemon {
             }
         }
         let counters = self.stack.counters();
+        let polls = self.busy_poll.counters();
         tracing::info!(
             rx_frames = counters.rx_frames,
             tx_frames = counters.tx_frames,
             tcp_retransmits = counters.tcp_retransmits,
+            turns = self.sockets.turns(),
+            busy_polls = polls.polls,
+            busy_polls_expired = polls.expired,
+            busy_polls_paused = polls.paused,
             "joyride-stackd stopped"
         );
     }
