@@ -19,9 +19,9 @@
 //! - `shm`: two joyride-stackd instances joined by the shared-memory wire (`--backend shm`), no
 //!   kernel in the frames' path; like the veth of `kernel`, the wire takes TCP segments of up
 //!   to 64 KiB whole (segmentation offload; `--stackd-args "--segmentation-offload off"` cuts
-//!   them to the MTU, as `kernel-no-offload` does for the kernel); the programs use stackd's app-facing data path of today, the
-//!   carriers (an AF_UNIX stream per TCP socket), so a byte goes app → carrier → stackd → wire →
-//!   stackd → carrier → app.
+//!   them to the MTU, as `kernel-no-offload` does for the kernel); the programs use stackd's
+//!   app-facing data path of today, the carriers (an AF_UNIX stream per TCP socket), so a byte
+//!   goes app → carrier → stackd → wire → stackd → carrier → app.
 //! - `af-packet`: the same two daemons, but each bound through `--backend af-packet` to one end
 //!   of a veth pair in a namespace of its own: the kernel's cost of moving frames shows in the
 //!   difference to `shm`.

@@ -736,10 +736,11 @@ impl TcpSocket {
     /// Emits the next segment this connection wants to send, if any, as a complete TCP segment
     /// (header, options, payload, checksum) into `buf`, returning its length. `buf` is at least
     /// the MSS plus 60 bytes (more with segmentation offload, see
-    /// [`set_segmentation_offload`](Self::set_segmentation_offload)). Call repeatedly until `None`. Decides everything tcp_output
-    /// decides: SYN/SYN-ACK, new data under min(cwnd, rwnd) with Nagle and SWS avoidance,
-    /// retransmissions (RTO, fast retransmit, SACK NextSeg), pure ACKs (immediate or when the
-    /// delayed-ACK timer fired), window updates, window probes, keepalives, FIN, RST after abort.
+    /// [`set_segmentation_offload`](Self::set_segmentation_offload)). Call repeatedly until
+    /// `None`. Decides everything tcp_output decides: SYN/SYN-ACK, new data under min(cwnd,
+    /// rwnd) with Nagle and SWS avoidance, retransmissions (RTO, fast retransmit, SACK NextSeg),
+    /// pure ACKs (immediate or when the delayed-ACK timer fired), window updates, window
+    /// probes, keepalives, FIN, RST after abort.
     pub fn dispatch(&mut self, now: Instant, buf: &mut [u8], fill_checksum: bool) -> Option<usize> {
         self.last_now = self.last_now.max(now);
         let emitted = self.output(now, buf, fill_checksum);
